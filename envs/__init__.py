@@ -1,0 +1,1 @@
+"""Environments with controllable factors of variation (layer 1: knows nothing of models)."""

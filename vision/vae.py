@@ -1,0 +1,89 @@
+"""VAE and β-VAE (Higgins et al. 2017).
+
+The family shares one encoder/decoder and one loss; a subclass overrides :meth:`VAE.regularizer`
+only (as disentanglement_lib does): VAE → KL, β-VAE → β·KL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from vision.base import (
+    LIKELIHOODS,
+    LossOutput,
+    VisionModel,
+    gaussian_kl_per_dim,
+    reconstruction_loss,
+    reparameterize,
+)
+from vision.nets import DEFAULT_CHANNELS, ConvDecoder, ConvEncoder
+
+
+class VAE(VisionModel):
+    """Gaussian-latent VAE with the Burgess/dlib conv architecture."""
+
+    name = "vae"
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        latent_dim: int = 10,
+        likelihood: str = "bernoulli",
+        channels: Sequence[int] = DEFAULT_CHANNELS,
+        hidden: int = 256,
+    ) -> None:
+        super().__init__(obs_shape, latent_dim)
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        self.likelihood = likelihood
+        self.hparams.update(likelihood=likelihood, channels=list(channels), hidden=int(hidden))
+        self.encoder = ConvEncoder(self.obs_shape, 2 * self.latent_dim, channels, hidden)
+        self.decoder = ConvDecoder(self.latent_dim, self.obs_shape, channels, hidden)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def regularizer(
+        self, kl_per_dim: Tensor, step: int, z: Tensor, mu: Tensor, logvar: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The term added to the reconstruction loss, plus any extra terms to log."""
+        return kl_per_dim.sum(), {}
+
+    def loss(self, x: Tensor, step: int) -> LossOutput:
+        mu, logvar = self.encode(x)
+        z = reparameterize(mu, logvar)
+        recon = reconstruction_loss(self.decode(z), x, self.likelihood)
+        kl_dims = gaussian_kl_per_dim(mu, logvar)
+        reg, extra = self.regularizer(kl_dims, step, z, mu, logvar)
+        terms = {"recon": recon, "kl": kl_dims.sum(), "kl_per_dim": kl_dims.detach(), **extra}
+        return LossOutput(recon + reg, terms)
+
+
+class BetaVAE(VAE):
+    """β-VAE: recon + β·KL (Higgins et al. 2017)."""
+
+    name = "beta_vae"
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        latent_dim: int = 10,
+        beta: float = 4.0,
+        likelihood: str = "bernoulli",
+        channels: Sequence[int] = DEFAULT_CHANNELS,
+        hidden: int = 256,
+    ) -> None:
+        super().__init__(obs_shape, latent_dim, likelihood, channels, hidden)
+        if beta < 0:
+            raise ValueError(f"beta must be ≥ 0, got {beta}")
+        self.beta = float(beta)
+        self.hparams["beta"] = self.beta
+
+    def regularizer(self, kl_per_dim, step, z, mu, logvar):
+        return self.beta * kl_per_dim.sum(), {}
