@@ -84,20 +84,27 @@ class VisionModel(nn.Module):
         return [torch.optim.Adam(self.parameters(), lr=lr, betas=(0.9, 0.999))]
 
     def train_step(
-        self, x: Tensor, step: int, optimizers: Sequence[torch.optim.Optimizer], scaler: Any = None
-    ) -> dict[str, float]:
-        """One optimisation step on batch ``x``; returns detached scalar terms for logging.
+        self,
+        x: Tensor,
+        step: int,
+        optimizers: Sequence[torch.optim.Optimizer],
+        scaler: Any = None,
+        check_finite: bool = True,
+    ) -> dict[str, Tensor]:
+        """One optimisation step on batch ``x``; returns the detached loss terms for logging.
 
-        Raises :class:`FloatingPointError` (before any parameter update) if the loss is not finite.
+        The terms stay tensors on the model's device (scalars and per-latent vectors), so the
+        training loop can average them without a host sync every step. With ``check_finite``
+        a non-finite loss raises :class:`FloatingPointError` before any parameter update.
         """
         (opt,) = optimizers
         opt.zero_grad(set_to_none=True)
         out = self.loss(x, step)
-        if not torch.isfinite(out.total):
+        if check_finite and not torch.isfinite(out.total):
             raise FloatingPointError(f"non-finite loss {out.total.item()} at step {step}")
         out.total.backward()
         opt.step()
-        return {"loss": float(out.total.detach()), **{k: float(v.detach()) for k, v in out.terms.items() if v.ndim == 0}}
+        return {"loss": out.total.detach(), **{k: v.detach() for k, v in out.terms.items()}}
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,101 @@
+"""Stage 3, transfer: zero-shot evaluation of a trained policy in each domain.
+
+Each episode has its own fixed seed: domain ``d`` (0 = source, then targets in config order) uses
+seeds ``seed_base + d·100_000 + k`` for episodes ``k = 0..n-1``, so domains never share a seed
+and re-running gives the same episodes. All episodes of a domain run side by side in one vector
+env, so the frozen encoder sees them as one batch per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from agents.encode import VecEncode
+from agents.train import make_vec_env
+from envs.factors import Domain
+from vision.base import VisionModel
+
+SEED_STRIDE = 100_000
+MAX_PARALLEL = 64
+
+
+class Episode(NamedTuple):
+    domain: str
+    episode: int
+    env_seed: int
+    """The reset seed of this episode (not the policy's training seed)."""
+    ret: float
+    length: int
+
+
+def episode_seeds(domain_index: int, n_episodes: int, seed_base: int) -> list[int]:
+    if n_episodes > SEED_STRIDE:
+        raise ValueError(f"at most {SEED_STRIDE} episodes per domain")
+    start = seed_base + domain_index * SEED_STRIDE
+    return list(range(start, start + n_episodes))
+
+
+def run_episodes(
+    model: BaseAlgorithm,
+    encoder: VisionModel,
+    env_name: str,
+    domain: Domain,
+    seeds: list[int],
+    *,
+    size: int = 64,
+    max_steps: int = 100,
+    deterministic: bool = False,
+    device: str | torch.device = "cpu",
+) -> list[tuple[float, int]]:
+    """One episode per seed, in order; returns (return, length) per episode."""
+    out: list[tuple[float, int]] = []
+    for start in range(0, len(seeds), MAX_PARALLEL):
+        chunk = seeds[start : start + MAX_PARALLEL]
+        # make_vec_env seeds env i with chunk[0] + i; the seeds are consecutive by construction.
+        assert chunk == list(range(chunk[0], chunk[0] + len(chunk)))
+        venv = VecEncode(make_vec_env(env_name, domain, len(chunk), chunk[0], size, max_steps), encoder, device)
+        obs = venv.reset()
+        n = len(chunk)
+        returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
+        finished = np.zeros(n, dtype=bool)
+        while not finished.all():
+            actions, _ = model.predict(obs, deterministic=deterministic)
+            obs, rewards, dones, _ = venv.step(actions)
+            live = ~finished
+            returns[live] += rewards[live]
+            lengths[live] += 1
+            finished |= dones  # DummyVecEnv auto-resets; later steps of a finished env are ignored
+        venv.close()
+        out += list(zip(returns.tolist(), lengths.tolist()))
+    return out
+
+
+def evaluate_transfer(
+    model: BaseAlgorithm,
+    encoder: VisionModel,
+    env_name: str,
+    domains: Mapping[str, Domain],
+    *,
+    n_episodes: int = 20,
+    seed_base: int = 1_000_000,
+    size: int = 64,
+    max_steps: int = 100,
+    deterministic: bool = False,
+    device: str | torch.device = "cpu",
+) -> list[Episode]:
+    """Evaluate ``model`` zero-shot on every domain (source first by convention)."""
+    model.set_random_seed(seed_base)  # stochastic actions are reproducible too
+    episodes: list[Episode] = []
+    for d, (name, domain) in enumerate(domains.items()):
+        seeds = episode_seeds(d, n_episodes, seed_base)
+        results = run_episodes(
+            model, encoder, env_name, domain, seeds,
+            size=size, max_steps=max_steps, deterministic=deterministic, device=device,
+        )
+        episodes += [Episode(name, k, s, r, n) for k, (s, (r, n)) in enumerate(zip(seeds, results))]
+    return episodes

@@ -1,0 +1,93 @@
+"""Vision training throughput (images/s) and achieved FLOP rate as a fraction of this machine's
+matmul rate, both measured in the same run.
+
+Roofline baseline: ``torch.mm`` of two N×N float32 matrices (GFLOP/s). A training step's FLOPs
+(forward + backward) come from ``torch.utils.flop_counter.FlopCounterMode``; achieved rate =
+FLOPs per step × steps/s. On CUDA it also times bf16 autocast and ``torch.compile``.
+
+    python benchmarks/vision_throughput.py [--models beta_vae] [--size 64] [--batch 64] [--steps 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from vision.registry import VISION_MODELS
+
+
+def matmul_gflops(device: torch.device, n: int, dtype: torch.dtype = torch.float32, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    torch.mm(a, b)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def step_flops(model, x) -> int:
+    (opt,) = model.configure_optimizers(1e-4)
+    with FlopCounterMode(display=False) as fc:
+        model.train_step(x, 0, [opt])
+    return fc.get_total_flops()
+
+
+def images_per_s(model, x, steps: int, amp: bool, device: torch.device) -> float:
+    opts = model.configure_optimizers(1e-4)
+    cuda = device.type == "cuda"
+    for i in range(3):  # warm-up (and compilation)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            model.train_step(x, i, opts, check_finite=not cuda)
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            model.train_step(x, i, opts, check_finite=not cuda)
+    sync(device)
+    return steps * len(x) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="beta_vae", help="comma-separated registry names")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--latent", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--mm", type=int, default=2048, help="side of the roofline matmul")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    roof = matmul_gflops(device, args.mm)
+    print(f"device {device}, {torch.get_num_threads()} threads; torch.mm {args.mm}² fp32: {roof:,.1f} GFLOP/s (roofline)")
+    print(f"{'model':<14}{'variant':<14}{'images/s':>10}{'GFLOP/step':>12}{'GFLOP/s':>10}{'÷ roofline':>12}")
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        model = VISION_MODELS[name]((3, args.size, args.size), args.latent).to(device)
+        x = (torch.rand(args.batch, 3, args.size, args.size, device=device) > 0.5).float()
+        flops = step_flops(model, x)
+        variants = [("fp32", False, False)]
+        if device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+            variants += [("bf16", True, False), ("bf16+compile", True, True)]
+        for label, amp, comp in variants:
+            if comp:
+                model.loss = torch.compile(model.loss)
+            ips = images_per_s(model, x, args.steps, amp, device)
+            rate = flops / args.batch * ips / 1e9
+            print(f"{name:<14}{label:<14}{ips:>10,.0f}{flops / 1e9:>12.2f}{rate:>10,.1f}{rate / roof:>12.2f}")
+
+
+if __name__ == "__main__":
+    main()

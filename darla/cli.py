@@ -1,0 +1,204 @@
+"""``darla`` command line: ``darla pipeline|vision|agent|transfer|report|envs ...``.
+
+Config errors exit with status 2 and one line naming the file and the key; other expected
+failures (a corrupted artifact, a mismatched checkpoint, a missing file) exit 1 with one line.
+An interrupted run (Ctrl-C, kill) is continued by running the same command again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from darla.config import Config, ConfigError, load_config
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set vision.beta=4.0 (repeatable)")
+    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs_dir/name)")
+    p.add_argument("--force", action="store_true", help="discard this run's artifacts and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="darla", description="DARLA: learn to see, learn to act, transfer zero-shot.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    pp = sub.add_parser("pipeline", help="run (or continue) all three stages and the report")
+    _config_args(pp)
+
+    pv = sub.add_parser("vision", help="stage 1 alone, and tools for vision checkpoints")
+    vsub = pv.add_subparsers(dest="vcmd", required=True)
+    vt = vsub.add_parser("train", help="train the vision model of CONFIG (stage 1 only)")
+    _config_args(vt)
+    vtr = vsub.add_parser("traverse", help="write the latent traversal grid of a checkpoint")
+    vtr.add_argument("checkpoint", type=Path)
+    vtr.add_argument("--env", default="seek_avoid", help="env whose frame is the reference image")
+    vtr.add_argument("--out", type=Path, default=None, help="PNG path (default: beside the checkpoint)")
+    vtr.add_argument("--seed", type=int, default=0)
+    vs = vsub.add_parser("score", help="disentanglement metrics of a checkpoint on ground-truth data")
+    vs.add_argument("checkpoint", type=Path)
+    vs.add_argument("--data", default="seek_avoid", help="ground-truth data: an env name (darla envs)")
+    vs.add_argument("--metrics", default="all", help="comma-separated metric names, or all")
+    vs.add_argument("--settings", default="fast", choices=["fast", "full"])
+    vs.add_argument("--seed", type=int, default=0)
+    vs.add_argument("--out", type=Path, default=None, help="also write the scores as JSON here")
+
+    pa = sub.add_parser("agent", help="stage 2 alone")
+    asub = pa.add_subparsers(dest="acmd", required=True)
+    _config_args(asub.add_parser("train", help="train the policies of CONFIG (runs stage 1 first if needed)"))
+
+    pt = sub.add_parser("transfer", help="stage 3 alone")
+    tsub = pt.add_subparsers(dest="tcmd", required=True)
+    _config_args(tsub.add_parser("eval", help="zero-shot evaluation in the target domains"))
+
+    pr = sub.add_parser("report", help="(re)write report.html and results.json of a run directory")
+    pr.add_argument("run_dir", type=Path)
+
+    sub.add_parser("envs", help="list environments, their factors and domain presets")
+    return p
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.overrides)
+
+
+def _stages_cmd(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
+    from darla.pipeline import run_pipeline
+
+    cfg = _load(args)
+    run = run_pipeline(cfg, run_dir=args.run_dir, force=args.force, progress=not args.no_progress, stages=stages)
+    if "report" in stages:
+        _print_summary(run.root)
+    return 0
+
+
+def _print_summary(root: Path) -> None:
+    from darla.report import SUMMARY_HEADER, format_table, summary_rows
+
+    results = json.loads((root / "results.json").read_text())
+    print()
+    print(format_table(summary_rows(results), SUMMARY_HEADER))
+    print(f"\nreport: {(root / 'report.html').resolve()}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from darla.pipeline import stage_report
+    from darla.runs import RunDir
+
+    run = RunDir(args.run_dir)
+    if not run.config_path.exists():
+        raise FileNotFoundError(f"{args.run_dir} is not a darla run directory (no config.yaml)")
+    cfg = load_config(run.config_path)
+    for s in ("vision", "agent", "transfer"):
+        if not run.is_complete(s):
+            raise FileNotFoundError(f"{args.run_dir}: stage {s!r} is not complete; run `darla pipeline` first")
+    stage_report(cfg, run)
+    _print_summary(run.root)
+    return 0
+
+
+def _cmd_traverse(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from envs.factors import to_chw_float
+    from envs.registry import get_env_info, make_env
+    from vision.checkpoint import load_checkpoint
+    from vision.traverse import save_png, traversal_grid
+
+    model = load_checkpoint(args.checkpoint)
+    _, h, _ = model.obs_shape
+    info = get_env_info(args.env)
+    env = make_env(args.env, info.domains["all"] if "all" in info.domains else next(iter(info.domains.values())), size=h)
+    obs, _ = env.reset(seed=args.seed)
+    x = to_chw_float(obs[None])
+    kl = model.kl_per_dim(x)
+    out = args.out or args.checkpoint.with_name("traversals.png")
+    save_png(out, traversal_grid(model, x[0], order=np.argsort(-kl)))
+    print(f"traversals: {out}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from envs.registry import ENVS, get_env_info
+    from vision.checkpoint import load_checkpoint
+    from vision.metrics import score
+
+    if args.data not in ENVS:
+        raise ValueError(f"unknown --data {args.data!r}; choose from {', '.join(sorted(ENVS))}")
+    model = load_checkpoint(args.checkpoint)
+    data = get_env_info(args.data).ground_truth(model.obs_shape[1], None)
+    if tuple(data.observation_shape) != tuple(model.obs_shape):
+        raise ValueError(f"{args.checkpoint} takes images {model.obs_shape}, but {args.data} renders {data.observation_shape}")
+    names = "all" if args.metrics == "all" else [m.strip() for m in args.metrics.split(",") if m.strip()]
+    res = score(data, model.represent, np.random.default_rng(args.seed), metrics=names, settings=args.settings)
+    text = json.dumps(res, indent=2, sort_keys=True, default=float)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+def _cmd_envs(_: argparse.Namespace) -> int:
+    from envs.registry import ENVS
+
+    for name, info in ENVS.items():
+        print(f"{name}  ({info.gym_id}, {info.action_kind} actions)")
+        for f in info.scene_space.factors:
+            print(f"  factor {f.name}: {', '.join(f'{i}={v}' for i, v in enumerate(f.values))}")
+        for dname, dom in info.domains.items():
+            print(f"  domain {dname}: {len(dom)} combinations")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "pipeline":
+            return _stages_cmd(args, ("vision", "agent", "transfer", "report"))
+        if args.cmd == "vision" and args.vcmd == "train":
+            return _stages_cmd(args, ("vision",))
+        if args.cmd == "vision" and args.vcmd == "traverse":
+            return _cmd_traverse(args)
+        if args.cmd == "vision" and args.vcmd == "score":
+            return _cmd_score(args)
+        if args.cmd == "agent":
+            return _stages_cmd(args, ("vision", "agent"))
+        if args.cmd == "transfer":
+            return _stages_cmd(args, ("vision", "agent", "transfer"))
+        if args.cmd == "report":
+            return _cmd_report(args)
+        if args.cmd == "envs":
+            return _cmd_envs(args)
+    except ConfigError as e:
+        print(f"darla: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ndarla: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    except Exception as e:  # expected failures get one line; unexpected ones keep their traceback
+        if _is_user_error(e):
+            print(f"darla: error: {e}", file=sys.stderr)
+            return 1
+        raise
+    return 2
+
+
+def _is_user_error(e: BaseException) -> bool:
+    from darla.runs import RunDirError
+
+    names = {"CheckpointError", "NonFiniteLossError"}
+    return isinstance(e, (RunDirError, FileNotFoundError, PermissionError)) or type(e).__name__ in names or (
+        isinstance(e, ValueError) and not isinstance(e, ConfigError)
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

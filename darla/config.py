@@ -1,0 +1,452 @@
+"""Strict YAML configs: ``yaml.safe_load`` → frozen dataclasses, every key and value checked.
+
+Errors name the file and the dotted key (``configs/x.yaml: vision.betta: unknown key (did you
+mean 'beta'?)``). ``--set vision.beta=4.0`` overrides are parsed as YAML scalars and applied to
+the raw mapping *before* validation, so they go through exactly the same checks.
+
+Model- and algorithm-specific settings are checked against the constructor signature of the
+named class: ``vision: {model: beta_vae, beta: 4.0}`` accepts ``beta`` because
+``BetaVAE.__init__`` takes it, and rejects ``gamma`` with the list of keys it does take.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem, reported as one line: ``<file>: <dotted.key>: <what is wrong>``."""
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        self.source, self.key, self.message = source, key, message
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + message)
+
+
+def _choices(min: float | None = None, max: float | None = None, **kw: Any) -> dict[str, Any]:
+    return {"min": min, "max": max, **kw}
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema. Every field carries its documentation in ``metadata["doc"]``.
+# ---------------------------------------------------------------------------------------------
+DomainSpec = str | dict[str, list[int]]
+
+
+@dataclass(frozen=True)
+class DomainsConfig:
+    vision: DomainSpec = field(default="vision", metadata={"doc": "frames the vision model sees"})
+    source: DomainSpec = field(default="source", metadata={"doc": "where the policy is trained"})
+    targets: dict[str, DomainSpec] = field(
+        default_factory=lambda: {"target_floor_object": "target_floor_object"},
+        metadata={"doc": "name → domain preset or {factor: [values]}; zero-shot evaluation only"},
+    )
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    name: str = field(default="seek_avoid", metadata={"doc": "env registry name (darla envs)"})
+    size: int = field(default=64, metadata={"doc": "frame side in pixels", **_choices(16, 256)})
+    max_steps: int = field(default=100, metadata={"doc": "episode time limit", **_choices(1)})
+    domains: DomainsConfig = field(default_factory=DomainsConfig)
+
+
+@dataclass(frozen=True)
+class DAEConfig:
+    """The DAE trained first when ``vision.model`` needs one (β-VAE-DAE)."""
+
+    steps: int = field(default=2000, metadata=_choices(1))
+    lr: float | None = field(default=None, metadata=_choices(0.0, exclusive_min=True))
+    params: dict[str, Any] = field(default_factory=dict, metadata={"doc": "DAE constructor kwargs"})
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    model: str = field(default="beta_vae", metadata={"doc": "vision registry name"})
+    latent_dim: int = field(default=10, metadata=_choices(1, 512))
+    n_frames: int = field(default=10_000, metadata={"doc": "random-policy frames", **_choices(64)})
+    steps: int = field(default=5_000, metadata=_choices(1))
+    batch_size: int = field(default=64, metadata=_choices(1))
+    lr: float | None = field(default=None, metadata={"doc": "None → the model's default", **_choices(0.0, exclusive_min=True)})
+    checkpoint_every: int = field(default=1000, metadata=_choices(1))
+    log_every: int = field(default=50, metadata=_choices(1))
+    amp: bool = True
+    compile: bool = False
+    checkpoint: str | None = field(default=None, metadata={"doc": "use this trained model.pt instead of training"})
+    dae: DAEConfig = field(default_factory=DAEConfig)
+    #: Model-specific constructor kwargs (e.g. ``beta``), written flat in YAML under ``vision:``.
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    algo: str = field(default="ppo", metadata={"doc": "ppo | a2c | dqn | sac"})
+    total_timesteps: int = field(default=20_000, metadata=_choices(1))
+    n_envs: int = field(default=8, metadata=_choices(1, 256))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    hyperparams: dict[str, Any] = field(default_factory=dict, metadata={"doc": "SB3 constructor kwargs"})
+    checkpoint_every: int = field(default=10_000, metadata={"doc": "timesteps between resume checkpoints", **_choices(1)})
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    n_episodes: int = field(default=20, metadata=_choices(1, 10_000))
+    deterministic: bool = False
+    seed_base: int = field(default=1_000_000, metadata={"doc": "evaluation seeds start here; disjoint per domain", **_choices(0)})
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: list[str] = field(default_factory=list, metadata={"doc": "metric names, or ['all']"})
+    settings: Literal["fast", "full"] = "fast"
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "run"
+    seed: int = field(default=0, metadata=_choices(0))
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    runs_dir: str = "runs"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data, model params written flat under ``vision`` (round-trips)."""
+        d = dataclasses.asdict(self)
+        params = d["vision"].pop("params")
+        d["vision"].update(params)
+        return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+def _did_you_mean(key: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    if close:
+        return f"unknown key (did you mean {close[0]!r}?)"
+    return f"unknown key; valid keys: {', '.join(sorted(valid))}"
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _check_value(value: Any, tp: Any, source: str, key: str, meta: Mapping[str, Any]) -> Any:
+    """Return ``value`` converted to ``tp`` or raise a ConfigError naming key and value."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    bad = lambda what: ConfigError(source, key, f"{what}, got {value!r}")  # noqa: E731
+
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_value(value, a, source, key, meta)
+            except ConfigError as e:
+                errors.append(e)
+        if len(errors) == 1:  # Optional[X]: X's own message is the useful one
+            raise errors[0]
+        names = [_type_name(a) for a in args if a is not type(None)]
+        raise bad(f"expected {' or '.join(names)}" + (" or null" if type(None) in args else ""))
+    if origin is Literal:
+        if value not in args:
+            raise bad(f"must be one of {list(args)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad(f"expected a list of {_type_name(args[0])}")
+        return [_check_value(v, args[0], source, f"{key}[{i}]", {}) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad("expected a mapping")
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(source, f"{key}.{k}", "keys must be strings")
+            out[k] = _check_value(v, args[1], source, f"{key}.{k}", {}) if args[1] is not Any else v
+        return out
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad("expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("expected an integer")
+    elif tp is float:
+        if isinstance(value, str):
+            # PyYAML reads 1e-4 (no dot) as a string; say so rather than "expected a number".
+            try:
+                float(value)
+            except ValueError:
+                raise bad("expected a number") from None
+            raise bad("expected a number (YAML reads '1e-4' as text: write 1.0e-4)")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("expected a number")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise bad("expected a finite number")
+    elif tp is str:
+        if not isinstance(value, str):
+            raise bad("expected a string")
+        if not value:
+            raise bad("must not be empty")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and (value < lo or (meta.get("exclusive_min") and value <= lo)):
+        raise bad(f"must be {'>' if meta.get('exclusive_min') else '≥'} {lo}")
+    if hi is not None and value > hi:
+        raise bad(f"must be ≤ {hi}")
+    return value
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str, extra_ok: bool = False) -> tuple[Any, dict]:
+    """Build dataclass ``cls`` from mapping ``raw``. Returns (instance, leftover keys if extra_ok)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, prefix or "(top level)", f"expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    # With extra_ok (vision:), model params are written flat, so "params" is not a YAML key there.
+    fields = {f.name: f for f in dataclasses.fields(cls) if not (extra_ok and f.name == "params")}
+    kwargs: dict[str, Any] = {}
+    leftover: dict[str, Any] = {}
+    for k, v in raw.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in fields:
+            if extra_ok:
+                leftover[k] = v
+                continue
+            raise ConfigError(source, key, _did_you_mean(str(k), list(fields)))
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            kwargs[k] = _build(tp, v, source, key)[0]
+        else:
+            kwargs[k] = _check_value(v, tp, source, key, fields[k].metadata)
+    return cls(**kwargs), leftover
+
+
+def _signature_params(cls: type, skip: set[str]) -> dict[str, inspect.Parameter]:
+    params = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        for p in inspect.signature(klass.__init__).parameters.values():
+            if p.name in skip or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name in params:
+                continue
+            params[p.name] = p
+        if not any(p.kind == p.VAR_KEYWORD for p in inspect.signature(klass.__init__).parameters.values()):
+            break
+    return params
+
+
+def _check_kwargs(
+    raw: Mapping[str, Any], cls: type, skip: set[str], source: str, prefix: str, what: str
+) -> dict[str, Any]:
+    """Check keyword arguments against ``cls.__init__``: names, and types where a default shows one."""
+    params = _signature_params(cls, skip)
+    out = {}
+    for k, v in raw.items():
+        key = f"{prefix}.{k}"
+        if k not in params:
+            close = difflib.get_close_matches(str(k), list(params), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"{what} takes: {', '.join(sorted(params))}"
+            raise ConfigError(source, key, f"unknown key for {what} ({hint})")
+        default = params[k].default
+        if isinstance(default, bool):
+            v = _check_value(v, bool, source, key, {})
+        elif isinstance(default, float):
+            v = _check_value(v, float, source, key, {})
+        elif isinstance(default, int):
+            v = _check_value(v, int, source, key, {})
+        elif isinstance(default, str) and not isinstance(v, str):
+            raise ConfigError(source, key, f"expected a string, got {v!r}")
+        out[k] = v
+    return out
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(source, dotted, "malformed override key")
+    node = raw
+    for i, p in enumerate(parts[:-1]):
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(source, ".".join(parts[: i + 1]), "is not a mapping, cannot set a key inside it")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"vision.beta=4.0"`` → ("vision.beta", 4.0); the value is parsed as a YAML scalar."""
+    if "=" not in text:
+        raise ConfigError("--set", text, "expected KEY=VALUE, e.g. --set vision.beta=4.0")
+    key, _, val = text.partition("=")
+    try:
+        return key.strip(), yaml.safe_load(val) if val.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError("--set", key, f"cannot parse value {val!r}: {e}") from None
+
+
+def config_from_dict(raw: Any, source: str = "<config>", overrides: Sequence[str] = ()) -> Config:
+    """Validate a raw mapping (as from YAML) plus ``KEY=VALUE`` overrides into a :class:`Config`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "", f"the top level must be a mapping, got {type(raw).__name__}")
+    raw = _deepcopy(raw)
+    for ov in overrides:
+        k, v = parse_override(ov)
+        _set_dotted(raw, k, v, source + " (--set)")
+
+    vision_raw = raw.get("vision") or {}
+    if not isinstance(vision_raw, dict):
+        raise ConfigError(source, "vision", f"expected a mapping, got {vision_raw!r}")
+    raw_no_vision = {k: v for k, v in raw.items() if k != "vision"}
+    cfg, _ = _build(Config, raw_no_vision, source, "")
+    vision, extra = _build(VisionConfig, vision_raw, source, "vision", extra_ok=True)
+    if "params" in vision_raw:
+        raise ConfigError(source, "vision.params", "write model parameters directly under vision:")
+
+    from vision.registry import VISION_MODELS  # darla is the top layer; the registry is data
+
+    if vision.model not in VISION_MODELS:
+        raise ConfigError(source, "vision.model", _unknown_name(vision.model, VISION_MODELS, "vision model"))
+    model_cls = VISION_MODELS[vision.model]
+    params = _check_kwargs(extra, model_cls, {"self", "obs_shape", "latent_dim"}, source, "vision", f"vision model {vision.model!r}")
+    vision = dataclasses.replace(vision, params=params)
+    if vision.batch_size > vision.n_frames:
+        raise ConfigError(source, "vision.batch_size", f"{vision.batch_size} exceeds vision.n_frames ({vision.n_frames})")
+
+    from agents.algos import ALGOS
+
+    agent = cfg.agent
+    if agent.algo not in ALGOS:
+        raise ConfigError(source, "agent.algo", _unknown_name(agent.algo, ALGOS, "algorithm"))
+    _check_kwargs(
+        agent.hyperparams, ALGOS[agent.algo], {"self", "policy", "env", "seed", "device", "policy_kwargs", "tensorboard_log", "verbose", "_init_setup_model"},
+        source, "agent.hyperparams", f"{agent.algo.upper()}",
+    )
+    if not agent.seeds:
+        raise ConfigError(source, "agent.seeds", "needs at least one seed")
+    if len(set(agent.seeds)) != len(agent.seeds):
+        raise ConfigError(source, "agent.seeds", f"seeds must be distinct, got {agent.seeds}")
+
+    from envs.registry import ENVS
+
+    env = cfg.env
+    if env.name not in ENVS:
+        raise ConfigError(source, "env.name", _unknown_name(env.name, ENVS, "environment"))
+    _check_domains(env, source)
+
+    if cfg.metrics.enabled:
+        from vision.metrics import METRICS
+
+        for i, m in enumerate(cfg.metrics.enabled):
+            if m != "all" and m not in METRICS:
+                raise ConfigError(source, f"metrics.enabled[{i}]", _unknown_name(m, METRICS, "metric"))
+    if not _safe_name(cfg.name):
+        raise ConfigError(source, "name", f"use letters, digits, '-', '_' and '.', got {cfg.name!r}")
+    return dataclasses.replace(cfg, vision=vision)
+
+
+def _check_domains(env: EnvConfig, source: str) -> None:
+    from envs.registry import get_domain
+
+    doms = env.domains
+    built = {}
+    for key, spec in [("vision", doms.vision), ("source", doms.source), *[(f"targets.{k}", v) for k, v in doms.targets.items()]]:
+        try:
+            built[key] = get_domain(env.name, spec)
+        except (KeyError, ValueError) as e:
+            msg = e.args[0] if e.args else str(e)
+            raise ConfigError(source, f"env.domains.{key}", str(msg)) from None
+    if not doms.targets:
+        raise ConfigError(source, "env.domains.targets", "name at least one target domain")
+    for key, dom in built.items():
+        if key.startswith("targets.") and dom.overlaps(built["vision"]):
+            raise ConfigError(
+                source, f"env.domains.{key}",
+                "overlaps the vision domain: target frames would be seen in stage 1 (DARLA's protocol holds targets out)",
+            )
+        if key.startswith("targets.") and dom.overlaps(built["source"]):
+            raise ConfigError(source, f"env.domains.{key}", "overlaps the source domain: it would not test transfer")
+
+
+def _unknown_name(name: str, valid: Mapping[str, Any], what: str) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {what} {name!r}{hint}; choose from {', '.join(sorted(valid))}"
+
+
+def _safe_name(name: str) -> bool:
+    return bool(name) and all(c.isalnum() or c in "-_." for c in name) and name not in (".", "..")
+
+
+def _deepcopy(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _deepcopy(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_deepcopy(v) for v in x]
+    return x
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read and validate a YAML config file. Every problem raises :class:`ConfigError`."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(source, "", f"cannot read: {e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(source, "", f"invalid YAML{where}: {problem}") from None
+    return config_from_dict(raw, source, overrides)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def diff_configs(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain config dicts."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        key = f"{prefix}.{k}" if prefix else k
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff_configs(va, vb, key)
+        elif va != vb:
+            out.append(key)
+    return out

@@ -1,0 +1,111 @@
+"""VecEncode, agent training on frozen latents, zero-shot transfer evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents.encode import VecEncode
+from agents.stats import iqm, summarize_returns, transfer_ratio
+from agents.train import AgentSpec, load_agent, make_vec_env, train_agent
+from agents.transfer import episode_seeds, evaluate_transfer
+from envs.registry import get_domain
+from vision.vae import BetaVAE
+
+SIZE = 32
+
+
+def tiny_encoder(latent: int = 4) -> BetaVAE:
+    torch.manual_seed(0)
+    return BetaVAE((3, SIZE, SIZE), latent, channels=[8, 8, 16, 16], hidden=32)
+
+
+def test_vec_encode_shapes_and_terminal_observation():
+    enc = tiny_encoder()
+    venv = make_vec_env("seek_avoid", get_domain("seek_avoid", "source"), 3, seed=0, size=SIZE, max_steps=5)
+    env = VecEncode(venv, enc)
+    assert env.observation_space.shape == (4,)
+    obs = env.reset()
+    assert obs.shape == (3, 4) and obs.dtype == np.float32
+    seen_terminal = False
+    for _ in range(5):
+        obs, rew, done, infos = env.step(np.array([env.action_space.sample() for _ in range(3)]))
+        assert obs.shape == (3, 4)
+        for i, info in enumerate(infos):
+            if done[i]:
+                term = info["terminal_observation"]
+                assert term.shape == (4,) and term.dtype == np.float32  # encoded, not a raw frame
+                seen_terminal = True
+    assert seen_terminal
+
+
+def test_vec_encode_matches_represent():
+    enc = tiny_encoder()
+    venv = make_vec_env("seek_avoid", get_domain("seek_avoid", "source"), 2, seed=3, size=SIZE)
+    frames = venv.reset()
+    env = VecEncode(make_vec_env("seek_avoid", get_domain("seek_avoid", "source"), 2, seed=3, size=SIZE), enc)
+    z = env.reset()
+    ref = enc.represent(frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    np.testing.assert_allclose(z, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_vec_encode_rejects_size_mismatch():
+    venv = make_vec_env("seek_avoid", get_domain("seek_avoid", "source"), 1, seed=0, size=64)
+    with pytest.raises(ValueError, match=r"encoder expects images of shape \(3, 32, 32\)"):
+        VecEncode(venv, tiny_encoder())
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn"])
+def test_train_agent_keeps_encoder_frozen(tmp_path, algo):
+    enc = tiny_encoder()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    hp = {"ppo": {"n_steps": 32, "batch_size": 32, "n_epochs": 1}, "a2c": {"n_steps": 8},
+          "dqn": {"learning_starts": 16, "buffer_size": 500, "train_freq": 4}}[algo]
+    spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, algo=algo, total_timesteps=128,
+                     n_envs=2, seed=0, hyperparams=hp, policy_kwargs={"net_arch": [16]})
+    res = train_agent(spec, enc, "abc123", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
+    assert res.model_path.exists() and res.timesteps >= 128
+    for k, v in enc.state_dict().items():
+        assert torch.equal(v, before[k]), f"encoder weight {k} changed during RL"
+    model = load_agent(res.model_path, expect_encoder_sha256="abc123")
+    assert model.darla_encoder_sha256 == "abc123"
+    with pytest.raises(ValueError, match="was trained on the vision checkpoint"):
+        load_agent(res.model_path, expect_encoder_sha256="other")
+
+
+def test_same_seed_same_policy(tmp_path):
+    spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, total_timesteps=128, n_envs=2, seed=1,
+                     hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 1}, policy_kwargs={"net_arch": [16]})
+    params = []
+    for run in ("a", "b"):
+        res = train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path / run, progress=False, tensorboard=False)
+        params.append(load_agent(res.model_path).policy.state_dict())
+    for k in params[0]:
+        assert torch.equal(params[0][k], params[1][k])
+
+
+def test_transfer_seeds_disjoint_and_reproducible(tmp_path):
+    enc = tiny_encoder()
+    spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=10, total_timesteps=64, n_envs=2, seed=0,
+                     hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 1}, policy_kwargs={"net_arch": [16]})
+    res = train_agent(spec, enc, "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
+    model = load_agent(res.model_path)
+    doms = {"source": get_domain("seek_avoid", "source"), "t": get_domain("seek_avoid", "target_floor_object")}
+    eps1 = evaluate_transfer(model, enc, "seek_avoid", doms, n_episodes=3, size=SIZE, max_steps=10)
+    eps2 = evaluate_transfer(model, enc, "seek_avoid", doms, n_episodes=3, size=SIZE, max_steps=10)
+    assert eps1 == eps2
+    assert [e.domain for e in eps1] == ["source"] * 3 + ["t"] * 3
+    assert all(e.length == 10 for e in eps1)
+    assert not set(episode_seeds(0, 3, 1_000_000)) & set(episode_seeds(1, 3, 1_000_000))
+
+
+def test_stats_hand_computed():
+    assert iqm([1, 2, 3, 4, 5, 6, 7, 8]) == pytest.approx(4.5)  # middle half: 3,4,5,6
+    assert iqm([0, 0, 10, 10]) == pytest.approx(5.0)
+    s = summarize_returns({0: [1.0, 3.0], 1: [5.0, 7.0]})
+    assert s["mean"] == pytest.approx(4.0) and s["per_seed"] == [2.0, 6.0]
+    assert s["std"] == pytest.approx(np.std([2.0, 6.0], ddof=1))
+    assert s["iqm_ci"][0] <= s["iqm"] <= s["iqm_ci"][1]
+    assert summarize_returns({0: [1.0, 3.0], 1: [5.0, 7.0]}) == s  # known seed → same bootstrap
+    assert transfer_ratio(2.0, 4.0) == 0.5 and transfer_ratio(1.0, 0.0) is None

@@ -1,0 +1,63 @@
+"""Shared fixtures. Tests run on CPU with tiny budgets (SB3 style: learn(64), net_arch [16])."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+#: A complete, tiny config (32 px, a few hundred steps) used by the end-to-end tests.
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "device": "cpu",
+    "env": {
+        "name": "seek_avoid",
+        "size": 32,
+        "max_steps": 20,
+        "domains": {
+            "vision": "vision",
+            "source": "source",
+            "targets": {"target_floor_object": "target_floor_object"},
+        },
+    },
+    "vision": {
+        "model": "beta_vae",
+        "latent_dim": 4,
+        "beta": 4.0,
+        "n_frames": 256,
+        "steps": 30,
+        "batch_size": 32,
+        "lr": 1.0e-3,
+        "checkpoint_every": 10,
+        "channels": [8, 8, 16, 16],
+        "hidden": 32,
+    },
+    "agent": {
+        "algo": "ppo",
+        "total_timesteps": 256,
+        "n_envs": 2,
+        "seeds": [0],
+        "checkpoint_every": 64,
+        "policy_kwargs": {"net_arch": [16]},
+        "hyperparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 1},
+    },
+    "transfer": {"n_episodes": 3},
+}
+
+
+@pytest.fixture
+def tiny_raw() -> dict:
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture
+def tiny_cfg(tiny_raw, tmp_path: Path):
+    from darla.config import config_from_dict
+
+    tiny_raw["runs_dir"] = str(tmp_path / "runs")
+    return config_from_dict(tiny_raw, "tiny.yaml")

@@ -1,0 +1,48 @@
+"""The tool commands: envs, vision traverse, vision score, and their error lines."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from darla.cli import main
+from vision.checkpoint import save_checkpoint
+from vision.vae import BetaVAE
+
+
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path / "model.pt", BetaVAE((3, 32, 32), 3, channels=[8, 8, 16, 16], hidden=32))
+
+
+def test_envs_lists_factors_and_domains(capsys):
+    assert main(["envs"]) == 0
+    out = capsys.readouterr().out
+    assert "darla/SeekAvoid-v0" in out and "factor floor_colour" in out and "domain target_all_new" in out
+
+
+def test_vision_traverse_writes_png(tmp_path, capsys):
+    ckpt = checkpoint(tmp_path)
+    assert main(["vision", "traverse", str(ckpt), "--out", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").stat().st_size > 0 and "traversals:" in capsys.readouterr().out
+
+
+def test_vision_score_prints_and_writes_json(tmp_path, capsys):
+    ckpt = checkpoint(tmp_path)
+    out = tmp_path / "s.json"
+    assert main(["vision", "score", str(ckpt), "--metrics", "mig", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert 0.0 <= res["mig"]["mig"] <= 1.0 and res["mig"]["settings"] == "fast"
+    assert json.loads(capsys.readouterr().out) == res
+
+
+def test_tool_errors_are_one_line(tmp_path, capsys):
+    ckpt = checkpoint(tmp_path)
+    assert main(["vision", "score", str(ckpt), "--data", "atari"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("darla: error: unknown --data 'atari'; choose from seek_avoid") and err.count("\n") == 1
+    assert main(["vision", "traverse", str(tmp_path / "nope.pt")]) == 1
+    assert "no vision checkpoint at" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 1
+    assert "is not a darla run directory" in capsys.readouterr().err

@@ -1,0 +1,115 @@
+"""Config loading: every malformed config gives one exact line naming file and key, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from darla.cli import main
+from darla.config import ConfigError, config_from_dict, diff_configs, dump_config, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, raw, name: str = "c.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
+    return p
+
+
+def test_presets_load():
+    for p in sorted((REPO / "configs").glob("*.yaml")):
+        cfg = load_config(p)
+        assert cfg.name == p.stem
+
+
+def test_defaults_and_flat_model_params(tiny_raw):
+    cfg = config_from_dict(tiny_raw, "t.yaml")
+    assert cfg.vision.params["beta"] == 4.0
+    assert cfg.vision.params["channels"] == [8, 8, 16, 16]
+    # round trip: what is dumped loads back to the same config
+    again = config_from_dict(yaml.safe_load(dump_config(cfg)), "again.yaml")
+    assert again == cfg
+
+
+# (mutation of the tiny config, exact message after "c.yaml: ")
+MALFORMED = [
+    (lambda r: r["vision"].update(betta=4.0), "vision.betta: unknown key for vision model 'beta_vae' (did you mean 'beta'?)"),
+    (lambda r: r.update(seeed=1), "seeed: unknown key (did you mean 'seed'?)"),
+    (lambda r: r["env"].update(sise=64), "env.sise: unknown key (did you mean 'size'?)"),
+    (lambda r: r["vision"].update(lr="1e-4"), "vision.lr: expected a number (YAML reads '1e-4' as text: write 1.0e-4), got '1e-4'"),
+    (lambda r: r["vision"].update(beta="1e-4"), "vision.beta: expected a number (YAML reads '1e-4' as text: write 1.0e-4), got '1e-4'"),
+    (lambda r: r["vision"].update(latent_dim=0), "vision.latent_dim: must be ≥ 1, got 0"),
+    (lambda r: r["vision"].update(steps=2.5), "vision.steps: expected an integer, got 2.5"),
+    (lambda r: r["vision"].update(model="beta_vea"), "vision.model: unknown vision model 'beta_vea' (did you mean 'beta_vae'?); choose from "),
+    (lambda r: r.update(device="gpu"), "device: must be one of ['auto', 'cpu', 'cuda'], got 'gpu'"),
+    (lambda r: r["agent"].update(algo="ppo2"), "agent.algo: unknown algorithm 'ppo2' (did you mean 'ppo'?); choose from a2c, dqn, ppo, sac"),
+    (lambda r: r["agent"]["hyperparams"].update(n_step=64), "agent.hyperparams.n_step: unknown key for PPO (did you mean 'n_steps'?)"),
+    (lambda r: r["agent"]["hyperparams"].update(gamma="high"), "agent.hyperparams.gamma: expected a number, got 'high'"),
+    (lambda r: r["agent"].update(seeds=[]), "agent.seeds: needs at least one seed"),
+    (lambda r: r["agent"].update(seeds=[1, 1]), "agent.seeds: seeds must be distinct, got [1, 1]"),
+    (lambda r: r["env"].update(name="seekavoid"), "env.name: unknown environment 'seekavoid' (did you mean 'seek_avoid'?); choose from "),
+    (lambda r: r["env"]["domains"].update(source="sauce"), "env.domains.source: "),
+    (lambda r: r["env"]["domains"]["targets"].update(bad="vision"), "env.domains.targets.bad: overlaps the vision domain"),
+    (lambda r: r["env"]["domains"].update(targets={}), "env.domains.targets: name at least one target domain"),
+    (lambda r: r["vision"].update(amp="yes"), "vision.amp: expected true or false, got 'yes'"),
+    (lambda r: r.update(env=[1, 2]), "env: expected a mapping, got [1, 2]"),
+    (lambda r: r["vision"].update(batch_size=512), "vision.batch_size: 512 exceeds vision.n_frames (256)"),
+    (lambda r: r.update(name="../evil"), "name: use letters, digits, '-', '_' and '.', got '../evil'"),
+    (lambda r: r["transfer"].update(n_episodes=-1), "transfer.n_episodes: must be ≥ 1, got -1"),
+]
+
+
+@pytest.mark.parametrize("mutate,expected", MALFORMED, ids=[m[1].split(":")[0] for m in MALFORMED])
+def test_malformed_config_messages(tmp_path, tiny_raw, mutate, expected, capsys):
+    mutate(tiny_raw)
+    p = write(tmp_path, tiny_raw)
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert str(ei.value).startswith(f"{p}: {expected}"), str(ei.value)
+    # the CLI: exit 2, exactly one line on stderr, no traceback
+    assert main(["pipeline", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"darla: config error: {p}: {expected}")
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    p = write(tmp_path, "name: x\nvision: {model: beta_vae\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: invalid YAML at line \d+, column \d+"):
+        load_config(p)
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="the top level must be a mapping, got list"):
+        load_config(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_overrides_go_through_the_same_checks(tmp_path, tiny_raw):
+    p = write(tmp_path, tiny_raw)
+    cfg = load_config(p, ["vision.beta=8.0", "agent.seeds=[1, 2]"])
+    assert cfg.vision.params["beta"] == 8.0 and cfg.agent.seeds == [1, 2]
+    with pytest.raises(ConfigError, match=r"vision\.betaa: unknown key .*did you mean 'beta'"):
+        load_config(p, ["vision.betaa=2.0"])
+    with pytest.raises(ConfigError, match=r"vision\.latent_dim: expected an integer, got 'ten'"):
+        load_config(p, ["vision.latent_dim=ten"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(p, ["vision.beta"])
+
+
+def test_diff_configs_names_dotted_keys():
+    assert diff_configs({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 1, "c": 5}, "d": 3}) == ["a.c"]
+
+
+def test_cli_subprocess_exit_code(tmp_path, tiny_raw):
+    tiny_raw["vision"]["latent_dim"] = "ten"
+    p = write(tmp_path, tiny_raw)
+    r = subprocess.run([sys.executable, "-m", "darla.cli", "pipeline", str(p)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"darla: config error: {p}: vision.latent_dim: expected an integer, got 'ten'"

@@ -1,0 +1,175 @@
+"""The whole pipeline in-process at 32 px with tiny budgets: artifacts, determinism, resume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import darla.pipeline as pipeline
+from darla.cli import main
+from darla.runs import RunDir, RunDirError
+
+ARTIFACTS = [
+    "config.yaml", "manifest.json", "vision/model.pt", "vision/summary.json", "vision/recon.png",
+    "vision/traversals.png", "agent/ppo_seed0/model.zip", "agent/ppo_seed0/meta.json",
+    "transfer/episodes.csv", "transfer/summary.json", "results.json", "report.html",
+]
+
+
+def run(cfg, root: Path, **kw) -> RunDir:
+    return pipeline.run_pipeline(cfg, run_dir=root, progress=False, log=lambda m: None, **kw)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One complete tiny run shared by the read-only tests below."""
+    from conftest import TINY
+
+    from darla.config import config_from_dict
+
+    root = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = config_from_dict(json.loads(json.dumps(TINY)), "tiny.yaml")
+    return cfg, run(cfg, root)
+
+
+def test_every_artifact(finished):
+    cfg, rd = finished
+    for rel in ARTIFACTS:
+        assert (rd.root / rel).exists(), rel
+    m = rd.manifest()
+    for stage in ("vision", "agent", "transfer", "report"):
+        assert m["stages"][stage]["status"] == "complete"
+    res = json.loads((rd.root / "results.json").read_text())
+    assert set(res["transfer"]["domains"]) == {"source", "target_floor_object"}
+    for dom in res["transfer"]["domains"].values():  # 1 training seed × 3 episodes, real numbers
+        assert dom["n_seeds"] == 1 and dom["n_episodes"] == 3 and np.isfinite(dom["mean"])
+    assert len(res["vision"]["kl_per_dim"]) == 4
+    lines = (rd.root / "transfer/episodes.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + 2 * 3  # header + 2 domains × 3 episodes
+    html = (rd.root / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 6 and "<script" not in html
+    meta = json.loads((rd.root / "agent/ppo_seed0/meta.json").read_text())
+    assert meta["encoder_sha256"] == m["stages"]["vision"]["sha256"]["vision/model.pt"]
+
+
+def test_same_seed_same_results(finished, tmp_path):
+    cfg, rd = finished
+    again = run(cfg, tmp_path / "again")
+    assert (again.root / "results.json").read_text() == (rd.root / "results.json").read_text()
+
+
+def test_rerun_skips_completed_stages(finished, monkeypatch):
+    cfg, rd = finished
+    before = rd.manifest()
+    for name in ("stage_vision", "stage_agent", "stage_transfer", "stage_report"):
+        monkeypatch.setitem(pipeline.STAGE_FUNCS, name.split("_")[1], lambda *a, **k: pytest.fail("re-ran a stage"))
+    run(cfg, rd.root)
+    assert rd.manifest() == before
+
+
+def test_interrupted_run_resumes_without_redoing(tiny_cfg, tmp_path, monkeypatch):
+    root = tmp_path / "r"
+    real_transfer = pipeline.STAGE_FUNCS["transfer"]
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(pipeline.STAGE_FUNCS, "transfer", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_cfg, root)
+    rd = RunDir(root)
+    assert rd.is_complete("vision") and rd.is_complete("agent") and not rd.is_complete("transfer")
+    stamps = {k: v["finished"] for k, v in rd.manifest()["stages"].items()}
+
+    calls = []
+    monkeypatch.setitem(pipeline.STAGE_FUNCS, "vision", lambda *a, **k: pytest.fail("vision redone"))
+    monkeypatch.setitem(pipeline.STAGE_FUNCS, "agent", lambda *a, **k: pytest.fail("agent redone"))
+    monkeypatch.setitem(pipeline.STAGE_FUNCS, "transfer", lambda *a, **k: calls.append(1) or real_transfer(*a, **k))
+    run(tiny_cfg, root)
+    assert calls == [1]
+    m = rd.manifest()["stages"]
+    assert m["vision"]["finished"] == stamps["vision"] and m["agent"]["finished"] == stamps["agent"]
+    assert (root / "report.html").exists()
+
+
+def test_vision_interrupted_mid_training_resumes_to_same_result(tiny_cfg, tmp_path, monkeypatch):
+    """Kill stage 1 after its first checkpoint; the resumed run equals an uninterrupted one."""
+    from vision.vae import BetaVAE
+
+    ref = run(tiny_cfg, tmp_path / "ref", stages=("vision",))
+    real_step = BetaVAE.train_step
+
+    def dying_step(self, x, step, *a, **k):
+        if step == 15:
+            raise KeyboardInterrupt
+        return real_step(self, x, step, *a, **k)
+
+    monkeypatch.setattr(BetaVAE, "train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_cfg, tmp_path / "cut", stages=("vision",))
+    assert (tmp_path / "cut/vision/checkpoint_last.pt").exists()
+    monkeypatch.setattr(BetaVAE, "train_step", real_step)
+    cut = run(tiny_cfg, tmp_path / "cut", stages=("vision",))
+    a = json.loads((ref.root / "vision/summary.json").read_text())
+    b = json.loads((cut.root / "vision/summary.json").read_text())
+    assert a["kl_per_dim"] == b["kl_per_dim"]
+
+
+def test_failed_stage_keeps_earlier_artifacts(tiny_cfg, tmp_path, monkeypatch):
+    root = tmp_path / "f"
+    monkeypatch.setitem(pipeline.STAGE_FUNCS, "agent", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        run(tiny_cfg, root)
+    rd = RunDir(root)
+    assert rd.is_complete("vision") and (root / "vision/model.pt").exists()
+
+
+def test_changed_config_is_refused(finished):
+    cfg, rd = finished
+    changed = replace(cfg, vision=replace(cfg.vision, params={**cfg.vision.params, "beta": 8.0}))
+    with pytest.raises(RunDirError, match=r"different config \(changed: vision\.beta\)"):
+        run(changed, rd.root)
+
+
+def test_corrupted_artifact_is_detected(tiny_cfg, tmp_path):
+    root = tmp_path / "c"
+    run(tiny_cfg, root, stages=("vision",))
+    p = root / "vision/model.pt"
+    p.write_bytes(p.read_bytes()[:100])
+    with pytest.raises(RunDirError, match="does not match the sha256 recorded"):
+        run(tiny_cfg, root)
+    (root / "manifest.json").write_text("{not json")
+    with pytest.raises(RunDirError, match="manifest.json is corrupted"):
+        run(tiny_cfg, root)
+
+
+def test_cli_pipeline_prints_summary_and_report_path(tmp_path, tiny_raw, capsys):
+    tiny_raw["runs_dir"] = str(tmp_path / "runs")
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump(tiny_raw))
+    assert main(["pipeline", str(p), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "transfer ratio" in out and "target_floor_object" in out
+    assert f"report: {(tmp_path / 'runs/tiny/report.html').resolve()}" in out
+    # force starts over; report rewrites from a finished run
+    assert main(["report", str(tmp_path / "runs/tiny")]) == 0
+    (tmp_path / "runs/tiny/vision/model.pt").write_bytes(b"garbage")
+    assert main(["pipeline", str(p), "--no-progress"]) == 1
+    assert "does not match the sha256" in capsys.readouterr().err
+
+
+def test_report_escapes_names(tiny_raw, tmp_path):
+    """A target domain named like markup shows as text: no tag from a config reaches the HTML."""
+    from darla.config import config_from_dict
+
+    tiny_raw["env"]["domains"]["targets"] = {"<script>alert(1)</script>": "target_floor_object"}
+    tiny_raw["agent"]["total_timesteps"] = 64
+    cfg = config_from_dict(tiny_raw, "t.yaml")
+    rd = run(cfg, tmp_path / "esc")
+    html = (rd.root / "report.html").read_text()
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html

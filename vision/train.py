@@ -1,0 +1,254 @@
+"""Stage 1's training loop: one plain function that reads top to bottom (cleanrl style).
+
+``train_vision`` trains any :class:`~vision.base.VisionModel` on a uint8 frame array held on the
+training device, logs every loss term (and the per-latent KL) to TensorBoard under ``vision/``,
+shows a tqdm bar with the live loss, writes a resumable ``checkpoint_last.pt`` every
+``checkpoint_every`` steps and ``model.pt`` at the end.
+
+Determinism and resume: the batch of step ``t`` is a slice of a permutation seeded by
+``(seed, epoch)`` and the model's noise comes from ``torch.manual_seed`` of ``(seed, t)``, so
+both are functions of the step alone. A run resumed from a checkpoint at step ``k`` therefore
+takes exactly the steps an uninterrupted run takes after ``k`` (on the same machine).
+
+On CUDA: bf16 autocast (``amp``), channels_last, optional ``torch.compile`` of the loss, and the
+finiteness check only at log and checkpoint steps (a host sync every step would stall the GPU).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from vision.base import VisionModel
+from vision.checkpoint import (
+    CheckpointError,
+    model_record,
+    read_checkpoint,
+    save_atomic,
+    save_checkpoint,
+)
+
+CHECKPOINT = "checkpoint_last.pt"
+MODEL = "model.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training met a NaN/inf loss; the last good checkpoint is kept and named in the message."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int = 5_000
+    """Optimiser steps (one batch each)."""
+    batch_size: int = 64
+    """Images per step."""
+    lr: float | None = None
+    """Adam learning rate; None takes the model's ``default_lr``."""
+    checkpoint_every: int = 1_000
+    """Steps between resumable checkpoints (``checkpoint_last.pt``)."""
+    log_every: int = 50
+    """Steps between history/TensorBoard points (the mean of the terms over those steps)."""
+    device: str = "auto"
+    """auto | cpu | cuda (auto: CUDA when available)."""
+    amp: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+    compile: bool = False
+    """``torch.compile`` the loss on CUDA (ignored on CPU)."""
+    seed: int = 0
+    """Seeds batch order and the model's sampling noise."""
+    progress: bool = True
+    """Show a tqdm bar."""
+
+
+class TrainResult(NamedTuple):
+    model_path: Path
+    steps: int
+    history: dict[str, list[float]]
+    images_per_s: float
+    """Throughput of this call's steps (0 when nothing was left to train)."""
+    resumed_from: int
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` → CUDA if available else CPU; ``cuda`` without a GPU is a clear error."""
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device: cuda was asked for but torch sees no CUDA GPU (use device: auto or cpu)")
+    return torch.device(name)
+
+
+def batch_indices(n: int, batch_size: int, seed: int) -> Callable[[int], np.ndarray]:
+    """step → indices of its batch: epoch-wise permutations seeded by (seed, epoch), last partial batch dropped."""
+    per_epoch = max(1, n // batch_size)
+    cache: dict[int, np.ndarray] = {}
+
+    def indices(step: int) -> np.ndarray:
+        epoch, i = divmod(step, per_epoch)
+        if epoch not in cache:
+            cache.clear()
+            cache[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+        return cache[epoch][i * batch_size : (i + 1) * batch_size]
+
+    return indices
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def frames_to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (N, H, W, C) → uint8 (N, C, H, W) on ``device`` (4× smaller than float; cast per batch)."""
+    if frames.dtype != np.uint8 or frames.ndim != 4:
+        raise ValueError(f"frames must be uint8 (N, H, W, C), got {frames.dtype} {frames.shape}")
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+def _load_training_state(
+    path: Path, model: VisionModel, optimizers: list[torch.optim.Optimizer], device: torch.device
+) -> tuple[int, dict[str, list[float]], dict[str, torch.Tensor], int]:
+    """(step, history, partial sums since the last log point, their count) from a checkpoint."""
+    record = read_checkpoint(path)
+    mine = model_record(model)
+    for key in ("model", "obs_shape", "kwargs"):
+        if record[key] != mine[key]:
+            raise CheckpointError(
+                f"{path} was written for another model ({key}: {record[key]!r} ≠ {mine[key]!r}); "
+                "delete it or start over with --force"
+            )
+    state = record.get("train")
+    if not state or len(state["optimizers"]) != len(optimizers):
+        raise CheckpointError(f"{path} holds no resumable training state")
+    model.load_state_dict(record["state_dict"])
+    for opt, sd in zip(optimizers, state["optimizers"]):
+        opt.load_state_dict(sd)
+    sums = {k: v.to(device) for k, v in state["sums"].items()}
+    return int(state["step"]), {k: list(v) for k, v in state["history"].items()}, sums, int(state["n_summed"])
+
+
+def train_vision(
+    model: VisionModel,
+    frames: np.ndarray,
+    settings: TrainSettings,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    tb_dir: str | Path | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` on uint8 (N, H, W, C) ``frames``; write ``out_dir/model.pt``.
+
+    Resumes from ``out_dir/checkpoint_last.pt`` when present and ``resume`` is true. Raises
+    :class:`NonFiniteLossError` (keeping the last good checkpoint) if the loss stops being finite.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, model_path = out_dir / CHECKPOINT, out_dir / MODEL
+    device = resolve_device(settings.device)
+    cuda = device.type == "cuda"
+    data = frames_to_tensor(frames, device)
+    if tuple(data.shape[1:]) != model.obs_shape:
+        raise ValueError(f"frames are {tuple(data.shape[1:])} (C, H, W) but the model takes {model.obs_shape}")
+    if len(data) < settings.batch_size:
+        raise ValueError(f"{len(data)} frames are fewer than one batch of {settings.batch_size}")
+    model.to(device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    optimizers = model.configure_optimizers(settings.lr or model.default_lr)
+
+    # The mean of the terms since the last log point (kept in checkpoints, so a resumed run logs
+    # exactly what an uninterrupted one does).
+    start, history, sums, n_summed = 0, {}, {}, 0
+    if resume and ckpt_path.exists():
+        start, history, sums, n_summed = _load_training_state(ckpt_path, model, optimizers, device)
+    if cuda and settings.compile:
+        model.loss = torch.compile(model.loss)  # instance attribute: state_dict keys stay unchanged
+
+    def save_training_state(step: int) -> None:
+        record = model_record(model)
+        record["train"] = {
+            "step": step,
+            "history": history,
+            "optimizers": [o.state_dict() for o in optimizers],
+            "sums": {k: v.cpu() for k, v in sums.items()},
+            "n_summed": n_summed,
+            "settings": asdict(settings),
+        }
+        save_atomic(record, ckpt_path)
+
+    writer = None
+    if tb_dir is not None and start < settings.steps:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(tb_dir), purge_step=start)  # drop events past the checkpoint
+    bar = None
+    if settings.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=settings.steps, initial=start, desc=f"vision {model.name}", unit="step", leave=False)
+
+    batches = batch_indices(len(data), settings.batch_size, settings.seed)
+    last_good = start
+    t0 = time.perf_counter()
+    try:
+        for step in range(start, settings.steps):
+            idx = torch.from_numpy(batches(step)).to(device)
+            x = data.index_select(0, idx).float().div_(255.0)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            torch.manual_seed(_step_seed(settings.seed, step))
+            is_log = (step + 1) % settings.log_every == 0 or step + 1 == settings.steps
+            is_ckpt = (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps
+            try:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and settings.amp):
+                    terms = model.train_step(x, step, optimizers, check_finite=not cuda or is_log or is_ckpt)
+                if cuda and (is_log or is_ckpt) and not torch.isfinite(terms["loss"]):
+                    raise FloatingPointError(f"non-finite loss at step {step}")
+            except FloatingPointError as e:
+                kept = f"the last good checkpoint ({ckpt_path}, step {last_good}) is kept" if ckpt_path.exists() else "no checkpoint was written yet"
+                raise NonFiniteLossError(
+                    f"vision training of {model.name!r} stopped: {e}; {kept}. Try a lower vision.lr or a smaller beta"
+                ) from None
+            for k, v in terms.items():
+                sums[k] = sums[k] + v.float() if k in sums else v.float()
+            n_summed += 1
+            if is_log:
+                means = {k: (v / n_summed).cpu() for k, v in sums.items()}
+                history.setdefault("step", []).append(step + 1)
+                for k, v in means.items():
+                    if v.ndim == 0:
+                        history.setdefault(k, []).append(float(v))
+                        if writer is not None:
+                            writer.add_scalar(f"vision/{k}", float(v), step + 1)
+                    elif writer is not None and k == "kl_per_dim":
+                        for i, kv in enumerate(v.tolist()):
+                            writer.add_scalar(f"vision/kl_per_dim/z{i:02d}", kv, step + 1)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{float(means['loss']):.1f}")
+                sums, n_summed = {}, 0
+            if is_ckpt:
+                save_training_state(step + 1)
+                last_good = step + 1
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    wall = time.perf_counter() - t0
+    done = settings.steps - start
+    if isinstance(vars(model).get("loss"), Callable):  # undo the compiled instance attribute
+        del model.loss
+    model.eval()
+    save_checkpoint(model_path, model, extra={"steps": settings.steps, **dict(extra or {})})
+    ips = done * settings.batch_size / wall if done > 0 and wall > 0 else 0.0
+    return TrainResult(model_path, settings.steps, history, ips, start)
