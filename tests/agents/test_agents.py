@@ -109,3 +109,30 @@ def test_stats_hand_computed():
     assert s["iqm_ci"][0] <= s["iqm"] <= s["iqm_ci"][1]
     assert summarize_returns({0: [1.0, 3.0], 1: [5.0, 7.0]}) == s  # known seed → same bootstrap
     assert transfer_ratio(2.0, 4.0) == 0.5 and transfer_ratio(1.0, 0.0) is None
+
+
+def test_interrupted_agent_training_resumes_from_checkpoint(tmp_path, monkeypatch):
+    import agents.train as agent_train
+
+    spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, total_timesteps=256, n_envs=2, seed=0,
+                     hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 1}, policy_kwargs={"net_arch": [16]},
+                     checkpoint_every=64)
+    real_save = agent_train.save_atomic
+    saved = []
+
+    def dying_save(model, path):
+        real_save(model, path)
+        saved.append(model.num_timesteps)
+        if path.name == agent_train.CHECKPOINT and model.num_timesteps >= 128:
+            raise KeyboardInterrupt  # killed right after a checkpoint
+
+    monkeypatch.setattr(agent_train, "save_atomic", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
+    assert (tmp_path / agent_train.CHECKPOINT).exists() and not (tmp_path / agent_train.MODEL).exists()
+    monkeypatch.setattr(agent_train, "save_atomic", real_save)
+    res = train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
+    assert 256 <= res.timesteps < 256 + 64  # continued from the checkpoint, not from zero
+    assert res.steps_per_s > 0 and not (tmp_path / agent_train.CHECKPOINT).exists()
+    monitor_rows = sum(len(f.read_text().splitlines()) - 2 for f in (tmp_path / "monitor").glob("*.monitor.csv"))
+    assert monitor_rows >= 256 // 20 - 2  # episodes before and after the interruption are both logged
