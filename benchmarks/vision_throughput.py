@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -36,10 +37,25 @@ def sync(device: torch.device) -> None:
 
 
 def step_flops(model, x) -> int:
-    (opt,) = model.configure_optimizers(1e-4)
+    opts = model.configure_optimizers(1e-4)
     with FlopCounterMode(display=False) as fc:
-        model.train_step(x, 0, [opt])
+        model.train_step(x, 0, opts)
     return fc.get_total_flops()
+
+
+def build(name: str, size: int, latent: int):
+    """A registry model at full (default) architecture; models that need data or a DAE get them."""
+    extra = {
+        "beta_tcvae": {"dataset_size": 100_000},
+        "beta_vae_dae": {"dae_kwargs": {"latent_dim": 100}},  # random DAE weights: same FLOPs as a trained one
+    }.get(name, {})
+    model = VISION_MODELS[name]((3, size, size), latent, **extra)
+    if hasattr(model, "attach_data"):
+        from envs.registry import get_domain
+        from envs.seek_avoid import SeekAvoidGroundTruth
+
+        model.attach_data(SeekAvoidGroundTruth(size, get_domain("seek_avoid", "vision")), np.random.default_rng(0))
+    return model
 
 
 def images_per_s(model, x, steps: int, amp: bool, device: torch.device) -> float:
@@ -59,7 +75,7 @@ def images_per_s(model, x, steps: int, amp: bool, device: torch.device) -> float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="beta_vae", help="comma-separated registry names")
+    ap.add_argument("--models", default="beta_vae", help="comma-separated registry names, or all")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--latent", type=int, default=10)
@@ -71,9 +87,10 @@ def main() -> None:
     roof = matmul_gflops(device, args.mm)
     print(f"device {device}, {torch.get_num_threads()} threads; torch.mm {args.mm}² fp32: {roof:,.1f} GFLOP/s (roofline)")
     print(f"{'model':<14}{'variant':<14}{'images/s':>10}{'GFLOP/step':>12}{'GFLOP/s':>10}{'÷ roofline':>12}")
-    for name in args.models.split(","):
+    names = sorted(VISION_MODELS) if args.models == "all" else args.models.split(",")
+    for name in names:
         torch.manual_seed(0)
-        model = VISION_MODELS[name]((3, args.size, args.size), args.latent).to(device)
+        model = build(name, args.size, args.latent).to(device)
         x = (torch.rand(args.batch, 3, args.size, args.size, device=device) > 0.5).float()
         flops = step_flops(model, x)
         variants = [("fp32", False, False)]

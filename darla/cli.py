@@ -43,11 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     vtr.add_argument("--seed", type=int, default=0)
     vs = vsub.add_parser("score", help="disentanglement metrics of a checkpoint on ground-truth data")
     vs.add_argument("checkpoint", type=Path)
-    vs.add_argument("--data", default="seek_avoid", help="ground-truth data: an env name (darla envs)")
+    vs.add_argument("--data", default="seek_avoid", help="an env name (darla envs), dsprites (the procedural replica), or the original dsprites .npz")
     vs.add_argument("--metrics", default="all", help="comma-separated metric names, or all")
     vs.add_argument("--settings", default="fast", choices=["fast", "full"])
     vs.add_argument("--seed", type=int, default=0)
     vs.add_argument("--out", type=Path, default=None, help="also write the scores as JSON here")
+
+    vsel = vsub.add_parser("select", help="rank trained vision models without labels (UDR)")
+    vsel.add_argument("models", type=Path, nargs="+", help="run directories or model.pt files (same hyperparameters, different seeds)")
+    vsel.add_argument("--env", default="seek_avoid", help="env whose vision-domain renders are encoded")
+    vsel.add_argument("--n-images", type=int, default=1000)
+    vsel.add_argument("--similarity", default="spearman", choices=["spearman", "lasso"])
+    vsel.add_argument("--seed", type=int, default=0)
+    vsel.add_argument("--out", type=Path, default=None, help="also write the ranking as JSON here")
 
     pa = sub.add_parser("agent", help="stage 2 alone")
     asub = pa.add_subparsers(dest="acmd", required=True)
@@ -131,10 +139,19 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from vision.checkpoint import load_checkpoint
     from vision.metrics import score
 
-    if args.data not in ENVS:
-        raise ValueError(f"unknown --data {args.data!r}; choose from {', '.join(sorted(ENVS))}")
     model = load_checkpoint(args.checkpoint)
-    data = get_env_info(args.data).ground_truth(model.obs_shape[1], None)
+    if args.data == "dsprites":
+        from envs.dsprites import DSprites
+
+        data = DSprites()
+    elif args.data.endswith(".npz"):
+        from envs.dsprites import DSpritesNpz
+
+        data = DSpritesNpz(args.data)
+    elif args.data in ENVS:
+        data = get_env_info(args.data).ground_truth(model.obs_shape[1], None)
+    else:
+        raise ValueError(f"unknown --data {args.data!r}; choose from {', '.join(sorted(ENVS))}, dsprites, or a dSprites .npz path")
     if tuple(data.observation_shape) != tuple(model.obs_shape):
         raise ValueError(f"{args.checkpoint} takes images {model.obs_shape}, but {args.data} renders {data.observation_shape}")
     names = "all" if args.metrics == "all" else [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -143,6 +160,31 @@ def _cmd_score(args: argparse.Namespace) -> int:
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
+    return 0
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from envs.registry import ENVS, get_env_info
+    from vision.checkpoint import load_checkpoint
+    from vision.select import udr_rank
+
+    if args.env not in ENVS:
+        raise ValueError(f"unknown --env {args.env!r}; choose from {', '.join(sorted(ENVS))}")
+    paths = [p / "vision" / "model.pt" if p.is_dir() else p for p in args.models]
+    models = [load_checkpoint(p) for p in paths]
+    info = get_env_info(args.env)
+    data = info.ground_truth(models[0].obs_shape[1], info.domains["vision"])
+    rng = np.random.default_rng(args.seed)
+    images = data.sample_observations_from_factors(data.sample_factors(args.n_images, rng), rng)
+    res = udr_rank(models, images, similarity=args.similarity)
+    from darla.report import format_table
+
+    rows = [(str(r + 1), str(paths[i]), f"{res['scores'][i]:.3f}") for r, i in enumerate(res["order"])]
+    print(format_table(rows, ("rank", "model", f"UDR ({args.similarity})")))
+    if args.out:
+        args.out.write_text(json.dumps({"models": [str(p) for p in paths], **res}, indent=2) + "\n")
     return 0
 
 
@@ -169,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_traverse(args)
         if args.cmd == "vision" and args.vcmd == "score":
             return _cmd_score(args)
+        if args.cmd == "vision" and args.vcmd == "select":
+            return _cmd_select(args)
         if args.cmd == "agent":
             return _stages_cmd(args, ("vision", "agent"))
         if args.cmd == "transfer":

@@ -83,6 +83,8 @@ class VisionConfig:
     amp: bool = True
     compile: bool = False
     checkpoint: str | None = field(default=None, metadata={"doc": "use this trained model.pt instead of training"})
+    select: Literal["none", "udr"] = field(default="none", metadata={"doc": "udr: train one model per vision.seeds, keep the best by UDR"})
+    seeds: list[int] = field(default_factory=list, metadata={"doc": "candidate seeds for select: udr (≥ 2)"})
     dae: DAEConfig = field(default_factory=DAEConfig)
     #: Model-specific constructor kwargs (e.g. ``beta``), written flat in YAML under ``vision:``.
     params: dict[str, Any] = field(default_factory=dict)
@@ -339,6 +341,17 @@ def config_from_dict(raw: Any, source: str = "<config>", overrides: Sequence[str
     model_cls = VISION_MODELS[vision.model]
     params = _check_kwargs(extra, model_cls, {"self", "obs_shape", "latent_dim"}, source, "vision", f"vision model {vision.model!r}")
     vision = dataclasses.replace(vision, params=params)
+    if vision.lr is not None and not model_cls.uses_lr:
+        raise ConfigError(source, "vision.lr", f"vision model {vision.model!r} takes its learning rates from its own arguments; remove vision.lr")
+    if getattr(model_cls, "requires", None) == "dae":  # β-VAE-DAE: the DAE trained first
+        dae_cls = VISION_MODELS["dae"]
+        _check_kwargs(vision.dae.params, dae_cls, {"self", "obs_shape"}, source, "vision.dae.params", "vision model 'dae'")
+    if vision.select == "udr" and (len(vision.seeds) < 2 or len(set(vision.seeds)) != len(vision.seeds)):
+        raise ConfigError(source, "vision.seeds", f"select: udr needs ≥ 2 distinct candidate seeds, got {vision.seeds}")
+    if vision.select == "none" and vision.seeds:
+        raise ConfigError(source, "vision.seeds", "candidate seeds are only used with vision.select: udr")
+    if vision.select == "udr" and vision.checkpoint:
+        raise ConfigError(source, "vision.select", "select: udr trains candidates; it cannot be combined with vision.checkpoint")
     if vision.batch_size > vision.n_frames:
         raise ConfigError(source, "vision.batch_size", f"{vision.batch_size} exceeds vision.n_frames ({vision.n_frames})")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -73,7 +74,6 @@ def _model_kwargs(cls: type, params: dict[str, Any], n_frames: int) -> dict[str,
 def stage_vision(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = _print) -> dict[str, Any]:
     from vision.checkpoint import load_checkpoint, save_checkpoint
     from vision.registry import get_model_class
-    from vision.train import train_vision
 
     started = time.time()
     v = cfg.vision
@@ -81,15 +81,14 @@ def stage_vision(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = 
     out = run.path("vision")
     out.mkdir(parents=True, exist_ok=True)
     obs_shape = (3, cfg.env.size, cfg.env.size)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
 
     log(f"[vision] collecting {v.n_frames} random-policy frames in domain {vision_dom.name!r}")
     data = collect_frames(cfg.env.name, vision_dom, v.n_frames, seed=cfg.seed, size=cfg.env.size, max_steps=cfg.env.max_steps)
     frames = data.frames
 
     if v.checkpoint:
-        model = load_checkpoint(v.checkpoint, expect={"obs_shape": obs_shape})
+        # The config must describe the checkpoint it names: model, latents and image size.
+        model = load_checkpoint(v.checkpoint, expect={"model": v.model, "latent_dim": v.latent_dim, "obs_shape": obs_shape})
         model_path = out / "model.pt"
         save_checkpoint(model_path, model, extra={"source_checkpoint": str(v.checkpoint)})
         history: dict[str, list[float]] = {}
@@ -99,25 +98,75 @@ def stage_vision(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = 
         params = _model_kwargs(cls, v.params, v.n_frames)
         if getattr(cls, "requires", None) == "dae" and not params.get("dae_checkpoint"):
             params["dae_checkpoint"] = str(_pretrain_dae(cfg, run, frames, obs_shape, progress, log))
-        model = cls(obs_shape, latent_dim=v.latent_dim, **params)
-        if hasattr(model, "attach_data"):  # DC-IGN draws one-factor-varies batches from the renderer
-            model.attach_data(get_env_info(cfg.env.name).ground_truth(cfg.env.size, vision_dom), np.random.default_rng(cfg.seed))
-        log(f"[vision] training {v.model} ({v.latent_dim} latents) for {v.steps} steps on {device}")
-        result = train_vision(
-            model, frames, _train_settings(cfg, v.steps, v.lr, progress), out,
-            resume=True, tb_dir=run.path("vision", "tb"), extra={"config_model": v.model},
-        )
-        model_path = out / "model.pt"
-        history = result.history
-        info = {"trained": True, "images_per_s": round(result.images_per_s, 1), "steps": result.steps}
+        if v.select == "udr":
+            model_path, history, info = _train_and_select(cfg, run, cls, params, frames, vision_dom, progress, log)
+        else:
+            model_path, history, info = _train_one(cfg, run, cls, params, frames, vision_dom, cfg.seed, out, progress, log)
+        info["trained"] = True
 
-    model = load_checkpoint(model_path, expect={"model": model.name, "obs_shape": obs_shape})
+    model = load_checkpoint(model_path, expect={"obs_shape": obs_shape})
     summary = _vision_summary(cfg, model, frames, history, out)
     write_json_atomic(out / "summary.json", summary)
     artifacts = [model_path, out / "summary.json", out / "recon.png", out / "traversals.png"]
+    if v.select == "udr":
+        artifacts.append(out / "udr.json")
     if cfg.metrics.enabled:
         artifacts.append(_score_vision(cfg, model, vision_dom, out, log))
     return run.complete("vision", artifacts, info, started)
+
+
+def _train_one(
+    cfg: Config, run: RunDir, cls: type, params: dict[str, Any], frames: np.ndarray, vision_dom: Domain,
+    seed: int, out: Path, progress: bool, log: Log,
+) -> tuple[Path, dict[str, list[float]], dict[str, Any]]:
+    """Train one vision model with ``seed`` (init, batch order, noise) into ``out``."""
+    from vision.train import train_vision
+
+    v = cfg.vision
+    obs_shape = (3, cfg.env.size, cfg.env.size)
+    torch.manual_seed(seed)  # here, after any DAE pretraining, so a resumed run inits the same
+    model = cls(obs_shape, latent_dim=v.latent_dim, **params)
+    if hasattr(model, "attach_data"):  # DC-IGN draws one-factor-varies batches from the renderer
+        model.attach_data(get_env_info(cfg.env.name).ground_truth(cfg.env.size, vision_dom), np.random.default_rng(seed))
+    log(f"[vision] training {v.model} ({v.latent_dim} latents, seed {seed}) for {v.steps} steps on {resolve_device(cfg.device)}")
+    settings = replace(_train_settings(cfg, v.steps, v.lr, progress), seed=seed)
+    result = train_vision(model, frames, settings, out, resume=True, tb_dir=out / "tb", extra={"config_model": v.model, "seed": seed})
+    return result.model_path, result.history, {"images_per_s": round(result.images_per_s, 1), "steps": result.steps}
+
+
+def _train_and_select(
+    cfg: Config, run: RunDir, cls: type, params: dict[str, Any], frames: np.ndarray, vision_dom: Domain,
+    progress: bool, log: Log,
+) -> tuple[Path, dict[str, list[float]], dict[str, Any]]:
+    """``vision.select: udr``: one model per candidate seed, the stage-2 encoder chosen by UDR (no labels)."""
+    import shutil
+
+    from vision.checkpoint import load_checkpoint
+    from vision.select import udr_rank
+
+    out = run.path("vision")
+    candidates: dict[int, Path] = {}
+    histories: dict[int, dict[str, list[float]]] = {}
+    for seed in cfg.vision.seeds:
+        cdir = out / "candidates" / f"seed{seed}"
+        name = f"vision/seed{seed}"
+        if not run.is_complete(name):
+            t0 = time.time()
+            path, history, info = _train_one(cfg, run, cls, params, frames, vision_dom, seed, cdir, progress, log)
+            write_json_atomic(cdir / "history.json", history)
+            run.complete(name, [path, cdir / "history.json"], info, t0)
+        candidates[seed] = cdir / "model.pt"
+        histories[seed] = json.loads((cdir / "history.json").read_text())
+    data = get_env_info(cfg.env.name).ground_truth(cfg.env.size, vision_dom)
+    rng = np.random.default_rng(cfg.seed)
+    images = data.sample_observations_from_factors(data.sample_factors(1000, rng), rng)
+    models = [load_checkpoint(p) for p in candidates.values()]
+    ranking = udr_rank(models, images)
+    best = list(candidates)[ranking["best"]]
+    log(f"[vision] UDR scores {dict(zip(candidates, [round(x, 3) for x in ranking['scores']]))}: seed {best} encodes for stage 2")
+    write_json_atomic(out / "udr.json", {"seeds": list(candidates), "chosen_seed": best, **ranking})
+    shutil.copyfile(candidates[best], out / "model.pt")
+    return out / "model.pt", histories[best], {"udr_chosen_seed": best}
 
 
 def _pretrain_dae(cfg: Config, run: RunDir, frames: np.ndarray, obs_shape, progress: bool, log: Log) -> Path:
@@ -134,6 +183,7 @@ def _pretrain_dae(cfg: Config, run: RunDir, frames: np.ndarray, obs_shape, progr
     d = cfg.vision.dae
     cls = get_model_class("dae")
     log(f"[vision] pretraining the DAE for {d.steps} steps (β-VAE-DAE's perceptual space)")
+    torch.manual_seed(cfg.seed)
     model = cls(obs_shape, **d.params)
     settings = replace(_train_settings(cfg, d.steps, d.lr, progress))
     train_vision(model, frames, settings, dae_dir, resume=True, tb_dir=dae_dir / "tb")

@@ -58,6 +58,9 @@ class VisionModel(nn.Module):
     name: ClassVar[str] = "base"
     #: The default learning rate for this model family (a config may override it).
     default_lr: ClassVar[float] = 1e-4
+    #: False where ``configure_optimizers`` takes its rates from constructor arguments instead
+    #: (InfoGAN's d_lr/g_lr): a config's ``vision.lr`` is then refused rather than ignored.
+    uses_lr: ClassVar[bool] = True
 
     def __init__(self, obs_shape: Sequence[int], latent_dim: int = 10) -> None:
         super().__init__()

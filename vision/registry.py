@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from vision.base import VisionModel
-from vision.vae import VAE, BetaVAE
+from vision.beta_tcvae import BetaTCVAE
+from vision.dae import DAE, BetaVAEDAE
+from vision.dcign import DCIGN
+from vision.factor_vae import FactorVAE
+from vision.infogan import InfoGAN
+from vision.vae import VAE, BetaVAE, CapacityVAE
 
 VISION_MODELS: dict[str, type[VisionModel]] = {
     "vae": VAE,
     "beta_vae": BetaVAE,
+    "capacity_vae": CapacityVAE,
+    "dae": DAE,
+    "beta_vae_dae": BetaVAEDAE,
+    "factor_vae": FactorVAE,
+    "beta_tcvae": BetaTCVAE,
+    "infogan": InfoGAN,
+    "dcign": DCIGN,
 }
 
 

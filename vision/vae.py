@@ -87,3 +87,42 @@ class BetaVAE(VAE):
 
     def regularizer(self, kl_per_dim, step, z, mu, logvar):
         return self.beta * kl_per_dim.sum(), {}
+
+
+class CapacityVAE(VAE):
+    """Capacity-annealed β-VAE (Burgess et al. 2018): recon + γ·|KL − C|, C = min(C_max, C_max·step/N).
+
+    Paper: γ = 1000, C from 0 to 25 nats over 100k steps on dSprites (50 on CelebA), Adam 5e-4.
+    The KL is pushed to *track* a capacity that grows linearly, so latents switch on one by one
+    as the budget allows, most informative first.
+    """
+
+    name = "capacity_vae"
+    default_lr = 5e-4
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        latent_dim: int = 10,
+        gamma: float = 1000.0,
+        c_max: float = 25.0,
+        c_steps: int = 100_000,
+        likelihood: str = "bernoulli",
+        channels: Sequence[int] = DEFAULT_CHANNELS,
+        hidden: int = 256,
+    ) -> None:
+        super().__init__(obs_shape, latent_dim, likelihood, channels, hidden)
+        if gamma < 0 or c_max < 0:
+            raise ValueError(f"gamma and c_max must be ≥ 0, got gamma={gamma}, c_max={c_max}")
+        if c_steps < 1:
+            raise ValueError(f"c_steps must be ≥ 1, got {c_steps}")
+        self.gamma, self.c_max, self.c_steps = float(gamma), float(c_max), int(c_steps)
+        self.hparams.update(gamma=self.gamma, c_max=self.c_max, c_steps=self.c_steps)
+
+    def capacity(self, step: int) -> float:
+        """C at ``step``: linear from 0 to ``c_max`` over ``c_steps`` steps, then constant."""
+        return min(self.c_max, self.c_max * step / self.c_steps)
+
+    def regularizer(self, kl_per_dim, step, z, mu, logvar):
+        c = self.capacity(step)
+        return self.gamma * (kl_per_dim.sum() - c).abs(), {"capacity": kl_per_dim.new_tensor(c)}

@@ -61,6 +61,14 @@ MALFORMED = [
     (lambda r: r["vision"].update(batch_size=512), "vision.batch_size: 512 exceeds vision.n_frames (256)"),
     (lambda r: r.update(name="../evil"), "name: use letters, digits, '-', '_' and '.', got '../evil'"),
     (lambda r: r["transfer"].update(n_episodes=-1), "transfer.n_episodes: must be ≥ 1, got -1"),
+    (lambda r: r["vision"].update(model="beta_vae_dae", beta=1.0, dae={"params": {"corruptoin": "mask"}}),
+     "vision.dae.params.corruptoin: unknown key for vision model 'dae' (did you mean 'corruption'?)"),
+    (lambda r: r["vision"].update(select="udr", seeds=[1]), "vision.seeds: select: udr needs ≥ 2 distinct candidate seeds, got [1]"),
+    (lambda r: r["vision"].update(seeds=[1, 2]), "vision.seeds: candidate seeds are only used with vision.select: udr"),
+    (lambda r: r["vision"].update(select="best"), "vision.select: must be one of ['none', 'udr'], got 'best'"),
+    (lambda r: (r["vision"].pop("beta"), r["vision"].update(model="infogan")), "vision.lr: vision model 'infogan' takes its learning rates from its own arguments; remove vision.lr"),
+    (lambda r: r["vision"].update(model="capacity_vae", beta=4.0), "vision.beta: unknown key for vision model 'capacity_vae' ("),
+    (lambda r: (r["vision"].pop("beta"), r["vision"].update(model="capacity_vae", gamma="1e3")), "vision.gamma: expected a number (YAML reads '1e-4' as text: write 1.0e-4), got '1e3'"),
 ]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import darla.pipeline as pipeline
@@ -173,3 +174,42 @@ def test_report_escapes_names(tiny_raw, tmp_path):
     rd = run(cfg, tmp_path / "esc")
     html = (rd.root / "report.html").read_text()
     assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_beta_vae_dae_trains_its_dae_first(tiny_raw, tmp_path):
+    from darla.config import config_from_dict
+    from vision.checkpoint import load_checkpoint
+    from vision.dae import BetaVAEDAE
+
+    tiny_raw["vision"].update(model="beta_vae_dae", beta=2.0, steps=6, checkpoint_every=3)
+    tiny_raw["vision"]["dae"] = {"steps": 4, "params": {"latent_dim": 8, "channels": [8, 8, 16, 16], "hidden": 32}}
+    cfg = config_from_dict(tiny_raw, "t.yaml")
+    rd = run(cfg, tmp_path / "bvd", stages=("vision",))
+    stages = rd.manifest()["stages"]
+    assert stages["vision/dae"]["status"] == "complete" and stages["vision"]["status"] == "complete"
+    model = load_checkpoint(rd.root / "vision/model.pt", expect={"model": "beta_vae_dae"})
+    dae = load_checkpoint(rd.root / "vision/dae/model.pt", expect={"model": "dae", "latent_dim": 8})
+    assert isinstance(model, BetaVAEDAE)
+    for k, v in dae.state_dict().items():  # the frozen DAE inside is the pretrained one, unchanged
+        assert torch.equal(model.dae.state_dict()[k], v)
+
+
+def test_vision_select_udr_trains_candidates_and_picks_one(tiny_raw, tmp_path, capsys):
+    from darla.config import config_from_dict
+
+    tiny_raw["vision"].update(select="udr", seeds=[3, 4], steps=6, checkpoint_every=3)
+    cfg = config_from_dict(tiny_raw, "t.yaml")
+    rd = run(cfg, tmp_path / "udr", stages=("vision",))
+    udr = json.loads((rd.root / "vision/udr.json").read_text())
+    assert udr["seeds"] == [3, 4] and udr["chosen_seed"] in (3, 4) and len(udr["scores"]) == 2
+    chosen = rd.root / f"vision/candidates/seed{udr['chosen_seed']}/model.pt"
+    assert (rd.root / "vision/model.pt").read_bytes() == chosen.read_bytes()
+    stages = rd.manifest()["stages"]
+    assert stages["vision/seed3"]["status"] == stages["vision/seed4"]["status"] == "complete"
+    # the CLI ranks the same candidates
+    assert main(["vision", "select", str(rd.root / "vision/candidates/seed3/model.pt"),
+                 str(rd.root / "vision/candidates/seed4/model.pt"), "--n-images", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "UDR (spearman)" in out and "seed3/model.pt" in out
+    assert main(["vision", "select", str(chosen)]) == 1
+    assert "UDR ranks ≥ 2 models" in capsys.readouterr().err

@@ -1,0 +1,136 @@
+"""Capacity-annealed β-VAE, the DAE's corruptions, and β-VAE-DAE's frozen perceptual space."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vision.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vision.dae import DAE, BetaVAEDAE
+from vision.vae import BetaVAE, CapacityVAE
+
+SMALL = {"channels": [8, 8, 16, 16], "hidden": 32}
+SHAPE = (3, 32, 32)
+
+
+def batch(n: int = 8) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, *SHAPE, generator=g).mul(0.5).add(0.5)  # bright: corruption to 0 is visible
+
+
+def test_capacity_schedule():
+    m = CapacityVAE(SHAPE, 4, gamma=100.0, c_max=20.0, c_steps=1000, **SMALL)
+    assert [m.capacity(s) for s in (0, 250, 500, 1000, 5000)] == [0.0, 5.0, 10.0, 20.0, 20.0]
+
+
+def test_capacity_loss_is_gamma_abs_kl_minus_c():
+    torch.manual_seed(0)
+    m = CapacityVAE(SHAPE, 4, gamma=100.0, c_max=20.0, c_steps=1000, **SMALL)
+    x = batch()
+    for step in (0, 500):
+        torch.manual_seed(1)
+        out = m.loss(x, step)
+        c = m.capacity(step)
+        assert float(out.terms["capacity"]) == c
+        torch.testing.assert_close(out.total, out.terms["recon"] + 100.0 * (out.terms["kl"] - c).abs())
+
+
+@pytest.mark.parametrize("corruption", ["mask", "gaussian", "dropout"])
+def test_dae_corruptions(corruption):
+    m = DAE(SHAPE, 16, corruption=corruption, **SMALL)
+    x = batch()
+    torch.manual_seed(0)
+    a = m.corrupt(x)
+    torch.manual_seed(0)
+    assert torch.equal(a, m.corrupt(x))  # seeded like everything else
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1 and not torch.equal(a, x)
+    if corruption in ("mask", "dropout"):
+        zeroed = (a == 0).all(dim=1)  # whole pixels, every channel
+        assert ((a == 0) == zeroed[:, None]).all()
+        frac = zeroed.float().mean().item()
+        assert 0.005 < frac < 0.8
+
+
+def test_dae_mask_is_one_rectangle_per_mask():
+    m = DAE(SHAPE, 16, corruption="mask", n_masks=1, **SMALL)
+    torch.manual_seed(3)
+    zeroed = (m.corrupt(batch()) == 0).all(dim=1)  # inputs are ≥ 0.5, so only the mask makes zeros
+    for img in zeroed:
+        ys, xs = torch.nonzero(img, as_tuple=True)
+        assert len(ys) > 0
+        box = img[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        assert box.all()  # the zeroed pixels fill their bounding box: a rectangle
+        assert 0.1 * 32 - 1 <= box.shape[0] <= 0.5 * 32 + 1 and 0.1 * 32 - 1 <= box.shape[1] <= 0.5 * 32 + 1
+
+
+def test_dae_reconstructs_the_clean_frame():
+    torch.manual_seed(0)
+    m = DAE(SHAPE, 16, corruption="gaussian", noise_std=0.0, **SMALL)
+    x = batch()
+    from vision.base import reconstruction_loss
+
+    expected = reconstruction_loss(m.decode(m.encode(x)[0]), x, "bernoulli")
+    torch.testing.assert_close(m.loss(x, 0).total, expected)
+    with pytest.raises(ValueError, match="corruption must be one of"):
+        DAE(SHAPE, corruption="blur")
+
+
+@pytest.fixture
+def dae_file(tmp_path):
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path / "dae.pt", DAE(SHAPE, 16, **SMALL))
+
+
+@pytest.mark.parametrize("layer", ["bottleneck", "output"])
+def test_beta_vae_dae_never_updates_the_dae(dae_file, layer):
+    torch.manual_seed(0)
+    m = BetaVAEDAE(SHAPE, 4, beta=2.0, dae_checkpoint=str(dae_file), dae_layer=layer, **SMALL)
+    frozen = {k: v.clone() for k, v in m.dae.state_dict().items()}
+    vae_before = {k: v.clone() for k, v in m.encoder.state_dict().items()}
+    (opt,) = m.configure_optimizers(1e-3)
+    assert not {id(p) for p in m.dae.parameters()} & {id(p) for g in opt.param_groups for p in g["params"]}
+    m.train()
+    assert not m.dae.training and m.training
+    for step in range(3):
+        m.train_step(batch(), step, [opt])
+    for k, v in m.dae.state_dict().items():
+        assert torch.equal(v, frozen[k]), k
+    assert any(not torch.equal(v, vae_before[k]) for k, v in m.encoder.state_dict().items())
+
+
+def test_beta_vae_dae_loss_is_feature_space_error(dae_file):
+    torch.manual_seed(0)
+    m = BetaVAEDAE(SHAPE, 4, beta=3.0, dae_checkpoint=str(dae_file), **SMALL)
+    x = batch()
+    torch.manual_seed(7)
+    out = m.loss(x, 0)
+    torch.manual_seed(7)
+    mu, logvar = m.encode(x)
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+    j = lambda im: m.dae.encoder(im)  # noqa: E731 — the bottleneck
+    expected = (j(torch.sigmoid(m.decode(z))) - j(x)).pow(2).sum(1).mean()
+    torch.testing.assert_close(out.terms["recon"], expected)
+    torch.testing.assert_close(out.total, expected + 3.0 * out.terms["kl"])
+
+
+def test_beta_vae_dae_checkpoint_is_self_contained(dae_file, tmp_path):
+    torch.manual_seed(0)
+    m = BetaVAEDAE(SHAPE, 4, dae_checkpoint=str(dae_file), **SMALL)
+    p = save_checkpoint(tmp_path / "m.pt", m)
+    dae_file.unlink()  # the DAE's own file is gone; its weights travel inside the model
+    back = load_checkpoint(p)
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, back.state_dict()[k])
+
+
+def test_beta_vae_dae_refuses_a_wrong_or_missing_dae(tmp_path):
+    with pytest.raises(ValueError, match="needs a trained DAE"):
+        BetaVAEDAE(SHAPE, 4, **SMALL)
+    other = save_checkpoint(tmp_path / "vae.pt", BetaVAE(SHAPE, 4, **SMALL))
+    with pytest.raises(CheckpointError, match="holds a 'beta_vae'.*needs a 'dae'"):
+        BetaVAEDAE(SHAPE, 4, dae_checkpoint=str(other), **SMALL)
+    small = save_checkpoint(tmp_path / "d24.pt", DAE((3, 24, 24), 8, **SMALL))
+    with pytest.raises(CheckpointError, match=r"for images \(3, 24, 24\)"):
+        BetaVAEDAE(SHAPE, 4, dae_checkpoint=str(small), **SMALL)
+    with pytest.raises(CheckpointError, match="no vision checkpoint"):
+        BetaVAEDAE(SHAPE, 4, dae_checkpoint=str(tmp_path / "missing.pt"), **SMALL)

@@ -1,0 +1,177 @@
+"""DARLA's denoising autoencoder and the β-VAE-DAE that learns in its feature space.
+
+Higgins et al. (2017, sec. 3.1 and appendix A.3.1): a β-VAE trained with pixel log-likelihood
+gives blurry reconstructions that ignore small details, so DARLA replaces the pixel loss by a
+squared error in the feature space of a *denoising autoencoder* J trained beforehand and then
+frozen: ``‖J(x̂) − J(x)‖² + β·KL``. Sources disagree on J's layer (the bottleneck, or the DAE's
+pre-sigmoid output): ``dae_layer`` chooses, default bottleneck (shared/notes/models.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from vision.base import (
+    LossOutput,
+    VisionModel,
+    gaussian_kl_per_dim,
+    reconstruction_loss,
+    reparameterize,
+)
+from vision.nets import DEFAULT_CHANNELS, ConvDecoder, ConvEncoder
+from vision.vae import VAE
+
+CORRUPTIONS = ("mask", "gaussian", "dropout")
+DAE_LAYERS = ("bottleneck", "output")
+
+
+class DAE(VisionModel):
+    """Deterministic conv autoencoder trained to reconstruct the clean frame from a corrupted one.
+
+    Corruptions (all drawn from torch's RNG, which the training loop seeds per step):
+    ``mask`` — ``n_masks`` random rectangles (sides 10–50% of the image) set to zero, the
+    occlusion masks of DARLA re-implementations; ``gaussian`` — additive N(0, noise_std²),
+    clipped to [0, 1]; ``dropout`` — each pixel (all channels) zeroed with ``drop_prob``.
+
+    ``encode`` returns the bottleneck as ``mu`` and a zero ``logvar`` placeholder: a DAE has no
+    posterior, so its "KL per latent" in reports is just ½·E[z²], a measure of use, not a KL.
+    """
+
+    name = "dae"
+    default_lr = 1e-3
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        latent_dim: int = 100,
+        corruption: str = "mask",
+        n_masks: int = 2,
+        noise_std: float = 0.3,
+        drop_prob: float = 0.3,
+        likelihood: str = "bernoulli",
+        channels: Sequence[int] = DEFAULT_CHANNELS,
+        hidden: int = 256,
+    ) -> None:
+        super().__init__(obs_shape, latent_dim)
+        if corruption not in CORRUPTIONS:
+            raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {corruption!r}")
+        if n_masks < 1 or noise_std < 0 or not 0 <= drop_prob < 1:
+            raise ValueError(f"need n_masks ≥ 1, noise_std ≥ 0, 0 ≤ drop_prob < 1; got {n_masks}, {noise_std}, {drop_prob}")
+        self.corruption, self.likelihood = corruption, likelihood
+        self.n_masks, self.noise_std, self.drop_prob = int(n_masks), float(noise_std), float(drop_prob)
+        self.hparams.update(
+            corruption=corruption, n_masks=self.n_masks, noise_std=self.noise_std, drop_prob=self.drop_prob,
+            likelihood=likelihood, channels=list(channels), hidden=int(hidden),
+        )
+        self.encoder = ConvEncoder(self.obs_shape, self.latent_dim, channels, hidden)
+        self.decoder = ConvDecoder(self.latent_dim, self.obs_shape, channels, hidden)
+
+    def corrupt(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        if self.corruption == "gaussian":
+            return (x + self.noise_std * torch.randn_like(x)).clamp(0.0, 1.0)
+        if self.corruption == "dropout":
+            keep = torch.rand(n, 1, h, w, device=x.device) >= self.drop_prob
+            return x * keep
+        keep = torch.ones(n, 1, h, w, device=x.device, dtype=torch.bool)
+        ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+        for _ in range(self.n_masks):
+            size = (0.1 + 0.4 * torch.rand(n, 2, device=x.device)) * x.new_tensor([h, w])
+            corner = torch.rand(n, 2, device=x.device) * (x.new_tensor([h, w]) - size)
+            inside_y = (ys[None] >= corner[:, :1]) & (ys[None] < corner[:, :1] + size[:, :1])  # (n, h)
+            inside_x = (xs[None] >= corner[:, 1:]) & (xs[None] < corner[:, 1:] + size[:, 1:])  # (n, w)
+            keep &= ~(inside_y[:, None, :, None] & inside_x[:, None, None, :])
+        return x * keep
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z = self.encoder(x)
+        return z, torch.zeros_like(z)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def features(self, x: Tensor, layer: str) -> Tensor:
+        """J(x) for β-VAE-DAE: the bottleneck code, or the reconstruction's pre-sigmoid logits."""
+        z = self.encoder(x)
+        return z if layer == "bottleneck" else self.decoder(z)
+
+    def loss(self, x: Tensor, step: int) -> LossOutput:
+        z = self.encoder(self.corrupt(x))
+        recon = reconstruction_loss(self.decoder(z), x, self.likelihood)
+        return LossOutput(recon, {"recon": recon})
+
+
+class BetaVAEDAE(VAE):
+    """β-VAE-DAE (DARLA): ``‖J(x̂) − J(x)‖² + β·KL`` with J a frozen, pretrained :class:`DAE`.
+
+    ``dae_checkpoint`` names the trained DAE (the pipeline trains one first when it is absent).
+    Its architecture is copied into ``hparams["dae_kwargs"]`` and its weights into this model's
+    state_dict, so a β-VAE-DAE checkpoint is self-contained: it is rebuilt from ``dae_kwargs``
+    without the DAE file. The DAE never trains: its parameters are frozen, left out of the
+    optimiser, and the module is kept in eval mode whatever ``train()`` is called with.
+    SCAN (Higgins et al. 2018) reports β = 53 with 32 latents; the default here is 1.
+    """
+
+    name = "beta_vae_dae"
+    requires: ClassVar[str] = "dae"
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        latent_dim: int = 10,
+        beta: float = 1.0,
+        dae_checkpoint: str | None = None,
+        dae_kwargs: dict | None = None,
+        dae_layer: str = "bottleneck",
+        channels: Sequence[int] = DEFAULT_CHANNELS,
+        hidden: int = 256,
+    ) -> None:
+        super().__init__(obs_shape, latent_dim, "bernoulli", channels, hidden)
+        del self.hparams["likelihood"]  # the reconstruction term lives in the DAE's feature space
+        if beta < 0:
+            raise ValueError(f"beta must be ≥ 0, got {beta}")
+        if dae_layer not in DAE_LAYERS:
+            raise ValueError(f"dae_layer must be one of {DAE_LAYERS}, got {dae_layer!r}")
+        if dae_checkpoint is not None:
+            from vision.checkpoint import CheckpointError, build_model, read_checkpoint
+
+            record = read_checkpoint(dae_checkpoint)
+            if record["model"] != "dae" or tuple(record["obs_shape"]) != self.obs_shape:
+                raise CheckpointError(
+                    f"{dae_checkpoint} holds a {record['model']!r} for images {tuple(record['obs_shape'])}; "
+                    f"β-VAE-DAE needs a 'dae' for {self.obs_shape}"
+                )
+            dae = build_model(record, dae_checkpoint)
+        elif dae_kwargs is not None:
+            dae = DAE(self.obs_shape, **dae_kwargs)  # weights arrive with load_state_dict
+        else:
+            raise ValueError("β-VAE-DAE needs a trained DAE: pass dae_checkpoint=PATH (the pipeline trains one first)")
+        assert isinstance(dae, DAE)
+        self.dae = dae.eval()
+        self.dae.requires_grad_(False)
+        self.beta, self.dae_layer = float(beta), dae_layer
+        self.hparams.update(beta=self.beta, dae_checkpoint=None, dae_kwargs=dict(dae.hparams), dae_layer=dae_layer)
+
+    def train(self, mode: bool = True) -> BetaVAEDAE:
+        super().train(mode)
+        self.dae.eval()  # frozen: no dropout/batch-norm mode switches, ever
+        return self
+
+    def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.999))]
+
+    def loss(self, x: Tensor, step: int) -> LossOutput:
+        mu, logvar = self.encode(x)
+        z = reparameterize(mu, logvar)
+        x_hat = torch.sigmoid(self.decode(z))
+        with torch.no_grad():
+            target = self.dae.features(x, self.dae_layer)
+        feats = self.dae.features(x_hat, self.dae_layer)
+        recon = (feats.float() - target.float()).pow(2).flatten(1).sum(1).mean()
+        kl_dims = gaussian_kl_per_dim(mu, logvar)
+        terms = {"recon": recon, "kl": kl_dims.sum(), "kl_per_dim": kl_dims.detach()}
+        return LossOutput(recon + self.beta * kl_dims.sum(), terms)
