@@ -80,6 +80,8 @@ def _stages_cmd(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
     from darla.pipeline import run_pipeline
 
     cfg = _load(args)
+    if cfg.vision.data == "dsprites" and stages != ("vision",):
+        raise ConfigError(args.config, "vision.data", "dsprites has no policy to train: it is for stage 1 alone (darla vision train)")
     run = run_pipeline(cfg, run_dir=args.run_dir, force=args.force, progress=not args.no_progress, stages=stages)
     if "report" in stages:
         _print_summary(run.root)

@@ -83,6 +83,11 @@ class VisionConfig:
     amp: bool = True
     compile: bool = False
     checkpoint: str | None = field(default=None, metadata={"doc": "use this trained model.pt instead of training"})
+    data: Literal["env", "dsprites"] = field(
+        default="env",
+        metadata={"doc": "env: random-policy frames of env.name; dsprites: the procedural dSprites replica "
+                         "(stage 1 only: `darla vision train`, to compare metrics with published numbers)"},
+    )
     select: Literal["none", "udr"] = field(default="none", metadata={"doc": "udr: train one model per vision.seeds, keep the best by UDR"})
     seeds: list[int] = field(default_factory=list, metadata={"doc": "candidate seeds for select: udr (≥ 2)"})
     dae: DAEConfig = field(default_factory=DAEConfig)

@@ -80,11 +80,8 @@ def stage_vision(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = 
     vision_dom, _, _ = domains_of(cfg)
     out = run.path("vision")
     out.mkdir(parents=True, exist_ok=True)
-    obs_shape = (3, cfg.env.size, cfg.env.size)
-
-    log(f"[vision] collecting {v.n_frames} random-policy frames in domain {vision_dom.name!r}")
-    data = collect_frames(cfg.env.name, vision_dom, v.n_frames, seed=cfg.seed, size=cfg.env.size, max_steps=cfg.env.max_steps)
-    frames = data.frames
+    frames = _vision_frames(cfg, vision_dom, log)
+    obs_shape = (frames.shape[3], frames.shape[1], frames.shape[2])
 
     if v.checkpoint:
         # The config must describe the checkpoint it names: model, latents and image size.
@@ -115,6 +112,28 @@ def stage_vision(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = 
     return run.complete("vision", artifacts, info, started)
 
 
+def vision_ground_truth(cfg: Config, vision_dom: Domain):
+    """The labelled renderer stage 1 sees: the env's over the vision domain, or dSprites."""
+    if cfg.vision.data == "dsprites":
+        from envs.dsprites import DSprites
+
+        return DSprites()
+    return get_env_info(cfg.env.name).ground_truth(cfg.env.size, vision_dom)
+
+
+def _vision_frames(cfg: Config, vision_dom: Domain, log: Log) -> np.ndarray:
+    """uint8 (N, H, W, C) training frames: a random policy in the vision domain, or dSprites renders."""
+    v = cfg.vision
+    if v.data == "dsprites":
+        log(f"[vision] rendering {v.n_frames} dSprites images (uniform factors)")
+        data = vision_ground_truth(cfg, vision_dom)
+        rng = np.random.default_rng(cfg.seed)
+        images = data.sample_observations_from_factors(data.sample_factors(v.n_frames, rng), rng)
+        return (images.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)
+    log(f"[vision] collecting {v.n_frames} random-policy frames in domain {vision_dom.name!r}")
+    return collect_frames(cfg.env.name, vision_dom, v.n_frames, seed=cfg.seed, size=cfg.env.size, max_steps=cfg.env.max_steps).frames
+
+
 def _train_one(
     cfg: Config, run: RunDir, cls: type, params: dict[str, Any], frames: np.ndarray, vision_dom: Domain,
     seed: int, out: Path, progress: bool, log: Log,
@@ -123,11 +142,11 @@ def _train_one(
     from vision.train import train_vision
 
     v = cfg.vision
-    obs_shape = (3, cfg.env.size, cfg.env.size)
+    obs_shape = (frames.shape[3], frames.shape[1], frames.shape[2])
     torch.manual_seed(seed)  # here, after any DAE pretraining, so a resumed run inits the same
     model = cls(obs_shape, latent_dim=v.latent_dim, **params)
     if hasattr(model, "attach_data"):  # DC-IGN draws one-factor-varies batches from the renderer
-        model.attach_data(get_env_info(cfg.env.name).ground_truth(cfg.env.size, vision_dom), np.random.default_rng(seed))
+        model.attach_data(vision_ground_truth(cfg, vision_dom), np.random.default_rng(seed))
     log(f"[vision] training {v.model} ({v.latent_dim} latents, seed {seed}) for {v.steps} steps on {resolve_device(cfg.device)}")
     settings = replace(_train_settings(cfg, v.steps, v.lr, progress), seed=seed)
     result = train_vision(model, frames, settings, out, resume=True, tb_dir=out / "tb", extra={"config_model": v.model, "seed": seed})
@@ -157,7 +176,7 @@ def _train_and_select(
             run.complete(name, [path, cdir / "history.json"], info, t0)
         candidates[seed] = cdir / "model.pt"
         histories[seed] = json.loads((cdir / "history.json").read_text())
-    data = get_env_info(cfg.env.name).ground_truth(cfg.env.size, vision_dom)
+    data = vision_ground_truth(cfg, vision_dom)
     rng = np.random.default_rng(cfg.seed)
     images = data.sample_observations_from_factors(data.sample_factors(1000, rng), rng)
     models = [load_checkpoint(p) for p in candidates.values()]
@@ -216,11 +235,14 @@ def _score_vision(cfg: Config, model, vision_dom: Domain, out: Path, log: Log) -
     from vision.metrics import METRICS, score
 
     names = list(METRICS) if "all" in cfg.metrics.enabled else list(cfg.metrics.enabled)
-    log(f"[vision] scoring {', '.join(names)} ({cfg.metrics.settings}) on {cfg.env.name}'s ground-truth factors")
-    data = get_env_info(cfg.env.name).ground_truth(cfg.env.size, vision_dom)
+    dsprites = cfg.vision.data == "dsprites"
+    where = "dsprites" if dsprites else cfg.env.name
+    log(f"[vision] scoring {', '.join(names)} ({cfg.metrics.settings}) on {where}'s ground-truth factors")
+    data = vision_ground_truth(cfg, vision_dom)
     results = score(data, model.represent, np.random.default_rng(cfg.seed), metrics=names, settings=cfg.metrics.settings)
     path = out / "metrics.json"
-    write_json_atomic(path, {"data": cfg.env.name, "domain": vision_dom.name, "settings": cfg.metrics.settings, "metrics": results})
+    domain = None if dsprites else vision_dom.name
+    write_json_atomic(path, {"data": where, "domain": domain, "settings": cfg.metrics.settings, "metrics": results})
     return path
 
 
@@ -334,6 +356,8 @@ def run_pipeline(
     log: Log = _print,
 ) -> RunDir:
     """Run (or continue) every stage of ``cfg`` in ``run_dir`` (default ``runs_dir/name``)."""
+    if cfg.vision.data == "dsprites" and tuple(stages) != ("vision",):
+        raise ValueError("vision.data: dsprites is for stage 1 alone (darla vision train): it has no policy to train")
     run = RunDir(Path(run_dir) if run_dir is not None else Path(cfg.runs_dir) / cfg.name)
     run.prepare(dump_config(cfg), force=force)
     order = list(STAGE_FUNCS)

@@ -190,13 +190,26 @@ def _domain_frames(cfg: Config) -> list[tuple[str, str]]:
 
 
 def _metrics_table(metrics: dict[str, Any]) -> str:
+    """One row per metric: its main score, the other numbers it reports, and the settings it ran with."""
+    from vision.metrics import SETTINGS
+
+    def num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     rows = []
     for mname, vals in metrics.items():
         if not isinstance(vals, dict):
             continue
-        nums = ", ".join(f"{esc(k)}={v:.3f}" for k, v in vals.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-        rows.append(f"<tr><td>{esc(mname)}</td><td>{nums}</td></tr>")
-    return "<table><tr><th>metric</th><th>values</th></tr>" + "".join(rows) + "</table>"
+        setting_keys = set(SETTINGS.get(mname, {}).get("full", {})) | {"settings"}
+        main = vals.get(mname)
+        others = ", ".join(f"{esc(k)}={v:.3f}" for k, v in vals.items() if k != mname and k not in setting_keys and num(v))
+        settings = ", ".join(f"{esc(k)}={esc(vals[k])}" for k in sorted(setting_keys) if k in vals)
+        rows.append(
+            f"<tr><td>{esc(mname)}</td><td><b>{'—' if not num(main) else f'{main:.3f}'}</b></td>"
+            f"<td>{others}</td><td class='note'>{settings}</td></tr>"
+        )
+    head = "<tr><th>metric</th><th>score</th><th>also reported</th><th>settings</th></tr>"
+    return "<table>" + head + "".join(rows) + "</table>"
 
 
 CSS = """

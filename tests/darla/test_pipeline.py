@@ -213,3 +213,37 @@ def test_vision_select_udr_trains_candidates_and_picks_one(tiny_raw, tmp_path, c
     assert "UDR (spearman)" in out and "seed3/model.pt" in out
     assert main(["vision", "select", str(chosen)]) == 1
     assert "UDR ranks ≥ 2 models" in capsys.readouterr().err
+
+
+def test_metrics_scored_on_the_env_and_shown_with_settings(tiny_raw, tmp_path):
+    from darla.config import config_from_dict
+
+    tiny_raw["metrics"] = {"enabled": ["mig", "beta_vae"], "settings": "fast"}
+    tiny_raw["agent"]["total_timesteps"] = 64
+    rd = run(config_from_dict(tiny_raw, "t.yaml"), tmp_path / "m")
+    m = json.loads((rd.root / "vision/metrics.json").read_text())
+    assert m["data"] == "seek_avoid" and m["domain"] == "vision" and m["settings"] == "fast"
+    assert 0.0 <= m["metrics"]["mig"]["mig"] <= 1.0 and 0.0 <= m["metrics"]["beta_vae"]["beta_vae"] <= 1.0
+    res = json.loads((rd.root / "results.json").read_text())
+    assert res["vision"]["metrics"]["mig"]["mig"] == m["metrics"]["mig"]["mig"]
+    html = (rd.root / "report.html").read_text()
+    assert "<th>settings</th>" in html and "num_train=1000" in html  # MIG's fast settings, shown
+
+
+def test_vision_on_dsprites_trains_and_scores_stage_1_only(tiny_raw, tmp_path, capsys):
+    from darla.config import config_from_dict
+    from vision.checkpoint import load_checkpoint
+
+    tiny_raw["vision"].update(data="dsprites", steps=4, checkpoint_every=2)
+    tiny_raw["metrics"] = {"enabled": ["mig"], "settings": "fast"}
+    rd = run(config_from_dict(tiny_raw, "t.yaml"), tmp_path / "ds", stages=("vision",))
+    model = load_checkpoint(rd.root / "vision/model.pt")
+    assert model.obs_shape == (1, 64, 64)
+    m = json.loads((rd.root / "vision/metrics.json").read_text())
+    assert m["data"] == "dsprites" and m["domain"] is None and 0.0 <= m["metrics"]["mig"]["mig"] <= 1.0
+    # the whole pipeline makes no sense on dSprites: one config line, exit 2
+    tiny_raw["runs_dir"] = str(tmp_path / "runs")
+    p = tmp_path / "ds.yaml"
+    p.write_text(yaml.safe_dump(tiny_raw))
+    assert main(["pipeline", str(p), "--no-progress"]) == 2
+    assert "vision.data: dsprites has no policy to train" in capsys.readouterr().err
