@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from metric_toys import ToyData, identity
 
-from envs.factors import sample_uniform_factors
 from vision.metrics.factor_vae import FAST, FULL, _compute_factor_vae, factor_vae
-
-
-class ToyData:
-    """Images are the factor values themselves: (1, 1, F) "pixels" = factor / size."""
-
-    factor_names = ("a", "b", "c")
-    factor_sizes = (3, 4, 5)
-    observation_shape = (1, 1, 3)
-
-    def sample_factors(self, n, rng):
-        return sample_uniform_factors(self.factor_sizes, n, rng)
-
-    def sample_observations_from_factors(self, factors, rng):
-        x = factors / np.asarray(self.factor_sizes, dtype=np.float32)
-        return x.astype(np.float32).reshape(-1, 1, 1, len(self.factor_sizes))
 
 
 class ConstantFactorToy(ToyData):
     factor_names = ("a", "b", "c")
     factor_sizes = (1, 4, 5)
 
-
-def identity(x):
-    return x.reshape(len(x), -1)
 
 
 ROT = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]

@@ -6,6 +6,7 @@ import inspect
 
 import numpy as np
 import pytest
+from metric_toys import SIZES, ToyData, identity
 
 from envs.factors import sample_uniform_factors
 from vision.metrics.modularity import (
@@ -16,27 +17,6 @@ from vision.metrics.modularity import (
     _ovr_auc,
     modularity,
 )
-
-SIZES = (3, 4, 5)
-
-
-class ToyData:
-    """Images are the factor values themselves: (1, 1, F) "pixels" = factor / size."""
-
-    factor_names = ("a", "b", "c")
-    factor_sizes = SIZES
-    observation_shape = (1, 1, 3)
-
-    def sample_factors(self, n, rng):
-        return sample_uniform_factors(self.factor_sizes, n, rng)
-
-    def sample_observations_from_factors(self, factors, rng):
-        x = factors / np.asarray(self.factor_sizes, dtype=np.float32)
-        return x.astype(np.float32).reshape(-1, 1, 1, len(self.factor_sizes))
-
-
-def identity(x):
-    return x.reshape(len(x), -1)
 
 
 def split(n_train=800, n_test=400, seed=0):

@@ -4,31 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from metric_toys import ToyData, identity, zeros
 
-from envs.factors import GroundTruthData, sample_uniform_factors
+from envs.factors import GroundTruthData
 from vision.metrics import METRICS, SETTINGS, score
-
-
-class ToyData:
-    """Images are the factor values themselves: (1, 1, F) "pixels" = factor / size."""
-
-    factor_names = ("a", "b", "c")
-    factor_sizes = (3, 4, 5)
-    observation_shape = (1, 1, 3)
-
-    def sample_factors(self, n, rng):
-        return sample_uniform_factors(self.factor_sizes, n, rng)
-
-    def sample_observations_from_factors(self, factors, rng):
-        return (factors / np.asarray(self.factor_sizes, dtype=np.float32)).astype(np.float32).reshape(-1, 1, 1, 3)
-
-
-def identity(x: np.ndarray) -> np.ndarray:
-    return x.reshape(len(x), -1)
-
-
-def zeros(x: np.ndarray) -> np.ndarray:
-    return np.zeros((len(x), 3))
 
 
 def test_toy_is_ground_truth_data():

@@ -6,26 +6,10 @@ import inspect
 
 import numpy as np
 import pytest
+from metric_toys import SIZES, ToyData
 
 from envs.factors import sample_uniform_factors
 from vision.metrics.sap import FAST, FULL, _compute_sap, sap
-
-SIZES = (3, 4, 5)
-
-
-class ToyData:
-    """Images are the factor values themselves: (1, 1, F) "pixels" = factor / size."""
-
-    factor_names = ("a", "b", "c")
-    factor_sizes = SIZES
-    observation_shape = (1, 1, 3)
-
-    def sample_factors(self, n, rng):
-        return sample_uniform_factors(self.factor_sizes, n, rng)
-
-    def sample_observations_from_factors(self, factors, rng):
-        x = factors / np.asarray(self.factor_sizes, dtype=np.float32)
-        return x.astype(np.float32).reshape(-1, 1, 1, len(self.factor_sizes))
 
 
 def split(n_train=600, n_test=300, seed=0):
