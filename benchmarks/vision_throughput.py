@@ -86,24 +86,26 @@ def main() -> None:
     device = torch.device(args.device)
     roof = matmul_gflops(device, args.mm)
     print(f"device {device}, {torch.get_num_threads()} threads; torch.mm {args.mm}² fp32: {roof:,.1f} GFLOP/s (roofline)")
-    print(f"{'model':<14}{'variant':<14}{'images/s':>10}{'GFLOP/step':>12}{'GFLOP/s':>10}{'÷ roofline':>12}")
+    print(f"{'model':<14}{'variant':<17}{'images/s':>10}{'GFLOP/step':>12}{'GFLOP/s':>10}{'÷ roofline':>12}")
     names = sorted(VISION_MODELS) if args.models == "all" else args.models.split(",")
     for name in names:
         torch.manual_seed(0)
         model = build(name, args.size, args.latent).to(device)
         x = (torch.rand(args.batch, 3, args.size, args.size, device=device) > 0.5).float()
         flops = step_flops(model, x)
-        variants = [("fp32", False, False)]
+        # (label, bf16 autocast, torch.compile, channels_last); the training loop uses channels_last.
+        variants = [("fp32", False, False, False), ("fp32+cl", False, False, True)]
         if device.type == "cuda":
-            model.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-            variants += [("bf16", True, False), ("bf16+compile", True, True)]
-        for label, amp, comp in variants:
+            variants += [("bf16+cl", True, False, True), ("bf16+cl+compile", True, True, True)]
+        for label, amp, comp, cl in variants:
+            fmt = torch.channels_last if cl else torch.contiguous_format
+            model.to(memory_format=fmt)
+            x = x.contiguous(memory_format=fmt)
             if comp:
                 model.loss = torch.compile(model.loss)
             ips = images_per_s(model, x, args.steps, amp, device)
             rate = flops / args.batch * ips / 1e9
-            print(f"{name:<14}{label:<14}{ips:>10,.0f}{flops / 1e9:>12.2f}{rate:>10,.1f}{rate / roof:>12.2f}")
+            print(f"{name:<14}{label:<17}{ips:>10,.0f}{flops / 1e9:>12.2f}{rate:>10,.1f}{rate / roof:>12.2f}")
 
 
 if __name__ == "__main__":

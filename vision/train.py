@@ -10,7 +10,7 @@ Determinism and resume: the batch of step ``t`` is a slice of a permutation seed
 both are functions of the step alone. A run resumed from a checkpoint at step ``k`` therefore
 takes exactly the steps an uninterrupted run takes after ``k`` (on the same machine).
 
-On CUDA: bf16 autocast (``amp``), channels_last, optional ``torch.compile`` of the loss, and the
+channels_last everywhere; on CUDA also bf16 autocast (``amp``), optional ``torch.compile`` of the loss, and the
 finiteness check only at log and checkpoint steps (a host sync every step would stall the GPU).
 """
 
@@ -158,9 +158,8 @@ def train_vision(
         raise ValueError(f"frames are {tuple(data.shape[1:])} (C, H, W) but the model takes {model.obs_shape}")
     if len(data) < settings.batch_size:
         raise ValueError(f"{len(data)} frames are fewer than one batch of {settings.batch_size}")
-    model.to(device)
-    if cuda:
-        model.to(memory_format=torch.channels_last)
+    # channels_last on CPU too: oneDNN's convolutions run ≈9% faster in it here (measured, 64×64 β-VAE).
+    model.to(device, memory_format=torch.channels_last)
     model.train()
     optimizers = model.configure_optimizers(settings.lr or model.default_lr)
 
@@ -201,9 +200,7 @@ def train_vision(
     try:
         for step in range(start, settings.steps):
             idx = torch.from_numpy(batches(step)).to(device)
-            x = data.index_select(0, idx).float().div_(255.0)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = data.index_select(0, idx).float().div_(255.0).contiguous(memory_format=torch.channels_last)
             torch.manual_seed(_step_seed(settings.seed, step))
             is_log = (step + 1) % settings.log_every == 0 or step + 1 == settings.steps
             is_ckpt = (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps
