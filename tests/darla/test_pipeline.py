@@ -247,3 +247,21 @@ def test_vision_on_dsprites_trains_and_scores_stage_1_only(tiny_raw, tmp_path, c
     p.write_text(yaml.safe_dump(tiny_raw))
     assert main(["pipeline", str(p), "--no-progress"]) == 2
     assert "vision.data: dsprites has no policy to train" in capsys.readouterr().err
+
+
+def test_vision_checkpoint_must_match_the_config(tiny_raw, tmp_path, capsys):
+    from vision.checkpoint import save_checkpoint
+    from vision.vae import BetaVAE
+
+    other = save_checkpoint(tmp_path / "other.pt", BetaVAE((3, 32, 32), 6, channels=[8, 8, 16, 16], hidden=32))
+    tiny_raw["vision"]["checkpoint"] = str(other)
+    tiny_raw["runs_dir"] = str(tmp_path / "runs")
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(tiny_raw))
+    assert main(["vision", "train", str(p), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "other.pt does not fit this config: latent_dim: checkpoint has 6, expected 4" in err and err.count("\n") == 1
+    tiny_raw["vision"]["latent_dim"] = 6  # now it fits: used as is, not trained
+    p.write_text(yaml.safe_dump(tiny_raw))
+    assert main(["vision", "train", str(p), "--no-progress", "--force"]) == 0
+    assert json.loads((tmp_path / "runs/tiny/manifest.json").read_text())["stages"]["vision"]["trained"] is False
