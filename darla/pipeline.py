@@ -98,7 +98,7 @@ def stage_vision(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = 
         if v.select == "udr":
             model_path, history, info = _train_and_select(cfg, run, cls, params, frames, vision_dom, progress, log)
         else:
-            model_path, history, info = _train_one(cfg, run, cls, params, frames, vision_dom, cfg.seed, out, progress, log)
+            model_path, history, info = _train_one(cfg, cls, params, frames, vision_dom, cfg.seed, out, progress, log)
         info["trained"] = True
 
     model = load_checkpoint(model_path, expect={"obs_shape": obs_shape})
@@ -135,7 +135,7 @@ def _vision_frames(cfg: Config, vision_dom: Domain, log: Log) -> np.ndarray:
 
 
 def _train_one(
-    cfg: Config, run: RunDir, cls: type, params: dict[str, Any], frames: np.ndarray, vision_dom: Domain,
+    cfg: Config, cls: type, params: dict[str, Any], frames: np.ndarray, vision_dom: Domain,
     seed: int, out: Path, progress: bool, log: Log,
 ) -> tuple[Path, dict[str, list[float]], dict[str, Any]]:
     """Train one vision model with ``seed`` (init, batch order, noise) into ``out``."""
@@ -171,7 +171,7 @@ def _train_and_select(
         name = f"vision/seed{seed}"
         if not run.is_complete(name):
             t0 = time.time()
-            path, history, info = _train_one(cfg, run, cls, params, frames, vision_dom, seed, cdir, progress, log)
+            path, history, info = _train_one(cfg, cls, params, frames, vision_dom, seed, cdir, progress, log)
             write_json_atomic(cdir / "history.json", history)
             run.complete(name, [path, cdir / "history.json"], info, t0)
         candidates[seed] = cdir / "model.pt"
