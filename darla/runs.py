@@ -7,7 +7,6 @@ so a truncated or tampered artifact is detected before it is used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import darla
+from vision.checkpoint import file_sha256 as sha256_file  # one hashing routine for every artifact
 
 STAGES = ("vision", "agent", "transfer", "report")
 
@@ -26,12 +26,6 @@ class RunDirError(RuntimeError):
     """A run directory that cannot be used as asked (config changed, corrupted artifact, ...)."""
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_text_atomic(path: Path, text: str) -> None:
