@@ -57,6 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
     vsel.add_argument("--seed", type=int, default=0)
     vsel.add_argument("--out", type=Path, default=None, help="also write the ranking as JSON here")
 
+    ps = sub.add_parser("scan", help="SCAN: symbols grounded in a trained vision model's latents")
+    ssub = ps.add_subparsers(dest="scmd", required=True)
+    st = ssub.add_parser("train", help="train SCAN (and its recombination operators) on RUN_DIR's vision model")
+    st.add_argument("run_dir", type=Path)
+    st.add_argument("--steps", type=int, default=2000)
+    st.add_argument("--recombine-steps", type=int, default=1000)
+    st.add_argument("--kl-direction", default="forward", choices=["forward", "reverse"],
+                    help="forward KL(q(z_x|x) ‖ q(z_y|y)) as in the paper; reverse = the SCAN_R ablation")
+    st.add_argument("--seed", type=int, default=0)
+    si = ssub.add_parser("imagine", help='sym2img: e.g. darla scan imagine RUN_DIR "navy floor AND red object"')
+    si.add_argument("run_dir", type=Path)
+    si.add_argument("expression")
+    si.add_argument("--n", type=int, default=8, help="samples")
+    si.add_argument("--out", type=Path, default=None, help="PNG (default RUN_DIR/scan/imagine.png)")
+    si.add_argument("--seed", type=int, default=0)
+    sd = ssub.add_parser("describe", help="img2sym: the words SCAN finds in an image")
+    sd.add_argument("run_dir", type=Path)
+    sd.add_argument("image", type=Path)
+
     pa = sub.add_parser("agent", help="stage 2 alone")
     asub = pa.add_subparsers(dest="acmd", required=True)
     _config_args(asub.add_parser("train", help="train the policies of CONFIG (runs stage 1 first if needed)"))
@@ -190,6 +209,88 @@ def _cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scan_context(run_dir: Path):
+    """(config, vision model, ground-truth data, vocabulary over the env's scene factors) of a run."""
+    from darla.pipeline import domains_of, vision_ground_truth
+    from darla.runs import RunDir
+    from envs.registry import get_env_info
+    from vision.checkpoint import load_checkpoint
+    from vision.scan.vocab import Vocabulary
+
+    run = RunDir(run_dir)
+    if not run.config_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a darla run directory (no config.yaml)")
+    cfg = load_config(run.config_path)
+    if cfg.vision.data != "env":
+        raise ValueError(f"{run_dir}: SCAN names the env's scene factors; this run's vision model was trained on {cfg.vision.data}")
+    if not run.is_complete("vision"):
+        raise FileNotFoundError(f"{run_dir}: stage 'vision' is not complete; run `darla vision train` first")
+    model = load_checkpoint(run.path("vision", "model.pt"))
+    vision_dom, _, _ = domains_of(cfg)
+    return run, cfg, model, vision_ground_truth(cfg, vision_dom), Vocabulary(get_env_info(cfg.env.name).scene_space)
+
+
+def _scan_path(run, kl_direction: str = "forward") -> Path:
+    return run.path("scan", f"scan_{kl_direction}.pt")
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from darla.report import format_table
+    from darla.runs import write_json_atomic
+    from vision.scan.train import (
+        ScanSettings,
+        evaluate_scan,
+        load_scan,
+        parse_expression,
+        save_scan,
+        train_scan,
+    )
+    from vision.scan.vocab import Vocabulary
+
+    run, cfg, model, data, vocab = _scan_context(args.run_dir)
+    if args.scmd == "train":
+        settings = ScanSettings(steps=args.steps, recombine_steps=args.recombine_steps, kl_direction=args.kl_direction, seed=args.seed)
+        result = train_scan(model, data, vocab, settings)
+        path = save_scan(_scan_path(run, args.kl_direction), result, vocab)
+        metrics = evaluate_scan(result, model, data, vocab, np.random.default_rng(args.seed))
+        write_json_atomic(path.with_suffix(".json"), {"settings": {k: getattr(settings, k) for k in ("steps", "recombine_steps", "kl_direction", "seed")}, **metrics})
+        rows = [(k, f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in sorted(metrics.items())]
+        print(format_table(rows, ("SCAN evaluation", "value")))
+        print(f"\nscan: {path}")
+        return 0
+    path = _scan_path(run)
+    scan, _, names = load_scan(path)
+    vocab = Vocabulary(vocab.factors, names)
+    if args.scmd == "imagine":
+        from vision.traverse import _to_uint8_hwc, save_png, tile
+
+        y, words = parse_expression(args.expression, vocab)
+        gen = torch.Generator().manual_seed(args.seed)
+        with torch.no_grad():
+            images = scan.sym2img(torch.from_numpy(np.asarray(y, dtype=np.float32)), model, n=args.n, generator=gen)[0]
+        out = args.out or run.path("scan", "imagine.png")
+        save_png(out, tile([_to_uint8_hwc(images)]))
+        print(f"{' + '.join(words)}: {args.n} samples in {out}")
+        return 0
+    import cv2
+
+    img = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(f"cannot read image {args.image}")
+    c, h, w = model.obs_shape
+    if img.shape[:2] != (h, w):
+        raise ValueError(f"{args.image} is {img.shape[1]}×{img.shape[0]}; the vision model takes {w}×{h}")
+    x = torch.from_numpy(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+    probs = scan.img2sym(x, model)[0].numpy()
+    for word, alias, p in sorted(zip(vocab.words, vocab.aliases, probs), key=lambda t: -t[2]):
+        if p >= 0.5:
+            print(f"{alias:<24}{word:<32}{p:.2f}")
+    return 0
+
+
 def _cmd_envs(_: argparse.Namespace) -> int:
     from envs.registry import ENVS
 
@@ -215,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_score(args)
         if args.cmd == "vision" and args.vcmd == "select":
             return _cmd_select(args)
+        if args.cmd == "scan":
+            return _cmd_scan(args)
         if args.cmd == "agent":
             return _stages_cmd(args, ("vision", "agent"))
         if args.cmd == "transfer":

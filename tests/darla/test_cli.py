@@ -50,3 +50,35 @@ def test_tool_errors_are_one_line(tmp_path, capsys):
     assert "no vision checkpoint at" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 1
     assert "is not a darla run directory" in capsys.readouterr().err
+
+
+def test_scan_commands_on_a_tiny_run(tmp_path, capsys):
+    """darla scan train / imagine / describe on a 32 px run's vision model (mechanics, tiny budgets)."""
+    import cv2
+    import numpy as np
+    import yaml
+    from conftest import TINY
+
+    from envs.seek_avoid import render_scene
+
+    raw = json.loads(json.dumps(TINY))
+    raw["runs_dir"] = str(tmp_path / "runs")
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    assert main(["vision", "train", str(cfg_path), "--no-progress"]) == 0
+    run_dir = tmp_path / "runs/tiny"
+    capsys.readouterr()
+    assert main(["scan", "train", str(run_dir), "--steps", "30", "--recombine-steps", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "scan/train/accuracy" in out and "scan/held_out/accuracy" in out and "scan/recombined/accuracy" in out
+    report = json.loads((run_dir / "scan/scan_forward.json").read_text())
+    assert report["settings"]["kl_direction"] == "forward" and 0.0 <= report["scan/img2sym/accuracy"] <= 1.0
+    assert main(["scan", "imagine", str(run_dir), "navy floor AND red object", "--n", "4"]) == 0
+    assert (run_dir / "scan/imagine.png").exists()
+    frame = render_scene((1, 0, 0, 0), (0, 0), (2, 2), (4, 4), size=32)
+    cv2.imwrite(str(tmp_path / "f.png"), cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
+    capsys.readouterr()
+    assert main(["scan", "describe", str(run_dir), str(tmp_path / "f.png")]) == 0
+    assert main(["scan", "imagine", str(run_dir), "purple sky"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown word" in err and "the vocabulary is" in err and err.count("\n") == 1
