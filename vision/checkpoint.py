@@ -62,17 +62,20 @@ def save_checkpoint(path: str | Path, model: VisionModel, extra: Mapping[str, An
     return Path(path)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw record of a checkpoint, checked for the darla format; ``weights_only`` load."""
+def read_checkpoint(path: str | Path, fmt: str = FORMAT, what: str = "vision") -> dict[str, Any]:
+    """The raw record of a darla checkpoint of format ``fmt``; ``weights_only`` load.
+
+    Every failure (missing, truncated, foreign) is a :class:`CheckpointError` naming the file.
+    """
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"no vision checkpoint at {path}")
+        raise CheckpointError(f"no {what} checkpoint at {path}")
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, ... all mean "not usable"
-        raise CheckpointError(f"{path} is not a readable vision checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a darla vision checkpoint (format {FORMAT!r} expected)")
+        raise CheckpointError(f"{path} is not a readable {what} checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(record, dict) or record.get("format") != fmt:
+        raise CheckpointError(f"{path} is not a darla {what} checkpoint (format {fmt!r} expected)")
     return record
 
 

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from envs.factors import GroundTruthData
 from vision.base import VisionModel
-from vision.checkpoint import CheckpointError, save_atomic
+from vision.checkpoint import CheckpointError, read_checkpoint, save_atomic
 from vision.scan.evaluate import accuracy, diversity
 from vision.scan.model import SCAN, Posterior, vision_posterior
 from vision.scan.recombine import OPERATORS, Recombinator, apply_operator
@@ -299,15 +299,7 @@ def load_scan(path: str | Path) -> tuple[SCAN, Recombinator, tuple[str, ...]]:
     Raises :class:`vision.checkpoint.CheckpointError` naming the file when it is missing,
     unreadable, or not a darla SCAN checkpoint.
     """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no SCAN checkpoint at {path}")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, foreign pickle, ... all mean "not usable"
-        raise CheckpointError(f"{path} is not a readable SCAN checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a darla SCAN checkpoint (format {FORMAT!r} expected)")
+    record = read_checkpoint(path, FORMAT, "SCAN")
     try:
         scan = SCAN(**record["scan"]["kwargs"])
         scan.load_state_dict(record["scan"]["state_dict"])
