@@ -265,14 +265,14 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     scan, _, names = load_scan(path)
     vocab = Vocabulary(vocab.factors, names)
     if args.scmd == "imagine":
-        from vision.traverse import _to_uint8_hwc, save_png, tile
+        from vision.traverse import save_png, tile, to_uint8_hwc
 
         y, words = parse_expression(args.expression, vocab)
         gen = torch.Generator().manual_seed(args.seed)
         with torch.no_grad():
             images = scan.sym2img(torch.from_numpy(np.asarray(y, dtype=np.float32)), model, n=args.n, generator=gen)[0]
         out = args.out or run.path("scan", "imagine.png")
-        save_png(out, tile([_to_uint8_hwc(images)]))
+        save_png(out, tile([to_uint8_hwc(images)]))
         print(f"{' + '.join(words)}: {args.n} samples in {out}")
         return 0
     import cv2

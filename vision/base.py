@@ -102,7 +102,14 @@ class VisionModel(nn.Module):
         """
         (opt,) = optimizers
         opt.zero_grad(set_to_none=True)
-        out = self.loss(x, step)
+        return self.optimise(self.loss(x, step), opt, step, check_finite)
+
+    @staticmethod
+    def optimise(out: LossOutput, opt: torch.optim.Optimizer, step: int, check_finite: bool = True) -> dict[str, Tensor]:
+        """Minimise ``out.total`` with one step of ``opt`` (its gradients already zeroed); detached terms.
+
+        For single-optimiser models whose batch or loss differs from :meth:`loss` (DC-IGN).
+        """
         if check_finite and not torch.isfinite(out.total):
             raise FloatingPointError(f"non-finite loss {out.total.item()} at step {step}")
         out.total.backward()

@@ -180,9 +180,4 @@ class DCIGN(VAE):
         if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             xb = xb.contiguous(memory_format=torch.channels_last)  # as the loop's batch on CUDA
         opt.zero_grad(set_to_none=True)
-        out = self.grouped_loss(xb, batch.factor)
-        if check_finite and not torch.isfinite(out.total):
-            raise FloatingPointError(f"non-finite loss {out.total.item()} at step {step}")
-        out.total.backward()
-        opt.step()
-        return {"loss": out.total.detach(), **{k: v.detach() for k, v in out.terms.items()}}
+        return self.optimise(self.grouped_loss(xb, batch.factor), opt, step, check_finite)

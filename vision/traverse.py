@@ -16,7 +16,7 @@ import torch
 from vision.base import VisionModel
 
 
-def _to_uint8_hwc(x: np.ndarray | torch.Tensor) -> np.ndarray:
+def to_uint8_hwc(x: np.ndarray | torch.Tensor) -> np.ndarray:
     """(n, C, H, W) floats in [0, 1] → (n, H, W, 3) uint8 (grey images repeated to RGB)."""
     x = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
     img = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
@@ -44,7 +44,7 @@ def reconstruction_grid(model: VisionModel, x: np.ndarray) -> np.ndarray:
     """Top row: the (n, C, H, W) inputs; bottom row: their reconstructions from the posterior mean."""
     model.eval()
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device=_device(model))
-    return tile([_to_uint8_hwc(xt), _to_uint8_hwc(model.reconstruct(xt))])
+    return tile([to_uint8_hwc(xt), to_uint8_hwc(model.reconstruct(xt))])
 
 
 @torch.no_grad()
@@ -66,8 +66,8 @@ def traversal_grid(
     z = mu.float().repeat(len(order) * n_steps, 1)
     for r, i in enumerate(order):
         z[r * n_steps : (r + 1) * n_steps, i] = values
-    imgs = _to_uint8_hwc(torch.sigmoid(model.decode(z)))
-    ref = _to_uint8_hwc(x)
+    imgs = to_uint8_hwc(torch.sigmoid(model.decode(z)))
+    ref = to_uint8_hwc(x)
     return tile([np.concatenate([ref, imgs[r * n_steps : (r + 1) * n_steps]]) for r in range(len(order))])
 
 
