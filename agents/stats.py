@@ -7,7 +7,9 @@ a single seed the CI degenerates to the point estimate and says so (``n_seeds``)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -16,6 +18,25 @@ from scipy import stats as sps
 def iqm(x: Sequence[float] | np.ndarray) -> float:
     """Interquartile mean: the mean of the middle 50% (scipy's trim_mean with 25% cut each side)."""
     return float(sps.trim_mean(np.asarray(x, dtype=np.float64).ravel(), 0.25))
+
+
+@contextlib.contextmanager
+def _seeded_global_numpy(seed: int) -> Iterator[np.random.RandomState]:
+    """Seed numpy's *global* RNG for the duration, then restore it.
+
+    rliable 1.2's StratifiedBootstrap draws its resamples with ``np.random.choice`` (the global
+    RNG) and ignores the ``random_state`` it is given, so the same seed gave different CIs
+    (caught by tests/agents/test_methods.py). Seeding and restoring the global state makes the
+    bootstrap reproducible without leaking into anyone else's random numbers.
+    """
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # arch's notice about rliable passing random_state
+            warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
+            yield np.random.RandomState(seed)
+    finally:
+        np.random.set_state(saved)
 
 
 def bootstrap_ci(
@@ -32,8 +53,8 @@ def bootstrap_ci(
         v = (iqm(scores), float(scores.mean()))
         return {"iqm": (v[0], v[0]), "mean": (v[1], v[1])}
     fn = lambda s: np.array([rlm.aggregate_iqm(s), rlm.aggregate_mean(s)])  # noqa: E731
-    state = np.random.RandomState(seed)
-    _, cis = rly.get_interval_estimates({"m": scores}, fn, reps=reps, confidence_interval_size=confidence, random_state=state)
+    with _seeded_global_numpy(seed) as state:
+        _, cis = rly.get_interval_estimates({"m": scores}, fn, reps=reps, confidence_interval_size=confidence, random_state=state)
     ci = cis["m"]
     return {"iqm": (float(ci[0, 0]), float(ci[1, 0])), "mean": (float(ci[0, 1]), float(ci[1, 1]))}
 
@@ -62,3 +83,42 @@ def transfer_ratio(target_mean: float, source_mean: float) -> float | None:
     if source_mean <= 0:
         return None
     return float(target_mean / source_mean)
+
+
+def normalise(returns: Sequence[float] | np.ndarray, low: float, high: float) -> np.ndarray:
+    """Per-task normalised score: ``(R − low) / (high − low)``; 0 = random policy, 1 = scripted oracle.
+
+    ``low``/``high`` are the random policy's and the oracle's mean returns on the same episodes.
+    """
+    if not high > low:
+        raise ValueError(f"normalisation needs high > low, got low={low}, high={high}")
+    return (np.asarray(returns, dtype=np.float64) - low) / (high - low)
+
+
+def probability_of_improvement(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, *, reps: int = 2000, seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, float]:
+    """P(X > Y) over runs (Mann-Whitney U / (n·m), ties count ½) with a stratified-bootstrap CI (rliable).
+
+    ``x`` and ``y`` are per-seed scores of two methods on one task.
+    """
+    from rliable import library as rly
+    from rliable import metrics as rlm
+
+    x = np.asarray(x, dtype=np.float64).reshape(-1, 1)
+    y = np.asarray(y, dtype=np.float64).reshape(-1, 1)
+    point = float(rlm.probability_of_improvement(x, y))
+    if min(len(x), len(y)) < 2:
+        return {"p": point, "ci": [point, point]}
+    fn = lambda a, b: np.array([rlm.probability_of_improvement(a, b)])  # noqa: E731
+    with _seeded_global_numpy(seed) as state:
+        _, cis = rly.get_interval_estimates(
+            {"xy": (x, y)}, fn, reps=reps, confidence_interval_size=confidence, random_state=state
+        )
+    return {"p": point, "ci": [float(cis["xy"][0, 0]), float(cis["xy"][1, 0])]}
+
+
+def per_seed_ratios(target: Mapping[int, float], source: Mapping[int, float]) -> dict[int, float | None]:
+    """Transfer ratio (target ÷ source mean return) per training seed."""
+    return {s: transfer_ratio(target[s], source[s]) for s in sorted(source) if s in target}

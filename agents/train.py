@@ -1,8 +1,13 @@
-"""Stage 2, learn to act: an SB3 policy on the frozen vision model's latents, in the source domain.
+"""Stage 2, learn to act: an SB3 policy in the source domain, on frozen latents or on pixels.
 
 One function, :func:`train_agent`, reads top to bottom: build the source-domain vector env,
-wrap it in :class:`~agents.encode.VecEncode`, build or resume the algorithm, learn with periodic
-resume checkpoints, save ``model.zip`` with the encoder checkpoint's sha256 recorded in it.
+wrap it in :class:`~agents.encode.VecEncode` (frozen latents) or hand the policy raw frames
+(``observe="pixels"``: the end-to-end baselines and DARLA_FT, see :mod:`agents.features`),
+build or resume the algorithm, learn with periodic resume checkpoints and source-only
+evaluations, save ``model.zip`` with the encoder checkpoint's sha256 recorded in it.
+
+Checkpoint selection (``select="best_source"``) looks at source-domain evaluations only; target
+domains may be *logged* during training (``log_targets``) but never choose anything.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -24,12 +29,15 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from agents.algos import ACTION_KINDS, get_algo
 from agents.encode import VecEncode
+from agents.features import VisionFeatures, load_pretrained
 from envs.factors import Domain
 from envs.registry import get_env_info, make_env
 from vision.base import VisionModel
 
 CHECKPOINT = "checkpoint.zip"
 MODEL = "model.zip"
+BEST = "best_source.zip"
+LAST = "last.zip"
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,25 @@ class AgentSpec:
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 10_000
     """Timesteps between resume checkpoints (``checkpoint.zip``)."""
+    observe: Literal["latents", "pixels"] = "latents"
+    """latents: the frozen encoder outside the policy; pixels: a conv encoder inside it, trained by RL."""
+    pixel_model: str = "vae"
+    """observe=pixels: the vision registry model whose encoder the policy uses."""
+    pixel_model_kwargs: dict[str, Any] = field(default_factory=dict)
+    """observe=pixels: its constructor kwargs (architecture; ``latent_dim`` = features)."""
+    finetune: bool = False
+    """observe=pixels: start from the trained encoder's weights (DARLA_FT) instead of random ones."""
+    augment: str = "none"
+    """observe=pixels: ``colour_jitter`` augments update batches (RAD); ``none`` does not."""
+    eval_every: int = 0
+    """Timesteps between source-domain evaluations (0: none)."""
+    eval_episodes: int = 10
+    eval_seed_base: int = 2_000_000
+    """Source evaluations use episode seeds ``eval_seed_base + k``: the same episodes every time."""
+    select: Literal["last", "best_source"] = "last"
+    """Which policy becomes ``model.zip``: the last, or the best by source-domain evaluation."""
+    log_targets: bool = False
+    """Also evaluate (and log under ``transfer/<domain>/``) each target domain at every evaluation."""
 
 
 class AgentResult(NamedTuple):
@@ -132,10 +159,95 @@ def save_atomic(model: BaseAlgorithm, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class _Evaluate(BaseCallback):
+    """Every ``every`` timesteps: evaluate on the source domain (selection) and, if asked, targets (logs only).
+
+    Uses :func:`agents.transfer.run_episodes` with fixed episode seeds, so every evaluation sees
+    the same episodes, and forks torch's RNG so evaluating never changes the training run.
+    """
+
+    def __init__(
+        self, spec: AgentSpec, encoder: VisionModel | None, device: str | torch.device,
+        domains: dict[str, Domain], out_dir: Path,
+    ) -> None:
+        super().__init__()
+        self.spec, self.encoder, self.device, self.domains, self.out_dir = spec, encoder, device, domains, out_dir
+        self._last = 0
+        self.log_path = out_dir / "evaluations.jsonl"
+
+    def _on_training_start(self) -> None:
+        self._last = self.model.num_timesteps - self.model.num_timesteps % self.spec.eval_every
+
+    def _on_step(self) -> bool:
+        if self.model.num_timesteps - self._last >= self.spec.eval_every:
+            self._last = self.model.num_timesteps
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> dict[str, float]:
+        from agents.transfer import run_episodes
+
+        s = self.spec
+        seeds = list(range(s.eval_seed_base, s.eval_seed_base + s.eval_episodes))
+        names = list(self.domains) if s.log_targets else ["source"]
+        row: dict[str, Any] = {"timesteps": int(self.model.num_timesteps)}
+        with torch.random.fork_rng(devices=[]):
+            for name in names:
+                res = run_episodes(
+                    self.model, self.encoder, s.env_name, self.domains[name], seeds,
+                    size=s.size, max_steps=s.max_steps, deterministic=False, device=self.device,
+                )
+                mean = float(np.mean([r for r, _ in res]))
+                row[name] = mean
+                self.logger.record("eval/mean_reward" if name == "source" else f"transfer/{name}/mean_reward", mean)
+        best = _best_eval(self.log_path)
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if s.select == "best_source" and (best is None or row["source"] > best["source"]):
+            save_atomic(self.model, self.out_dir / BEST)
+        return row
+
+
+def _best_eval(path: Path) -> dict[str, Any] | None:
+    """The first evaluation with the highest source return (ties keep the earlier policy)."""
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return max(rows, key=lambda r: r["source"], default=None)
+
+
+def _build(
+    spec: AgentSpec, env: VecEnv, encoder: VisionModel | None, device: str | torch.device, tb_dir: str | None
+) -> BaseAlgorithm:
+    algo_cls = get_algo(spec.algo)
+    policy_kwargs = dict(spec.policy_kwargs)
+    if spec.observe == "latents":
+        return algo_cls(
+            "MlpPolicy", env, seed=spec.seed, device="cpu", verbose=0, tensorboard_log=tb_dir,
+            policy_kwargs=policy_kwargs or None, **spec.hyperparams,
+        )
+    policy_kwargs.update(
+        features_extractor_class=VisionFeatures,
+        features_extractor_kwargs={
+            "model": spec.pixel_model, "model_kwargs": dict(spec.pixel_model_kwargs),
+            "augment": spec.augment, "augment_seed": spec.seed,
+        },
+    )
+    model = algo_cls(
+        "CnnPolicy", env, seed=spec.seed, device=device, verbose=0, tensorboard_log=tb_dir,
+        policy_kwargs=policy_kwargs, **spec.hyperparams,
+    )
+    if spec.finetune:
+        if encoder is None:
+            raise ValueError("finetune needs the trained vision model to start from")
+        load_pretrained(model, encoder.state_dict())
+    return model
+
+
 def train_agent(
     spec: AgentSpec,
-    encoder: VisionModel,
-    encoder_sha256: str,
+    encoder: VisionModel | None,
+    encoder_sha256: str | None,
     source: Domain,
     out_dir: Path,
     *,
@@ -143,34 +255,50 @@ def train_agent(
     resume: bool = True,
     progress: bool = True,
     tensorboard: bool = True,
+    targets: dict[str, Domain] | None = None,
 ) -> AgentResult:
-    """Train ``spec.algo`` on ``encoder``'s frozen latents in ``source``; write ``out_dir/model.zip``.
+    """Train ``spec.algo`` in ``source``; write ``out_dir/model.zip`` (and ``meta.json``).
 
-    Resumes from ``out_dir/checkpoint.zip`` when present and ``resume`` is true. The policy runs on
-    the CPU (an MLP over a few latents is faster there); the encoder runs on ``device``.
+    ``observe="latents"``: on ``encoder``'s frozen posterior means; the policy (an MLP over a few
+    latents, faster there) runs on the CPU and the encoder on ``device``. ``observe="pixels"``:
+    on raw frames, the conv encoder inside the policy on ``device``; ``encoder`` is only the
+    starting point of DARLA_FT (``finetune``) and may be None otherwise. Resumes from
+    ``out_dir/checkpoint.zip`` when present and ``resume`` is true.
     """
     kind = get_env_info(spec.env_name).action_kind
     if kind not in ACTION_KINDS[spec.algo]:
         raise ValueError(f"{spec.algo.upper()} does not support {kind} actions (env {spec.env_name!r})")
+    if spec.observe == "latents" and encoder is None:
+        raise ValueError("observe='latents' needs a frozen encoder")
+    if spec.log_targets and not targets:
+        raise ValueError("log_targets needs the target domains")
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / CHECKPOINT
     resuming = resume and ckpt.exists()
+    if not resuming:
+        for stale in (out_dir / "evaluations.jsonl", out_dir / BEST):
+            stale.unlink(missing_ok=True)
     venv = make_vec_env(
         spec.env_name, source, spec.n_envs, spec.seed, spec.size, spec.max_steps,
         monitor_dir=out_dir / "monitor", monitor_append=resuming,
     )
-    env = VecEncode(venv, encoder, device=device)
-    algo_cls = get_algo(spec.algo)
+    latents = spec.observe == "latents"
+    env = VecEncode(venv, encoder, device=device) if latents else venv
     tb_dir = str(out_dir / "tb") if tensorboard else None
     if resuming:
-        model = algo_cls.load(ckpt, env=env, device="cpu", tensorboard_log=tb_dir)
+        model = get_algo(spec.algo).load(ckpt, env=env, device="cpu" if latents else device, tensorboard_log=tb_dir)
     else:
-        model = algo_cls(
-            "MlpPolicy", env, seed=spec.seed, device="cpu", verbose=0, tensorboard_log=tb_dir,
-            policy_kwargs=dict(spec.policy_kwargs) or None, **spec.hyperparams,
-        )
+        model = _build(spec, env, encoder, device, tb_dir)
+    # Recorded inside every saved zip (SB3 saves instance attributes) and in meta.json, so transfer
+    # can refuse to evaluate a policy against a vision model it was not trained on.
+    model.darla_encoder_sha256 = encoder_sha256
     remaining = spec.total_timesteps - model.num_timesteps
     callbacks: list[BaseCallback] = [_Checkpoint(ckpt, spec.checkpoint_every)]
+    evaluator = None
+    if spec.eval_every > 0:
+        domains = {"source": source, **(targets or {})}
+        evaluator = _Evaluate(spec, encoder if latents else None, device, domains, out_dir)
+        callbacks.append(evaluator)
     if progress:
         callbacks.append(_Progress(spec.total_timesteps, f"agent {spec.algo} seed {spec.seed}"))
     t0 = time.perf_counter()
@@ -178,18 +306,41 @@ def train_agent(
     if remaining > 0:
         model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resuming, tb_log_name="agent")
     wall = time.perf_counter() - t0
-    # Recorded inside model.zip (SB3 saves instance attributes) and beside it, so transfer can
-    # refuse to evaluate a policy against a vision model it was not trained on.
-    model.darla_encoder_sha256 = encoder_sha256
+    if evaluator is not None:
+        last_eval = _last_eval(evaluator.log_path)
+        if last_eval is None or last_eval["timesteps"] != model.num_timesteps:
+            evaluator.init_callback(model)
+            evaluator.evaluate()  # the final policy is always a candidate
     model_path = out_dir / MODEL
-    save_atomic(model, model_path)
-    meta = {"spec": asdict(spec), "encoder_sha256": encoder_sha256, "timesteps": int(model.num_timesteps)}
+    selected: dict[str, Any] = {"by": "last", "timesteps": int(model.num_timesteps)}
+    if evaluator is not None:
+        best = _best_eval(evaluator.log_path)
+        selected["source_mean"] = _last_eval(evaluator.log_path)["source"]
+        if spec.select == "best_source":
+            selected = {"by": "best_source", "timesteps": best["timesteps"], "source_mean": best["source"]}
+    if selected["timesteps"] != model.num_timesteps and not (out_dir / BEST).exists():
+        selected = {"by": "last", "timesteps": int(model.num_timesteps), "note": "best policy file lost in an interruption"}
+    if selected["timesteps"] != model.num_timesteps:  # an earlier policy was better on the source
+        save_atomic(model, out_dir / LAST)
+        os.replace(out_dir / BEST, model_path)
+    else:
+        save_atomic(model, model_path)
+    (out_dir / BEST).unlink(missing_ok=True)
+    meta = {
+        "spec": asdict(spec), "encoder_sha256": encoder_sha256, "timesteps": int(model.num_timesteps),
+        "selected": selected,
+    }
     write_json_atomic(out_dir / "meta.json", meta)
     if ckpt.exists():
         ckpt.unlink()
     env.close()
     steps = model.num_timesteps - start_steps
     return AgentResult(model_path, int(model.num_timesteps), wall, steps / wall if wall > 0 else float("nan"))
+
+
+def _last_eval(path: Path) -> dict[str, Any] | None:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return rows[-1] if rows else None
 
 
 def load_agent(path: Path, expect_encoder_sha256: str | None = None) -> BaseAlgorithm:
@@ -204,7 +355,9 @@ def load_agent(path: Path, expect_encoder_sha256: str | None = None) -> BaseAlgo
     algo = meta.get("spec", {}).get("algo")
     if algo is None:
         raise ValueError(f"{meta_path} is missing or has no spec.algo; cannot tell which algorithm saved {path}")
-    model = get_algo(algo).load(path, device="cpu")
+    observe = meta.get("spec", {}).get("observe", "latents")
+    device = "cpu" if observe == "latents" or not torch.cuda.is_available() else "cuda"
+    model = get_algo(algo).load(path, device=device)
     recorded = getattr(model, "darla_encoder_sha256", meta.get("encoder_sha256"))
     if expect_encoder_sha256 is not None and recorded != expect_encoder_sha256:
         raise ValueError(

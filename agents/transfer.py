@@ -42,7 +42,7 @@ def episode_seeds(domain_index: int, n_episodes: int, seed_base: int) -> list[in
 
 def run_episodes(
     model: BaseAlgorithm,
-    encoder: VisionModel,
+    encoder: VisionModel | None,
     env_name: str,
     domain: Domain,
     seeds: list[int],
@@ -52,13 +52,18 @@ def run_episodes(
     deterministic: bool = False,
     device: str | torch.device = "cpu",
 ) -> list[tuple[float, int]]:
-    """One episode per seed, in order; returns (return, length) per episode."""
+    """One episode per seed, in order; returns (return, length) per episode.
+
+    ``encoder`` None: the policy observes raw frames (pixel baselines, DARLA_FT).
+    """
     out: list[tuple[float, int]] = []
     for start in range(0, len(seeds), MAX_PARALLEL):
         chunk = seeds[start : start + MAX_PARALLEL]
         # make_vec_env seeds env i with chunk[0] + i; the seeds are consecutive by construction.
         assert chunk == list(range(chunk[0], chunk[0] + len(chunk)))
-        venv = VecEncode(make_vec_env(env_name, domain, len(chunk), chunk[0], size, max_steps), encoder, device)
+        venv = make_vec_env(env_name, domain, len(chunk), chunk[0], size, max_steps)
+        if encoder is not None:
+            venv = VecEncode(venv, encoder, device)
         obs = venv.reset()
         n = len(chunk)
         returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
@@ -77,7 +82,7 @@ def run_episodes(
 
 def evaluate_transfer(
     model: BaseAlgorithm,
-    encoder: VisionModel,
+    encoder: VisionModel | None,
     env_name: str,
     domains: Mapping[str, Domain],
     *,
@@ -99,3 +104,47 @@ def evaluate_transfer(
         )
         episodes += [Episode(name, k, s, r, n) for k, (s, (r, n)) in enumerate(zip(seeds, results))]
     return episodes
+
+
+class RandomPolicy:
+    """Uniform random actions (seeded): the 0 of normalised scores. Duck-types ``predict``."""
+
+    def __init__(self, action_space) -> None:
+        self.action_space = action_space
+
+    def set_random_seed(self, seed: int) -> None:
+        self.action_space.seed(seed)
+
+    def predict(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, None]:
+        return np.stack([self.action_space.sample() for _ in range(len(obs))]), None
+
+
+def run_oracle_episodes(
+    env_name: str, domain: Domain, seeds: list[int], *, size: int = 64, max_steps: int = 100
+) -> list[tuple[float, int]] | None:
+    """The env's scripted expert (``oracle_action()`` on the true state) on the given episodes.
+
+    The 1 of normalised scores. ``None`` when the env has no oracle.
+    """
+    out: list[tuple[float, int]] = []
+    for start in range(0, len(seeds), MAX_PARALLEL):
+        chunk = seeds[start : start + MAX_PARALLEL]
+        venv = make_vec_env(env_name, domain, len(chunk), chunk[0], size, max_steps)
+        envs = [e.unwrapped for e in venv.envs]
+        if not hasattr(envs[0], "oracle_action"):
+            venv.close()
+            return None
+        venv.reset()
+        n = len(chunk)
+        returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
+        finished = np.zeros(n, dtype=bool)
+        while not finished.all():
+            actions = np.stack([np.asarray(e.oracle_action()) for e in envs])
+            _, rewards, dones, _ = venv.step(actions)
+            live = ~finished
+            returns[live] += rewards[live]
+            lengths[live] += 1
+            finished |= dones
+        venv.close()
+        out += list(zip(returns.tolist(), lengths.tolist()))
+    return out

@@ -5,7 +5,7 @@ envs) on a "free" vector env whose observations are random vectors of the latent
 rendering, no encoder. The ratio is what seeing through a frozen conv encoder costs (issue goal
 ≥ 0.6). Also prints evaluation episodes/s of the transfer stage.
 
-    python benchmarks/ppo_throughput.py [--steps 8192] [--size 64] [--latent 10] [--threads 2]
+    python benchmarks/ppo_throughput.py [--steps 8192] [--size 64] [--latent 10] [--threads 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--n-envs", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--episodes", type=int, default=40)
+    ap.add_argument("--device", default="cpu", help="where the frozen encoder runs (the policy stays on the CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -73,15 +74,15 @@ def main() -> None:
     free = DummyVecEnv([lambda: FreeLatentEnv(args.latent) for _ in range(args.n_envs)])
     free.seed(0)
     base, _ = ppo_rate(free, args.steps)
-    enc_env = VecEncode(make_vec_env("seek_avoid", source, args.n_envs, 0, args.size), encoder)
+    enc_env = VecEncode(make_vec_env("seek_avoid", source, args.n_envs, 0, args.size), encoder, args.device)
     enc, model = ppo_rate(enc_env, args.steps)
 
     target = get_domain("seek_avoid", "target_floor_object")
     t0 = time.perf_counter()
-    run_episodes(model, encoder, "seek_avoid", target, list(range(args.episodes)), size=args.size)
+    run_episodes(model, encoder, "seek_avoid", target, list(range(args.episodes)), size=args.size, device=args.device)
     eps = args.episodes / (time.perf_counter() - t0)
 
-    print(f"PPO, {args.n_envs} envs, {args.steps} steps, {args.threads} torch threads, {args.size}px, {args.latent} latents")
+    print(f"PPO, {args.n_envs} envs, {args.steps} steps, {args.threads} torch threads, {args.size}px, {args.latent} latents, encoder on {args.device}")
     print(f"{'what':<46}{'steps/s':>10}{'ratio':>8}")
     print(f"{'free latent-sized vector env (baseline)':<46}{base:>10,.0f}{1.0:>8.2f}")
     print(f"{'seek_avoid frames → VecEncode(β-VAE)':<46}{enc:>10,.0f}{enc / base:>8.2f}")

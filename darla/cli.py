@@ -1,4 +1,4 @@
-"""``darla`` command line: ``darla pipeline|vision|agent|transfer|report|envs ...``.
+"""``darla`` command line: ``darla pipeline|vision|agent|transfer|report|sweep|envs ...``.
 
 Config errors exit with status 2 and one line naming the file and the key; other expected
 failures (a corrupted artifact, a mismatched checkpoint, a missing file) exit 1 with one line.
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from darla.config import Config, ConfigError, load_config
+from darla.config import SCAN_ABLATIONS, Config, ConfigError, load_config
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -61,11 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = ps.add_subparsers(dest="scmd", required=True)
     st = ssub.add_parser("train", help="train SCAN (and its recombination operators) on RUN_DIR's vision model")
     st.add_argument("run_dir", type=Path)
-    st.add_argument("--steps", type=int, default=2000)
-    st.add_argument("--recombine-steps", type=int, default=1000)
-    st.add_argument("--kl-direction", default="forward", choices=["forward", "reverse"],
-                    help="forward KL(q(z_x|x) ‖ q(z_y|y)) as in the paper; reverse = the SCAN_R ablation")
-    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--steps", type=int, default=None, help="default: the run's scan.steps")
+    st.add_argument("--recombine-steps", type=int, default=None, help="default: the run's scan.recombine_steps")
+    st.add_argument("--compare", action="append", default=None, choices=list(SCAN_ABLATIONS),
+                    help="also train an ablation: reverse_kl (SCAN_R) or entangled (SCAN on a β = 1 vision model); repeatable")
+    st.add_argument("--seed", type=int, default=None, help="default: the run's scan.seed, else its seed")
+    st.add_argument("--set", dest="overrides", action="append", default=[], metavar="scan.KEY=VALUE",
+                    help="override a scan setting of the run's config, e.g. --set scan.lam=5.0 (repeatable)")
+    st.add_argument("--no-progress", action="store_true", help="no progress bars")
     si = ssub.add_parser("imagine", help='sym2img: e.g. darla scan imagine RUN_DIR "navy floor AND red object"')
     si.add_argument("run_dir", type=Path)
     si.add_argument("expression")
@@ -84,11 +87,32 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = pt.add_subparsers(dest="tcmd", required=True)
     _config_args(tsub.add_parser("eval", help="zero-shot evaluation in the target domains"))
 
-    pr = sub.add_parser("report", help="(re)write report.html and results.json of a run directory")
-    pr.add_argument("run_dir", type=Path)
+    pr = sub.add_parser("report", help="(re)write report.html and results.json of a run directory, "
+                        "or sweep_report.html and sweep_results.csv of a sweep directory")
+    pr.add_argument("run_dir", type=Path, help="a run directory, or a sweep directory (holding sweep.json)")
+
+    psw = sub.add_parser("sweep", help="expand a sweep file (grid/list × seeds) into runs and run (or continue) them")
+    psw.add_argument("sweep_file", type=Path, help="YAML sweep file (see README, Sweeps)")
+    psw.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local: processes on this machine; ray: one Ray task per run (pip install 'darla[ray]')")
+    psw.add_argument("--workers", type=_positive_int, default=None,
+                     help="runs at a time (local, default 1; ray: CPUs of the local Ray it starts)")
+    psw.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    psw.add_argument("--sweep-dir", type=Path, default=None, help="default: the file's sweep_dir, else <base runs_dir>/<name>")
+    psw.add_argument("--dry-run", action="store_true", help="expand and validate; list the runs; run nothing")
 
     sub.add_parser("envs", help="list environments, their factors and domain presets")
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -120,15 +144,48 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from darla.pipeline import stage_report
     from darla.runs import RunDir
 
+    if (args.run_dir / "sweep.json").is_file():
+        return _cmd_sweep_report(args.run_dir)
     run = RunDir(args.run_dir)
     if not run.config_path.exists():
-        raise FileNotFoundError(f"{args.run_dir} is not a darla run directory (no config.yaml)")
+        raise FileNotFoundError(f"{args.run_dir} is not a darla run directory (no config.yaml) nor a sweep directory (no sweep.json)")
     cfg = load_config(run.config_path)
     for s in ("vision", "agent", "transfer"):
         if not run.is_complete(s):
             raise FileNotFoundError(f"{args.run_dir}: stage {s!r} is not complete; run `darla pipeline` first")
     stage_report(cfg, run)
     _print_summary(run.root)
+    return 0
+
+
+def _cmd_sweep_report(sweep_dir: Path) -> int:
+    from darla.report import format_table
+    from darla.report.sweep import summary_lines, write_sweep_report
+
+    paths = write_sweep_report(sweep_dir)
+    print(format_table(summary_lines(sweep_dir), ("metric (* best)", "points", "Spearman ρ", "95% CI")))
+    print(f"\nreport: {paths[-1].resolve()}\nresults: {paths[0].resolve()}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from darla.report import format_table
+    from darla.sweep import SweepError, load_sweep, run_sweep
+
+    sweep = load_sweep(args.sweep_file, args.sweep_dir)
+    if args.dry_run:
+        rows = [(r.name, r.vision_key, ", ".join(f"{k}={v!r}" for k, v in r.overrides.items())) for r in sweep.runs]
+        print(format_table(rows, ("run", "vision group", "overrides")))
+        print(f"\n{len(sweep.runs)} runs, {len({r.vision_key for r in sweep.runs})} vision model(s), in {sweep.sweep_dir}")
+        return 0
+    state = run_sweep(sweep, executor=args.executor, workers=args.workers, address=args.address)
+    rows = [(r["name"], r["status"], r.get("error", "")) for r in state["runs"]]
+    print(format_table(rows, ("run", "status", "error")))
+    failed = [r for r in state["runs"] if r["status"] != "complete"]
+    if failed:
+        raise SweepError(f"{len(failed)} of {len(rows)} runs did not complete; see {sweep.sweep_dir / 'sweep.json'} "
+                         "and each run's sweep.log; run the same command again to continue")
+    print(f"\nsweep: {sweep.sweep_dir.resolve()}  (darla report {sweep.sweep_dir})")
     return 0
 
 
@@ -209,68 +266,71 @@ def _cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scan_context(run_dir: Path):
-    """(config, vision model, ground-truth data, vocabulary over the env's scene factors) of a run."""
-    from darla.pipeline import domains_of, vision_ground_truth
+def _scan_context(run_dir: Path, overrides: Sequence[str] = ()):
+    """(run, config, :class:`darla.scan_stage.ScanContext`) of a run directory; ``overrides`` may set scan.* keys only."""
     from darla.runs import RunDir
-    from envs.registry import get_env_info
-    from vision.checkpoint import load_checkpoint
-    from vision.scan.vocab import Vocabulary
+    from darla.scan_stage import scan_context
 
     run = RunDir(run_dir)
     if not run.config_path.exists():
         raise FileNotFoundError(f"{run_dir} is not a darla run directory (no config.yaml)")
-    cfg = load_config(run.config_path)
-    if cfg.vision.data != "env":
-        raise ValueError(f"{run_dir}: SCAN names the env's scene factors; this run's vision model was trained on {cfg.vision.data}")
-    if not run.is_complete("vision"):
-        raise FileNotFoundError(f"{run_dir}: stage 'vision' is not complete; run `darla vision train` first")
-    model = load_checkpoint(run.path("vision", "model.pt"))
-    vision_dom, _, _ = domains_of(cfg)
-    return run, cfg, model, vision_ground_truth(cfg, vision_dom), Vocabulary(get_env_info(cfg.env.name).scene_space)
+    for ov in overrides:
+        if not ov.strip().startswith("scan."):
+            raise ConfigError("--set", ov.partition("=")[0], "darla scan train can only override scan.* keys (the rest describes what already ran)")
+    cfg = load_config(run.config_path, overrides)
+    return run, cfg, scan_context(cfg, run)
 
 
 def _scan_path(run, kl_direction: str = "forward") -> Path:
     return run.path("scan", f"scan_{kl_direction}.pt")
 
 
+def _scan_train(args: argparse.Namespace) -> int:
+    """The scan stage on a finished vision stage, with the run's scan settings unless flags override them."""
+    from darla.report import format_table
+    from darla.scan_stage import VARIANTS, metric_keys, stage_scan
+
+    overrides = list(args.overrides)
+    for key, value in (("steps", args.steps), ("recombine_steps", args.recombine_steps), ("seed", args.seed)):
+        if value is not None:
+            overrides.append(f"scan.{key}={value}")
+    if args.compare is not None:
+        overrides.append(f"scan.compare=[{', '.join(args.compare)}]")
+    run, cfg, _ = _scan_context(args.run_dir, overrides)
+    run.invalidate("scan", "report")  # asked to train: start SCAN over; the report must show the new one
+    stage_scan(cfg, run, progress=not args.no_progress)
+    results = json.loads(run.path("scan", "results.json").read_text())
+    names = results["variant_order"]
+    records = {n: metric_keys(json.loads(run.path("scan", f"{VARIANTS[n].stem}.json").read_text())) for n in names}
+    rows = [(k, *(f"{records[n][k]:.3f}" for n in names)) for k in sorted(records[names[0]])]
+    print(format_table(rows, ("SCAN evaluation", *(VARIANTS[n].label for n in names))))
+    print(f"\nscan: {run.path('scan')}")
+    return 0
+
+
 def _cmd_scan(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from darla.report import format_table
-    from darla.runs import write_json_atomic
-    from vision.scan.train import (
-        ScanSettings,
-        evaluate_scan,
-        load_scan,
-        parse_expression,
-        save_scan,
-        train_scan,
-    )
+    from vision.scan.train import load_scan, parse_expression
     from vision.scan.vocab import Vocabulary
 
-    run, cfg, model, data, vocab = _scan_context(args.run_dir)
     if args.scmd == "train":
-        settings = ScanSettings(steps=args.steps, recombine_steps=args.recombine_steps, kl_direction=args.kl_direction, seed=args.seed)
-        result = train_scan(model, data, vocab, settings)
-        path = save_scan(_scan_path(run, args.kl_direction), result, vocab)
-        metrics = evaluate_scan(result, model, data, vocab, np.random.default_rng(args.seed))
-        write_json_atomic(path.with_suffix(".json"), {"settings": {k: getattr(settings, k) for k in ("steps", "recombine_steps", "kl_direction", "seed")}, **metrics})
-        rows = [(k, f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in sorted(metrics.items())]
-        print(format_table(rows, ("SCAN evaluation", "value")))
-        print(f"\nscan: {path}")
-        return 0
-    path = _scan_path(run)
-    scan, _, names = load_scan(path)
-    vocab = Vocabulary(vocab.factors, names)
+        return _scan_train(args)
+    from envs.registry import get_env_info
+
+    run, cfg, (model, _, _) = _scan_context(args.run_dir)
+    scan, _, names = load_scan(_scan_path(run))
+    device = next(model.parameters()).device
+    scan.to(device)
+    vocab = Vocabulary(get_env_info(cfg.env.name).scene_space, names)  # the words it was trained with
     if args.scmd == "imagine":
         from vision.traverse import save_png, tile, to_uint8_hwc
 
         y, words = parse_expression(args.expression, vocab)
         gen = torch.Generator().manual_seed(args.seed)
         with torch.no_grad():
-            images = scan.sym2img(torch.from_numpy(np.asarray(y, dtype=np.float32)), model, n=args.n, generator=gen)[0]
+            images = scan.sym2img(torch.from_numpy(np.asarray(y, dtype=np.float32)).to(device), model, n=args.n, generator=gen)[0].cpu()
         out = args.out or run.path("scan", "imagine.png")
         save_png(out, tile([to_uint8_hwc(images)]))
         print(f"{' + '.join(words)}: {args.n} samples in {out}")
@@ -284,7 +344,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     if img.shape[:2] != (h, w):
         raise ValueError(f"{args.image} is {img.shape[1]}×{img.shape[0]}; the vision model takes {w}×{h}")
     x = torch.from_numpy(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
-    probs = scan.img2sym(x, model)[0].numpy()
+    probs = scan.img2sym(x.to(device), model)[0].cpu().numpy()
     for word, alias, p in sorted(zip(vocab.words, vocab.aliases, probs), key=lambda t: -t[2]):
         if p >= 0.5:
             print(f"{alias:<24}{word:<32}{p:.2f}")
@@ -307,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "pipeline":
-            return _stages_cmd(args, ("vision", "agent", "transfer", "report"))
+            return _stages_cmd(args, ("vision", "agent", "transfer", "scan", "report"))
         if args.cmd == "vision" and args.vcmd == "train":
             return _stages_cmd(args, ("vision",))
         if args.cmd == "vision" and args.vcmd == "traverse":
@@ -324,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stages_cmd(args, ("vision", "agent", "transfer"))
         if args.cmd == "report":
             return _cmd_report(args)
+        if args.cmd == "sweep":
+            return _cmd_sweep(args)
         if args.cmd == "envs":
             return _cmd_envs(args)
     except ConfigError as e:
@@ -343,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _is_user_error(e: BaseException) -> bool:
     from darla.runs import RunDirError
 
-    names = {"CheckpointError", "NonFiniteLossError"}
+    names = {"CheckpointError", "NonFiniteLossError", "SweepError"}
     return isinstance(e, (RunDirError, FileNotFoundError, PermissionError)) or type(e).__name__ in names or (
         isinstance(e, ValueError) and not isinstance(e, ConfigError)
     )

@@ -104,6 +104,43 @@ class AgentConfig:
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     hyperparams: dict[str, Any] = field(default_factory=dict, metadata={"doc": "SB3 constructor kwargs"})
     checkpoint_every: int = field(default=10_000, metadata={"doc": "timesteps between resume checkpoints", **_choices(1)})
+    workers: int = field(default=1, metadata={"doc": "(method, seed) runs trained at once, each in its own process", **_choices(1, 64)})
+    eval_every: int = field(default=0, metadata={"doc": "timesteps between source-domain evaluations (0: none)", **_choices(0)})
+    eval_episodes: int = field(default=10, metadata={"doc": "episodes per source evaluation (fixed seeds)", **_choices(1, 10_000)})
+    select: Literal["last", "best_source"] = field(
+        default="last",
+        metadata={"doc": "the policy transfer evaluates: the last, or the best by source evaluations (never targets)"},
+    )
+    log_targets: bool = field(
+        default=False, metadata={"doc": "also log target-domain returns at each evaluation (TensorBoard transfer/<domain>/); never used for selection"},
+    )
+
+
+#: ``methods.<name>.encoder`` values other than a vision registry name.
+ENCODER_KINDS = ("vision", "pixels")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """One way of seeing, compared with the others on the same protocol (stages 2 and 3)."""
+
+    encoder: str = field(
+        default="vision",
+        metadata={"doc": "vision: stage 1's model (vision:), frozen; pixels: the policy learns a conv encoder "
+                         "from scratch; a vision registry name: another frozen encoder trained in stage 1 on the "
+                         "same frames with vision's settings and these params"},
+    )
+    params: dict[str, Any] = field(default_factory=dict, metadata={"doc": "constructor kwargs of a registry-name encoder"})
+    finetune: bool = field(default=False, metadata={"doc": "DARLA_FT: the vision encoder inside the policy, trained by RL"})
+    augment: Literal["none", "colour_jitter"] = field(
+        default="none", metadata={"doc": "RAD-style colour jitter of update batches (pixel-input methods only)"},
+    )
+    hyperparams: dict[str, Any] = field(default_factory=dict, metadata={"doc": "overrides of agent.hyperparams"})
+    policy_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"doc": "overrides of agent.policy_kwargs"})
+
+    @property
+    def observe(self) -> str:
+        return "pixels" if self.encoder == "pixels" or self.finetune else "latents"
 
 
 @dataclass(frozen=True)
@@ -119,6 +156,39 @@ class MetricsConfig:
     settings: Literal["fast", "full"] = "fast"
 
 
+ScanAblation = Literal["reverse_kl", "entangled"]
+"""``scan.compare`` choices: SCAN_R (reverse KL) and SCAN on a β = 1 (entangled) vision model."""
+SCAN_ABLATIONS: tuple[str, ...] = typing.get_args(ScanAblation)
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Optional stage after the vision model: SCAN's symbols grounded in its latents (issue 6)."""
+
+    enabled: bool = field(default=False, metadata={"doc": "run the scan stage in `darla pipeline`"})
+    factors: list[str] = field(default_factory=list, metadata={"doc": "scene factors that get words; [] → every scene factor"})
+    compare: list[ScanAblation] = field(
+        default_factory=list,
+        metadata={"doc": "ablations trained beside SCAN: reverse_kl (SCAN_R), entangled (SCAN on a β = 1 vision model)"},
+    )
+    steps: int = field(default=2000, metadata={"doc": "SCAN optimisation steps", **_choices(1)})
+    recombine_steps: int = field(default=1000, metadata={"doc": "recombinator steps (SCAN frozen)", **_choices(0)})
+    batch_size: int = field(default=32, metadata=_choices(1))
+    lr: float = field(default=1e-4, metadata={"doc": "Adam, SCAN and recombinator (paper: 1e-4)", **_choices(0.0, exclusive_min=True)})
+    beta: float = field(default=1.0, metadata={"doc": "weight of KL(q(z_y|y) ‖ N(0, I)) (paper: 1)", **_choices(0.0)})
+    lam: float = field(default=10.0, metadata={"doc": "weight of KL(q(z_x|x) ‖ q(z_y|y)) (paper: 10)", **_choices(0.0)})
+    images_per_concept: int = field(default=10, metadata={"doc": "renders grounding each concept (paper: ≈5–10)", **_choices(1)})
+    n_concepts: int = field(default=100, metadata={"doc": "concepts drawn before the held-out split", **_choices(2)})
+    held_out_fraction: float = field(default=0.2, metadata={"doc": "concepts never trained on, only scored", **_choices(0.0, 0.9)})
+    hidden: list[int] = field(default_factory=lambda: [100, 100], metadata={"doc": "SCAN encoder/decoder MLP widths"})
+    recombine_hidden: list[int] = field(default_factory=lambda: [32, 32], metadata={"doc": "recombinator MLP widths"})
+    seed: int | None = field(default=None, metadata={"doc": "concepts, renders, init, batches; null → the run's seed", **_choices(0)})
+    eval_samples: int = field(default=32, metadata={"doc": "sym2img samples scored per concept", **_choices(1)})
+    eval_concepts: int = field(default=50, metadata={"doc": "concepts scored per group (train, held-out, recombined)", **_choices(1)})
+    eval_img2sym: int = field(default=500, metadata={"doc": "fresh renders for img2sym accuracy", **_choices(1)})
+    judge_renders: int = field(default=2000, metadata={"doc": "ground-truth renders the factor classifier learns from", **_choices(50)})
+
+
 @dataclass(frozen=True)
 class Config:
     name: str = "run"
@@ -130,6 +200,11 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    methods: dict[str, MethodConfig] = field(
+        default_factory=dict,
+        metadata={"doc": "name → method compared in stages 2–3; empty: one method, vision's frozen encoder"},
+    )
+    scan: ScanConfig = field(default_factory=ScanConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data, model params written flat under ``vision`` (round-trips)."""
@@ -195,6 +270,8 @@ def _check_value(value: Any, tp: Any, source: str, key: str, meta: Mapping[str, 
         return out
     if tp is Any:
         return value
+    if dataclasses.is_dataclass(tp):  # e.g. the values of methods: {name: MethodConfig}
+        return _build(tp, value, source, key)[0]
     if tp is bool:
         if not isinstance(value, bool):
             raise bad("expected true or false")
@@ -366,7 +443,7 @@ def config_from_dict(raw: Any, source: str = "<config>", overrides: Sequence[str
     if agent.algo not in ALGOS:
         raise ConfigError(source, "agent.algo", _unknown_name(agent.algo, ALGOS, "algorithm"))
     _check_kwargs(
-        agent.hyperparams, ALGOS[agent.algo], {"self", "policy", "env", "seed", "device", "policy_kwargs", "tensorboard_log", "verbose", "_init_setup_model"},
+        agent.hyperparams, ALGOS[agent.algo], _SB3_OWN,
         source, "agent.hyperparams", f"{agent.algo.upper()}",
     )
     if not agent.seeds:
@@ -380,6 +457,18 @@ def config_from_dict(raw: Any, source: str = "<config>", overrides: Sequence[str
     if env.name not in ENVS:
         raise ConfigError(source, "env.name", _unknown_name(env.name, ENVS, "environment"))
     _check_domains(env, source)
+    from envs.registry import has_ground_truth
+
+    if not has_ground_truth(env.name):  # an external env wrapped by envs.recolour: no factor labels
+        needs = [
+            (bool(cfg.metrics.enabled), "metrics.enabled", "disentanglement metrics"),
+            (vision.select == "udr", "vision.select", "UDR selection"),
+            (vision.model == "dcign", "vision.model", "DC-IGN's one-factor batches"),
+            (cfg.scan.enabled, "scan.enabled", "SCAN's symbols"),
+        ]
+        for bad, key, what in needs:
+            if bad:
+                raise ConfigError(source, key, f"{what} need the env's ground-truth factors, and {env.name!r} has none")
 
     if cfg.metrics.enabled:
         from vision.metrics import METRICS
@@ -387,9 +476,43 @@ def config_from_dict(raw: Any, source: str = "<config>", overrides: Sequence[str
         for i, m in enumerate(cfg.metrics.enabled):
             if m != "all" and m not in METRICS:
                 raise ConfigError(source, f"metrics.enabled[{i}]", _unknown_name(m, METRICS, "metric"))
+    _check_scan(dataclasses.replace(cfg, vision=vision), source)
     if not _safe_name(cfg.name):
         raise ConfigError(source, "name", f"use letters, digits, '-', '_' and '.', got {cfg.name!r}")
-    return dataclasses.replace(cfg, vision=vision)
+    methods = _check_methods(cfg, vision, source)
+    return dataclasses.replace(cfg, vision=vision, methods=methods)
+
+
+_SB3_OWN = {"self", "policy", "env", "seed", "device", "policy_kwargs", "tensorboard_log", "verbose", "_init_setup_model"}
+
+
+def _check_methods(cfg: Config, vision: VisionConfig, source: str) -> dict[str, MethodConfig]:
+    """Validate ``methods``; empty → one method named after vision.model, its frozen encoder."""
+    from agents.algos import ALGOS
+    from vision.registry import VISION_MODELS
+
+    if not cfg.methods:
+        return {vision.model: MethodConfig(encoder="vision")}
+    out = {}
+    for name, m in cfg.methods.items():
+        key = f"methods.{name}"
+        if not _safe_name(name):
+            raise ConfigError(source, key, "method names name directories: use letters, digits, '-', '_' and '.'")
+        if m.encoder not in ENCODER_KINDS and m.encoder not in VISION_MODELS:
+            valid = {**{k: None for k in ENCODER_KINDS}, **VISION_MODELS}
+            raise ConfigError(source, f"{key}.encoder", _unknown_name(m.encoder, valid, "encoder"))
+        params = m.params
+        if m.params and m.encoder in ENCODER_KINDS:
+            raise ConfigError(source, f"{key}.params", f"params configure a registry-name encoder, not encoder: {m.encoder}")
+        if m.encoder in VISION_MODELS:
+            params = _check_kwargs(m.params, VISION_MODELS[m.encoder], {"self", "obs_shape", "latent_dim"}, source, f"{key}.params", f"vision model {m.encoder!r}")
+        if m.finetune and m.encoder == "pixels":
+            raise ConfigError(source, f"{key}.finetune", "finetune starts from a trained encoder; encoder: pixels has none")
+        if m.augment != "none" and m.observe != "pixels":
+            raise ConfigError(source, f"{key}.augment", "augmentation needs pixel input: use encoder: pixels or finetune: true")
+        _check_kwargs(m.hyperparams, ALGOS[cfg.agent.algo], _SB3_OWN, source, f"{key}.hyperparams", cfg.agent.algo.upper())
+        out[name] = dataclasses.replace(m, params=params)
+    return out
 
 
 def _check_domains(env: EnvConfig, source: str) -> None:
@@ -413,6 +536,26 @@ def _check_domains(env: EnvConfig, source: str) -> None:
             )
         if key.startswith("targets.") and dom.overlaps(built["source"]):
             raise ConfigError(source, f"env.domains.{key}", "overlaps the source domain: it would not test transfer")
+
+
+def _check_scan(cfg: Config, source: str) -> None:
+    """What the schema cannot say: SCAN's words must be scene factors of the env, and it needs them."""
+    from envs.registry import get_env_info
+
+    s = cfg.scan
+    if cfg.vision.data != "env" and (s.enabled or s.compare):
+        raise ConfigError(source, "scan.enabled" if s.enabled else "scan.compare", f"SCAN names the env's scene factors; vision.data: {cfg.vision.data} has none")
+    names = {f.name: f for f in get_env_info(cfg.env.name).scene_space.factors}
+    for i, name in enumerate(s.factors):
+        if name not in names:
+            raise ConfigError(source, f"scan.factors[{i}]", _unknown_name(name, names, f"{cfg.env.name} scene factor"))
+    for key, values in (("factors", s.factors), ("compare", s.compare)):
+        if len(set(values)) != len(values):
+            raise ConfigError(source, f"scan.{key}", f"entries must be distinct, got {values}")
+    for key, widths in (("hidden", s.hidden), ("recombine_hidden", s.recombine_hidden)):
+        for i, w in enumerate(widths):
+            if w < 1:
+                raise ConfigError(source, f"scan.{key}[{i}]", f"layer widths must be ≥ 1, got {w}")
 
 
 def _unknown_name(name: str, valid: Mapping[str, Any], what: str) -> str:

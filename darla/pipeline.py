@@ -109,7 +109,51 @@ def stage_vision(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = 
         artifacts.append(out / "udr.json")
     if cfg.metrics.enabled:
         artifacts.append(_score_vision(cfg, model, vision_dom, out, log))
+    for name in extra_encoders(cfg):
+        artifacts += _train_extra_encoder(cfg, run, name, frames, vision_dom, progress, log)
     return run.complete("vision", artifacts, info, started)
+
+
+def extra_encoders(cfg: Config) -> list[str]:
+    """Methods whose frozen encoder is another registry model, trained in stage 1 beside vision.model."""
+    return [n for n, m in cfg.methods.items() if m.encoder not in ("vision", "pixels")]
+
+
+def encoder_path(run: RunDir, cfg: Config, method: str) -> Path | None:
+    """The vision checkpoint a method starts from (None for pixels)."""
+    enc = cfg.methods[method].encoder
+    if enc == "pixels":
+        return None
+    return run.path("vision", "model.pt") if enc == "vision" else run.path("vision", "encoders", method, "model.pt")
+
+
+def _train_extra_encoder(
+    cfg: Config, run: RunDir, method: str, frames: np.ndarray, vision_dom: Domain, progress: bool, log: Log,
+) -> list[Path]:
+    """A comparison encoder (e.g. a β = 1 VAE, a DAE): same frames, steps, batch and seed as vision.model."""
+    from vision.checkpoint import load_checkpoint
+    from vision.registry import get_model_class
+
+    m = cfg.methods[method]
+    out = run.path("vision", "encoders", method)
+    stage = f"vision/encoders/{method}"
+    if not run.is_complete(stage):
+        t0 = time.time()
+        cls = get_model_class(m.encoder)
+        params = _model_kwargs(cls, m.params, cfg.vision.n_frames)
+        obs_shape = (frames.shape[3], frames.shape[1], frames.shape[2])
+        if getattr(cls, "requires", None) == "dae" and not params.get("dae_checkpoint"):
+            params["dae_checkpoint"] = str(_pretrain_dae(cfg, run, frames, obs_shape, progress, log))
+        lr = cfg.vision.lr if cls.uses_lr and m.encoder == cfg.vision.model else None
+        sub = replace(cfg, vision=replace(cfg.vision, model=m.encoder, lr=lr))
+        path, history, info = _train_one(sub, cls, params, frames, vision_dom, cfg.seed, out, progress, log)
+        model = load_checkpoint(path)
+        write_json_atomic(out / "summary.json", _vision_summary(cfg, model, frames, history, out))
+        files = [path, out / "summary.json", out / "recon.png", out / "traversals.png"]
+        if cfg.metrics.enabled and cfg.vision.data == "env":
+            files.append(_score_vision(cfg, model, vision_dom, out, log))
+        run.complete(stage, files, info, t0)
+    return [run.root / rel for rel in run.stage(stage)["sha256"]]
 
 
 def vision_ground_truth(cfg: Config, vision_dom: Domain):
@@ -256,80 +300,211 @@ def load_vision(run: RunDir):
 # ---------------------------------------------------------------------------------------------
 # stage 2: learn to act
 # ---------------------------------------------------------------------------------------------
-def agent_dir(run: RunDir, algo: str, seed: int) -> Path:
-    return run.path("agent", f"{algo}_seed{seed}")
+def agent_dir(run: RunDir, method: str, algo: str, seed: int) -> Path:
+    return run.path("agent", method, f"{algo}_seed{seed}")
+
+
+def load_method_encoder(run: RunDir, cfg: Config, method: str):
+    """(encoder model or None, its checkpoint's sha256 or None) for a method."""
+    from vision.checkpoint import file_sha256, load_checkpoint
+
+    path = encoder_path(run, cfg, method)
+    if path is None:
+        return None, None
+    return load_checkpoint(path), file_sha256(path)
+
+
+def agent_spec(cfg: Config, method: str, seed: int, encoder) -> Any:
+    """The :class:`~agents.train.AgentSpec` of one (method, seed): agent settings + the method's overrides."""
+    from agents.train import AgentSpec
+
+    a, m = cfg.agent, cfg.methods[method]
+    _, source, _ = domains_of(cfg)
+    if m.finetune:
+        pixel_model, pixel_kwargs = encoder.name, dict(encoder.hparams)
+    else:  # pixels from scratch: a plain VAE encoder at vision's latent size and architecture
+        arch = {k: cfg.vision.params[k] for k in ("channels", "hidden") if k in cfg.vision.params}
+        pixel_model, pixel_kwargs = "vae", {"latent_dim": cfg.vision.latent_dim, **arch}
+    return AgentSpec(
+        env_name=cfg.env.name, domain=source.name, size=cfg.env.size, max_steps=cfg.env.max_steps,
+        algo=a.algo, total_timesteps=a.total_timesteps, n_envs=a.n_envs, seed=seed,
+        hyperparams={**a.hyperparams, **m.hyperparams}, policy_kwargs={**a.policy_kwargs, **m.policy_kwargs},
+        checkpoint_every=a.checkpoint_every, observe=m.observe, pixel_model=pixel_model,
+        pixel_model_kwargs=pixel_kwargs, finetune=m.finetune, augment=m.augment,
+        eval_every=a.eval_every, eval_episodes=a.eval_episodes, select=a.select, log_targets=a.log_targets,
+    )
 
 
 def stage_agent(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = _print) -> dict[str, Any]:
-    from agents.train import AgentSpec, train_agent
+    """Every method × seed, each resumable and skipped once complete (``agent/<method>/<algo>_seed<k>``).
 
+    ``agent.workers > 1`` trains that many runs at once in separate processes; each finished run
+    is recorded in the manifest as it ends, so a failure keeps every run that finished.
+    """
     started = time.time()
     a = cfg.agent
     _, source, _ = domains_of(cfg)
-    encoder, sha = load_vision(run)
-    device = resolve_device(cfg.device)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    artifacts, rates = [], {}
-    for seed in a.seeds:
-        name = f"agent/{a.algo}_seed{seed}"
-        out = agent_dir(run, a.algo, seed)
-        if run.is_complete(name):
-            log(f"[agent] {a.algo} seed {seed}: complete, skipping")
-        else:
-            log(f"[agent] training {a.algo.upper()} seed {seed} for {a.total_timesteps} steps in {source.name!r}")
-            t0 = time.time()
-            spec = AgentSpec(
-                env_name=cfg.env.name, domain=source.name, size=cfg.env.size, max_steps=cfg.env.max_steps,
-                algo=a.algo, total_timesteps=a.total_timesteps, n_envs=a.n_envs, seed=seed,
-                hyperparams=dict(a.hyperparams), policy_kwargs=dict(a.policy_kwargs), checkpoint_every=a.checkpoint_every,
-            )
-            res = train_agent(spec, encoder, sha, source, out, device=device, resume=True, progress=progress)
-            run.complete(name, [out / "model.zip", out / "meta.json"], {"steps_per_s": round(res.steps_per_s, 1)}, t0)
-            rates[seed] = round(res.steps_per_s, 1)
-        artifacts += [out / "model.zip", out / "meta.json"]
-    return run.complete("agent", artifacts, {"encoder_sha256": sha}, started)
+    jobs = []
+    for method, m in cfg.methods.items():
+        for seed in a.seeds:
+            if run.is_complete(f"agent/{method}/{a.algo}_seed{seed}"):
+                log(f"[agent] {method} {a.algo} seed {seed}: complete, skipping")
+                continue
+            what = {"latents": "frozen latents", "pixels": "pixels"}[m.observe] + (" (fine-tuned)" if m.finetune else "")
+            log(f"[agent] {method}: {a.algo.upper()} seed {seed} on {what} for {a.total_timesteps} steps in {source.name!r}")
+            jobs.append((method, seed))
+    if a.workers > 1 and len(jobs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        ctx = multiprocessing.get_context("spawn")  # CUDA and torch threads do not survive fork
+        with ProcessPoolExecutor(min(a.workers, len(jobs)), mp_context=ctx) as pool:
+            futures = {pool.submit(_agent_job, cfg.to_dict(), str(run.root), method, seed, False): (method, seed) for method, seed in jobs}
+            for fut in as_completed(futures):
+                method, seed = futures[fut]
+                _record_agent(run, cfg, method, seed, *fut.result())
+                log(f"[agent] {method} seed {seed}: done")
+    else:
+        for method, seed in jobs:
+            _record_agent(run, cfg, method, seed, *_agent_job(cfg, run.root, method, seed, progress))
+    artifacts = []
+    for method in cfg.methods:
+        for seed in a.seeds:
+            artifacts += [run.root / rel for rel in run.stage(f"agent/{method}/{a.algo}_seed{seed}")["sha256"]]
+    return run.complete("agent", artifacts, {}, started)
+
+
+def _agent_job(cfg: Config | dict, root: str | Path, method: str, seed: int, progress: bool) -> tuple[float, float]:
+    """Train one (method, seed); runs in a worker process when ``agent.workers > 1``."""
+    from agents.train import train_agent
+    from darla.config import config_from_dict
+
+    if isinstance(cfg, dict):
+        cfg = config_from_dict(cfg, "<worker>")
+        torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+    run = RunDir(Path(root))
+    _, source, targets = domains_of(cfg)
+    encoder, sha = load_method_encoder(run, cfg, method)
+    t0 = time.time()
+    res = train_agent(
+        agent_spec(cfg, method, seed, encoder), encoder, sha, source, agent_dir(run, method, cfg.agent.algo, seed),
+        device=resolve_device(cfg.device), resume=True, progress=progress,
+        targets=targets if cfg.agent.log_targets else None,
+    )
+    return res.steps_per_s, t0
+
+
+def _record_agent(run: RunDir, cfg: Config, method: str, seed: int, steps_per_s: float, t0: float) -> None:
+    out = agent_dir(run, method, cfg.agent.algo, seed)
+    files = [out / "model.zip", out / "meta.json"]
+    if (out / "evaluations.jsonl").exists():
+        files.append(out / "evaluations.jsonl")
+    run.complete(f"agent/{method}/{cfg.agent.algo}_seed{seed}", files, {"steps_per_s": round(steps_per_s, 1)}, t0)
 
 
 # ---------------------------------------------------------------------------------------------
 # stage 3: transfer
 # ---------------------------------------------------------------------------------------------
 def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = _print) -> dict[str, Any]:
-    from agents.stats import summarize_returns, transfer_ratio
+    """Zero-shot evaluation of every (method, seed) on source and targets, plus the score references.
+
+    References on the same episodes: a uniform random policy (normalised score 0) and, where the
+    env has one, its scripted oracle on the true state (normalised score 1).
+    """
     from agents.train import load_agent
-    from agents.transfer import evaluate_transfer
+    from agents.transfer import RandomPolicy, episode_seeds, evaluate_transfer, run_oracle_episodes
+    from envs.registry import make_env
 
     started = time.time()
     _, source, targets = domains_of(cfg)
     domains = {"source": source, **targets}
-    encoder, sha = load_vision(run)
     device = resolve_device(cfg.device)
+    t = cfg.transfer
     out = run.path("transfer")
     out.mkdir(parents=True, exist_ok=True)
+    common = dict(n_episodes=t.n_episodes, seed_base=t.seed_base, size=cfg.env.size, max_steps=cfg.env.max_steps)
     rows = []
-    for seed in cfg.agent.seeds:
-        model = load_agent(agent_dir(run, cfg.agent.algo, seed) / "model.zip", expect_encoder_sha256=sha)
-        log(f"[transfer] seed {seed}: {cfg.transfer.n_episodes} episodes in each of {', '.join(domains)}")
-        for ep in evaluate_transfer(
-            model, encoder, cfg.env.name, domains, n_episodes=cfg.transfer.n_episodes,
-            seed_base=cfg.transfer.seed_base, size=cfg.env.size, max_steps=cfg.env.max_steps,
-            deterministic=cfg.transfer.deterministic, device=device,
-        ):
-            rows.append({"method": cfg.vision.model, "algo": cfg.agent.algo, "seed": seed, **ep._asdict()})
-    with open(out / "episodes.csv.tmp", "w", newline="") as f:
+    for method in cfg.methods:
+        encoder, sha = load_method_encoder(run, cfg, method)
+        if cfg.methods[method].observe == "pixels":
+            encoder = None  # the policy holds its own (fine-tuned or learnt) encoder and sees frames
+        for seed in cfg.agent.seeds:
+            model = load_agent(agent_dir(run, method, cfg.agent.algo, seed) / "model.zip", expect_encoder_sha256=sha)
+            log(f"[transfer] {method} seed {seed}: {t.n_episodes} episodes in each of {', '.join(domains)}")
+            for ep in evaluate_transfer(model, encoder, cfg.env.name, domains, deterministic=t.deterministic, device=device, **common):
+                rows.append({"method": method, "algo": cfg.agent.algo, "seed": seed, **ep._asdict()})
+    _write_csv(out / "episodes.csv", rows)
+
+    log("[transfer] references: a random policy and the env's oracle on the same episodes")
+    env = make_env(cfg.env.name, source, size=cfg.env.size, max_steps=cfg.env.max_steps)
+    random_policy = RandomPolicy(env.action_space)
+    env.close()
+    references: dict[str, dict[str, float | None]] = {}
+    for ep in evaluate_transfer(random_policy, None, cfg.env.name, domains, **common):
+        references.setdefault(ep.domain, {"random": 0.0, "oracle": None})["random"] += ep.ret / t.n_episodes
+    for d, (dname, dom) in enumerate(domains.items()):
+        oracle = run_oracle_episodes(cfg.env.name, dom, episode_seeds(d, t.n_episodes, t.seed_base), size=cfg.env.size, max_steps=cfg.env.max_steps)
+        references[dname]["oracle"] = None if oracle is None else float(np.mean([r for r, _ in oracle]))
+
+    summary = summarize_transfer(rows, list(domains), list(cfg.methods), list(cfg.agent.seeds), references, seed=cfg.seed)
+    write_json_atomic(out / "summary.json", summary)
+    return run.complete("transfer", [out / "episodes.csv", out / "summary.json"], {}, started)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    (out / "episodes.csv.tmp").replace(out / "episodes.csv")
+    tmp.replace(path)
 
-    summary: dict[str, Any] = {"domains": {}, "transfer_ratio": {}}
-    for dname in domains:
-        per_seed = {s: [r["ret"] for r in rows if r["domain"] == dname and r["seed"] == s] for s in cfg.agent.seeds}
-        summary["domains"][dname] = summarize_returns(per_seed, seed=cfg.seed)
-    src = summary["domains"]["source"]["mean"]
-    for dname in targets:
-        summary["transfer_ratio"][dname] = transfer_ratio(summary["domains"][dname]["mean"], src)
-    write_json_atomic(out / "summary.json", summary)
-    return run.complete("transfer", [out / "episodes.csv", out / "summary.json"], {}, started)
+
+def summarize_transfer(
+    rows: list[dict[str, Any]], domains: list[str], methods: list[str], seeds: list[int],
+    references: dict[str, dict[str, float | None]], *, seed: int = 0,
+) -> dict[str, Any]:
+    """Per method and domain: returns (mean ± std, IQM [CI]), normalised scores, per-seed transfer
+    ratios; per target: probability that each method beats the first one (rliable)."""
+    from agents.stats import (
+        normalise,
+        per_seed_ratios,
+        probability_of_improvement,
+        summarize_returns,
+        transfer_ratio,
+    )
+
+    out: dict[str, Any] = {"domains": domains, "references": references, "methods": {}, "probability_of_improvement": {}}
+    seed_means: dict[str, dict[str, dict[int, float]]] = {}
+    for method in methods:
+        res: dict[str, Any] = {"domains": {}, "normalised": {}, "transfer_ratio": {}, "transfer_ratio_per_seed": {}}
+        seed_means[method] = {}
+        for dname in domains:
+            per_seed = {s: [r["ret"] for r in rows if r["method"] == method and r["domain"] == dname and r["seed"] == s] for s in seeds}
+            res["domains"][dname] = summarize_returns(per_seed, seed=seed)
+            seed_means[method][dname] = dict(zip(seeds, res["domains"][dname]["per_seed"]))
+            ref = references.get(dname, {})
+            if ref.get("oracle") is not None and ref["oracle"] > ref["random"]:
+                norm = normalise(res["domains"][dname]["per_seed"], ref["random"], ref["oracle"])
+                res["normalised"][dname] = summarize_returns({s: [v] for s, v in zip(seeds, norm)}, seed=seed)
+        src = res["domains"]["source"]["mean"]
+        for dname in domains[1:]:
+            res["transfer_ratio"][dname] = transfer_ratio(res["domains"][dname]["mean"], src)
+            res["transfer_ratio_per_seed"][dname] = {
+                str(k): v for k, v in per_seed_ratios(seed_means[method][dname], seed_means[method]["source"]).items()
+            }
+        out["methods"][method] = res
+    if len(methods) > 1:
+        base = methods[0]
+        for dname in domains:
+            out["probability_of_improvement"][dname] = {
+                m: probability_of_improvement(list(seed_means[m][dname].values()), list(seed_means[base][dname].values()), seed=seed)
+                for m in methods[1:]
+            }
+        out["probability_of_improvement"]["baseline"] = base
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +518,31 @@ def stage_report(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = 
     return run.complete("report", paths, {}, started)
 
 
-STAGE_FUNCS = {"vision": stage_vision, "agent": stage_agent, "transfer": stage_transfer, "report": stage_report}
+def stage_scan(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = _print) -> dict[str, Any]:
+    """SCAN on stage 1's latents (optional: ``scan.enabled``); see :mod:`darla.scan_stage`."""
+    from darla.scan_stage import stage_scan as _stage_scan
+
+    return _stage_scan(cfg, run, progress=progress, log=log)
+
+
+STAGE_FUNCS = {
+    "vision": stage_vision, "agent": stage_agent, "transfer": stage_transfer, "scan": stage_scan, "report": stage_report,
+}
+#: What each stage reads. Re-running a stage re-runs everything downstream of it, and nothing else:
+#: SCAN needs only the vision model, so retraining policies keeps it.
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "vision": (), "agent": ("vision",), "transfer": ("agent",), "scan": ("vision",), "report": ("transfer", "scan"),
+}
+ALL_STAGES = tuple(STAGE_FUNCS)
+
+
+def downstream(name: str) -> list[str]:
+    """Every stage that (transitively) reads ``name``'s artifacts."""
+    out: list[str] = []
+    for stage in STAGE_FUNCS:
+        if stage not in out and any(d == name or d in out for d in DEPENDS_ON[stage]):
+            out.append(stage)
+    return out
 
 
 def run_pipeline(
@@ -352,25 +551,28 @@ def run_pipeline(
     run_dir: Path | None = None,
     force: bool = False,
     progress: bool = True,
-    stages: tuple[str, ...] = ("vision", "agent", "transfer", "report"),
+    stages: tuple[str, ...] = ALL_STAGES,
     log: Log = _print,
 ) -> RunDir:
-    """Run (or continue) every stage of ``cfg`` in ``run_dir`` (default ``runs_dir/name``)."""
+    """Run (or continue) every stage of ``cfg`` in ``run_dir`` (default ``runs_dir/name``).
+
+    ``scan`` runs only when ``scan.enabled`` is true.
+    """
     if cfg.vision.data == "dsprites" and tuple(stages) != ("vision",):
         raise ValueError("vision.data: dsprites is for stage 1 alone (darla vision train): it has no policy to train")
     run = RunDir(Path(run_dir) if run_dir is not None else Path(cfg.runs_dir) / cfg.name)
     run.prepare(dump_config(cfg), force=force)
-    order = list(STAGE_FUNCS)
     for name in stages:
+        if name == "scan" and not cfg.scan.enabled:
+            continue
         if run.is_complete(name):
             log(f"[{name}] complete, skipping")
             continue
-        # Everything downstream of a stage that is re-run must be re-run too.
-        run.invalidate(*order[order.index(name) + 1 :])
+        run.invalidate(*downstream(name))
         t0 = time.time()
         STAGE_FUNCS[name](cfg, run, progress=progress, log=log)
         log(f"[{name}] done in {time.time() - t0:.1f} s")
     return run
 
 
-__all__ = ["run_pipeline", "stage_vision", "stage_agent", "stage_transfer", "stage_report", "RunDirError"]
+__all__ = ["run_pipeline", "stage_vision", "stage_agent", "stage_transfer", "stage_scan", "stage_report", "RunDirError"]

@@ -137,7 +137,7 @@ class RunDir:
         from darla.config import diff_configs
 
         if force and self.root.exists():
-            for child in ("manifest.json", "vision", "agent", "transfer", "report.html", "results.json", "config.yaml"):
+            for child in ("manifest.json", "vision", "agent", "transfer", "scan", "report.html", "results.json", "config.yaml"):
                 p = self.root / child
                 if p.is_dir():
                     shutil.rmtree(p)

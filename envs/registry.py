@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import gymnasium as gym
 
-from envs import seek_avoid
+from envs import reacher, seek_avoid
 from envs.factors import Domain, FactorSpace, GroundTruthData
 
 
@@ -44,6 +44,14 @@ ENVS: dict[str, EnvInfo] = {
         action_kind="discrete",
         entry_point="envs.seek_avoid:SeekAvoidEnv",
     ),
+    "reacher": EnvInfo(
+        gym_id="darla/Reacher-v0",
+        scene_space=reacher.SCENE_SPACE,
+        domains=reacher.DOMAINS,
+        ground_truth=reacher.ReacherGroundTruth,
+        action_kind="continuous",
+        entry_point="envs.reacher:ReacherEnv",
+    ),
 }
 
 
@@ -68,6 +76,15 @@ def get_env_info(name: str) -> EnvInfo:
         return ENVS[name]
     except KeyError:
         raise KeyError(f"unknown env {name!r}; valid envs are {list_envs()}") from None
+
+
+def has_ground_truth(name: str) -> bool:
+    """Whether env ``name`` renders labelled factors (metrics, UDR, DC-IGN and SCAN need them).
+
+    External envs added by :func:`envs.recolour.register_recoloured` have none: their
+    ``ground_truth`` is a callable marked ``available = False`` that raises an explanation.
+    """
+    return bool(getattr(get_env_info(name).ground_truth, "available", True))
 
 
 def get_domain(name: str, domain: str | Domain | Mapping[str, Sequence[int]]) -> Domain:

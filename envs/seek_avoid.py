@@ -340,6 +340,36 @@ class SeekAvoidEnv(gym.Env[np.ndarray, np.int64]):
         return self._frame.copy()
 
     # -- internals -------------------------------------------------------------------------
+    def oracle_action(self) -> int:
+        """The first move of a shortest path to the good object that never steps on the bad one.
+
+        A scripted expert that reads the true state, not pixels: the 1 of normalised scores (the
+        random policy is the 0). Breadth-first search on the free cells, ties broken by action
+        order, so it is deterministic.
+        """
+        if self._background is None:
+            raise RuntimeError("call reset() before oracle_action()")
+        start, goal = self._agent, self._good
+        first: dict[tuple[int, int], int] = {start: -1}
+        frontier = [start]
+        while frontier:
+            nxt = []
+            for cell in frontier:
+                for a, (dx, dy) in ACTIONS.items():
+                    c = (cell[0] + dx, cell[1] + dy)
+                    if c in first or c not in self._free_set or c == self._bad:
+                        continue
+                    first[c] = a if cell == start else first[cell]
+                    if c == goal:
+                        return first[c]
+                    nxt.append(c)
+            frontier = nxt
+        # Unreachable (the bad object blocks a corridor): any move that does not step on it.
+        for a, (dx, dy) in ACTIONS.items():
+            if (start[0] + dx, start[1] + dy) != self._bad:
+                return a
+        return 0
+
     def _respawn(self, other: tuple[int, int]) -> tuple[int, int]:
         """A uniformly random free cell that is neither the agent's nor ``other``'s."""
         while True:  # at most 2 of >= 32 free cells are excluded, so this ends fast

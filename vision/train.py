@@ -10,7 +10,7 @@ Determinism and resume: the batch of step ``t`` is a slice of a permutation seed
 both are functions of the step alone. A run resumed from a checkpoint at step ``k`` therefore
 takes exactly the steps an uninterrupted run takes after ``k`` (on the same machine).
 
-channels_last everywhere; on CUDA also bf16 autocast (``amp``), optional ``torch.compile`` of the loss, and the
+channels_last everywhere; on CUDA also bf16 autocast (``amp``), optional ``torch.compile`` of the nets, and the
 finiteness check only at log and checkpoint steps (a host sync every step would stall the GPU).
 """
 
@@ -169,7 +169,10 @@ def train_vision(
     if resume and ckpt_path.exists():
         start, history, sums, n_summed = _load_training_state(ckpt_path, model, optimizers, device)
     if cuda and settings.compile:
-        model.loss = torch.compile(model.loss)  # instance attribute: state_dict keys stay unchanged
+        # Each net compiled in place (state_dict keys unchanged). Not the loss: it reads Python
+        # numbers that change with the step (CapacityVAE's C), which would recompile every step.
+        for child in model.children():
+            child.compile()
 
     def save_training_state(step: int) -> None:
         record = model_record(model)
@@ -243,8 +246,8 @@ def train_vision(
             writer.close()
     wall = time.perf_counter() - t0
     done = settings.steps - start
-    if isinstance(vars(model).get("loss"), Callable):  # undo the compiled instance attribute
-        del model.loss
+    for child in model.children():  # back to eager for evaluation at other batch shapes
+        child._compiled_call_impl = None
     model.eval()
     save_checkpoint(model_path, model, extra={"steps": settings.steps, **dict(extra or {})})
     ips = done * settings.batch_size / wall if done > 0 and wall > 0 else 0.0

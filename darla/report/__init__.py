@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from darla.config import Config, dump_config  # noqa: E402
+from darla.report.scan import scan_results, scan_section  # noqa: E402
 from darla.runs import RunDir, write_json_atomic, write_text_atomic  # noqa: E402
 
 
@@ -56,34 +57,66 @@ def _rgb_png_b64(img: np.ndarray) -> str:
 # ---------------------------------------------------------------------------------------------
 def collect_results(cfg: Config, run: RunDir) -> dict[str, Any]:
     """Everything numeric the report shows; deterministic for a seed (no timings, no paths)."""
-    vision = json.loads(run.path("vision", "summary.json").read_text())
-    history = vision.pop("history", {})
-    vision["final"] = {k: v[-1] for k, v in history.items() if v and k != "step"}
-    metrics_path = run.path("vision", "metrics.json")
-    if metrics_path.exists():
-        vision["metrics"] = json.loads(metrics_path.read_text())["metrics"]
+    vision = _vision_numbers(run.path("vision"))
+    encoders = {}
+    for method in cfg.methods:
+        folder = run.path("vision", "encoders", method)
+        if (folder / "summary.json").exists():
+            encoders[method] = _vision_numbers(folder)
     transfer = json.loads(run.path("transfer", "summary.json").read_text())
+    selected = {}
+    for method in cfg.methods:
+        for seed in cfg.agent.seeds:
+            meta = run.path("agent", method, f"{cfg.agent.algo}_seed{seed}", "meta.json")
+            if meta.exists():
+                selected.setdefault(method, {})[str(seed)] = json.loads(meta.read_text()).get("selected")
     return {
         "name": cfg.name,
         "env": {"name": cfg.env.name, "size": cfg.env.size, "domains": cfg.to_dict()["env"]["domains"]},
         "vision": vision,
-        "agent": {"algo": cfg.agent.algo, "seeds": list(cfg.agent.seeds), "total_timesteps": cfg.agent.total_timesteps},
+        "encoders": encoders,
+        "agent": {
+            "algo": cfg.agent.algo, "seeds": list(cfg.agent.seeds), "total_timesteps": cfg.agent.total_timesteps,
+            "methods": cfg.to_dict()["methods"], "selected": selected,
+        },
         "transfer": transfer,
+        **({"scan": scan} if (scan := scan_results(run)) is not None else {}),
     }
 
 
-def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(domain, mean ± std, IQM [CI], transfer ratio) rows for the console and the HTML table."""
+def _vision_numbers(folder: Path) -> dict[str, Any]:
+    vision = json.loads((folder / "summary.json").read_text())
+    history = vision.pop("history", {})
+    vision["final"] = {k: v[-1] for k, v in history.items() if v and k != "step"}
+    if (folder / "metrics.json").exists():
+        vision["metrics"] = json.loads((folder / "metrics.json").read_text())["metrics"]
+    return vision
+
+
+def _ci(s: dict[str, Any], key: str = "iqm") -> str:
+    lo, hi = s[f"{key}_ci"]
+    return f"{s[key]:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def summary_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(method, domain, mean ± std, IQM [CI], normalised IQM [CI], transfer ratio, P(> baseline)) rows."""
     t = results["transfer"]
+    poi = t.get("probability_of_improvement", {})
     rows = []
-    for dname, s in t["domains"].items():
-        ratio = t["transfer_ratio"].get(dname)
-        rows.append((
-            dname,
-            f"{s['mean']:.2f} ± {s['std']:.2f}",
-            f"{s['iqm']:.2f} [{s['iqm_ci'][0]:.2f}, {s['iqm_ci'][1]:.2f}]",
-            "—" if dname == "source" else ("n/a" if ratio is None else f"{ratio:.2f}"),
-        ))
+    for method, res in t["methods"].items():
+        for dname in t["domains"]:
+            s = res["domains"][dname]
+            norm = res["normalised"].get(dname)
+            ratio = res["transfer_ratio"].get(dname)
+            p = poi.get(dname, {}).get(method)
+            rows.append((
+                method, dname,
+                f"{s['mean']:.2f} ± {s['std']:.2f}",
+                _ci(s),
+                "n/a" if norm is None else _ci(norm),
+                "—" if dname == "source" else ("n/a" if ratio is None else f"{ratio:.2f}"),
+                "—" if p is None else f"{p['p']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]",
+            ))
     return rows
 
 
@@ -93,7 +126,10 @@ def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows)])
 
 
-SUMMARY_HEADER = ("domain", "return mean ± std (seeds)", "IQM [95% CI]", "transfer ratio")
+SUMMARY_HEADER = (
+    "method", "domain", "return mean ± std (seeds)", "IQM [95% CI]", "normalised IQM [95% CI]", "transfer ratio",
+    "P(> baseline) [95% CI]",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,7 +148,7 @@ def _fig_vision_curves(history: dict[str, list[float]]):
     fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(3.2 * max(len(keys), 1), 2.6), squeeze=False)
     steps = history.get("step") or list(range(len(history.get(keys[0], [])) if keys else 0))
     for ax, k in zip(axes[0], keys):
-        ax.plot(steps[: len(history[k])], history[k], lw=1)
+        ax.plot(steps[: len(history[k])], history[k], lw=1, marker="o" if len(history[k]) < 10 else None, ms=3)
         ax.set_title(f"vision/{k}", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
     fig.tight_layout()
@@ -135,34 +171,55 @@ def _monitor_curve(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fig_agent_curves(run: RunDir, cfg: Config):
-    fig, ax = plt.subplots(figsize=(5, 2.8))
-    for seed in cfg.agent.seeds:
-        steps, rets = _monitor_curve(run.path("agent", f"{cfg.agent.algo}_seed{seed}", "monitor"))
-        if len(rets):
-            k = max(1, len(rets) // 20)
-            smooth = np.convolve(rets, np.ones(k) / k, mode="valid")
-            ax.plot(steps[k - 1 :], smooth, lw=1, label=f"seed {seed}")
-    ax.set_xlabel("env steps (all envs)")
-    ax.set_ylabel("episode return (source)")
-    ax.set_title(f"{cfg.agent.algo.upper()} learning curve on frozen latents", fontsize=9)
-    if ax.lines:
-        ax.legend(fontsize=7)
+    """One panel per method: training-episode returns per seed, and source/target evaluations."""
+    methods = list(cfg.methods)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods) + 0.6, 2.8), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods):
+        for seed in cfg.agent.seeds:
+            folder = run.path("agent", method, f"{cfg.agent.algo}_seed{seed}")
+            steps, rets = _monitor_curve(folder / "monitor")
+            if len(rets):
+                k = max(1, len(rets) // 20)
+                smooth = np.convolve(rets, np.ones(k) / k, mode="valid")
+                (line,) = ax.plot(steps[k - 1 :], smooth, lw=1, label=f"seed {seed}")
+                evals = folder / "evaluations.jsonl"
+                if evals.exists():
+                    ev = [json.loads(x) for x in evals.read_text().splitlines() if x.strip()]
+                    ax.plot([e["timesteps"] for e in ev], [e["source"] for e in ev], "o", ms=3, color=line.get_color())
+                    for dname in [k for k in (ev[0] if ev else {}) if k not in ("timesteps", "source")]:
+                        ax.plot([e["timesteps"] for e in ev], [e[dname] for e in ev], "x--", ms=3, lw=0.6, color=line.get_color())
+        ax.set_title(method, fontsize=9)
+        ax.set_xlabel("env steps", fontsize=8)
+    axes[0][0].set_ylabel("episode return (source)")
+    if axes[0][0].lines:
+        axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{cfg.agent.algo.upper()} learning curves (lines: training episodes; o: source evaluations; x: targets, logged only)", fontsize=8)
+    fig.tight_layout()
     return fig
 
 
 def _fig_transfer(results: dict[str, Any]):
-    doms = results["transfer"]["domains"]
-    names = list(doms)
-    means = [doms[n]["mean"] for n in names]
-    lo = [doms[n]["mean"] - doms[n]["mean_ci"][0] for n in names]
-    hi = [doms[n]["mean_ci"][1] - doms[n]["mean"] for n in names]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3))
-    colours = ["#55a868" if n == "source" else "#c44e52" for n in names]
-    ax.bar(range(len(names)), means, yerr=[lo, hi], color=colours, capsize=4)
-    ax.set_xticks(range(len(names)), names, rotation=15, fontsize=8)
+    """Grouped bars: methods on x, one bar per domain (normalised IQM where references exist)."""
+    t = results["transfer"]
+    methods, domains = list(t["methods"]), list(t["domains"])
+    use_norm = all(t["methods"][m]["normalised"].get(d) for m in methods for d in domains)
+    key = "normalised" if use_norm else "domains"
+    width = 0.8 / len(domains)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.4 * len(methods) * max(1, len(domains) / 2), 3.2))
+    palette = ["#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd", "#dd8452"]
+    for j, dname in enumerate(domains):
+        vals = [t["methods"][m][key][dname] for m in methods]
+        y = [v["iqm"] for v in vals]
+        err = [[v["iqm"] - v["iqm_ci"][0] for v in vals], [v["iqm_ci"][1] - v["iqm"] for v in vals]]
+        x = np.arange(len(methods)) + (j - (len(domains) - 1) / 2) * width
+        ax.bar(x, y, width, yerr=err, capsize=3, label=dname, color=palette[j % len(palette)])
+    ax.set_xticks(range(len(methods)), methods, rotation=15, fontsize=8)
     ax.axhline(0, color="k", lw=0.5)
-    ax.set_ylabel("mean episode return")
-    ax.set_title("Source vs zero-shot targets (95% bootstrap CI over seeds)", fontsize=9)
+    if use_norm:
+        ax.axhline(1, color="k", lw=0.5, ls=":")
+    ax.set_ylabel("normalised score (IQM)" if use_norm else "episode return (IQM)")
+    ax.set_title("Source vs zero-shot targets per method (IQM, 95% stratified-bootstrap CI over seeds)", fontsize=9)
+    ax.legend(fontsize=7, ncol=min(len(domains), 4))
     return fig
 
 
@@ -221,40 +278,79 @@ img{image-rendering:pixelated;max-width:100%} .note{color:#666;font-size:.85em}
 """
 
 
+def _method_rows(cfg: Config) -> str:
+    what = {
+        "vision": lambda m: f"frozen {cfg.vision.model} (stage 1)",
+        "pixels": lambda m: "conv encoder learnt by RL from scratch",
+    }
+    rows = []
+    for name, m in cfg.methods.items():
+        desc = what.get(m.encoder, lambda m: f"frozen {m.encoder} {m.params or ''} (stage 1, same frames)")(m)
+        if m.finetune:
+            desc = f"{cfg.vision.model if m.encoder == 'vision' else m.encoder} encoder inside the policy, fine-tuned by RL (DARLA_FT)"
+        if m.augment != "none":
+            desc += f" + {m.augment} augmentation of update batches (RAD)"
+        rows.append(f"<tr><td>{esc(name)}</td><td>{esc(desc)}</td><td>{esc(m.observe)}</td></tr>")
+    return "<table><tr><th>method</th><th>what the policy sees through</th><th>input</th></tr>" + "".join(rows) + "</table>"
+
+
+def _vision_block(title: str, folder: Path, numbers: dict[str, Any]) -> list[str]:
+    summary = json.loads((folder / "summary.json").read_text())
+    parts = [
+        f"<h3>{esc(title)}: reconstructions (top: input, bottom: reconstruction)</h3>",
+        _img(_png_b64(folder / "recon.png"), f"{title} reconstructions"),
+        f"<h3>{esc(title)}: latent traversals (one row per latent, sorted by KL, ±2.5 around one frame's code)</h3>",
+        _img(_png_b64(folder / "traversals.png"), f"{title} latent traversals"),
+        _img(_png_b64(_fig_kl(summary["kl_per_dim"], summary["kl_order"])), f"{title} per-latent KL"),
+    ]
+    if summary.get("history"):
+        parts += [_img(_png_b64(_fig_vision_curves(summary["history"])), f"{title} training curves")]
+    if numbers.get("metrics"):
+        parts += [f"<h3>{esc(title)}: disentanglement metrics on the env's ground-truth factors</h3>", _metrics_table(numbers["metrics"])]
+    return parts
+
+
 def render_html(cfg: Config, run: RunDir, results: dict[str, Any]) -> str:
-    vision_summary = json.loads(run.path("vision", "summary.json").read_text())
     rows = summary_rows(results)
     table = "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in SUMMARY_HEADER) + "</tr>"
     table += "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
+    refs = results["transfer"].get("references", {})
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    ref_rows = "".join(f"<tr><td>{esc(d)}</td><td>{fmt(r['random'])}</td><td>{fmt(r['oracle'])}</td></tr>" for d, r in refs.items())
     frames = "".join(f"<h3>{esc(n)}</h3>{_img(b, f'frames from domain {n}')}" for n, b in _domain_frames(cfg))
-    metrics = results["vision"].get("metrics")
+    baseline = results["transfer"].get("probability_of_improvement", {}).get("baseline")
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>darla report — {esc(cfg.name)}</title><style>{CSS}</style></head><body>",
         f"<h1>DARLA transfer report: {esc(cfg.name)}</h1>",
-        f"<p>Env <b>{esc(cfg.env.name)}</b> ({cfg.env.size}×{cfg.env.size}); vision model <b>{esc(cfg.vision.model)}</b> "
-        f"with {cfg.vision.latent_dim} latents; policy <b>{esc(cfg.agent.algo.upper())}</b> on the frozen posterior means, "
-        f"{cfg.agent.total_timesteps} steps × {len(cfg.agent.seeds)} seed(s); {cfg.transfer.n_episodes} evaluation episodes per domain and seed.</p>",
+        f"<p>Env <b>{esc(cfg.env.name)}</b> ({cfg.env.size}×{cfg.env.size}); stage-1 vision model <b>{esc(cfg.vision.model)}</b> "
+        f"with {cfg.vision.latent_dim} latents; policy <b>{esc(cfg.agent.algo.upper())}</b>, "
+        f"{cfg.agent.total_timesteps} steps × {len(cfg.agent.seeds)} seed(s) per method; {cfg.transfer.n_episodes} evaluation "
+        f"episodes per domain and seed; policy selection: <b>{esc(cfg.agent.select)}</b> (source evaluations only).</p>",
+        "<h2>Methods</h2>", _method_rows(cfg),
         "<h2>Zero-shot transfer</h2>", table,
-        "<p class='note'>Transfer ratio = target mean return ÷ source mean return (n/a when the source return is not positive). "
-        "CIs: stratified bootstrap over seeds (rliable); with one seed they collapse to the point estimate.</p>",
+        "<p class='note'>Seeds are the unit of the statistics: each seed's score is its mean episode return. "
+        "IQM and mean CIs: stratified bootstrap over seeds (rliable; with one seed they collapse to the point estimate). "
+        "Normalised score = (return − random policy) ÷ (oracle − random policy) on the same episodes. "
+        "Transfer ratio = target mean return ÷ source mean return (n/a when the source return is not positive). "
+        + (f"P(&gt; baseline) = probability that a seed of the method beats a seed of <b>{esc(baseline)}</b> (rliable's probability of improvement)." if baseline else "")
+        + "</p>",
         _img(_png_b64(_fig_transfer(results)), "transfer bar chart"),
+        "<h3>Score references (mean return on the same evaluation episodes)</h3>",
+        "<table><tr><th>domain</th><th>random policy</th><th>oracle (true state)</th></tr>" + ref_rows + "</table>",
         "<h2>What changed between domains</h2><p class='note'>Four reset frames per domain. Targets are held-out combinations: "
-        "no target frame was used to train the vision model or the policy.</p>", frames,
-        "<h2>Learn to see</h2><h3>Reconstructions (top: input, bottom: reconstruction)</h3>",
-        _img(_png_b64(run.path("vision", "recon.png")), "reconstructions"),
-        "<h3>Latent traversals (one row per latent, sorted by KL, ±2.5 around one frame's code)</h3>",
-        _img(_png_b64(run.path("vision", "traversals.png")), "latent traversals"),
-        _img(_png_b64(_fig_kl(vision_summary["kl_per_dim"], vision_summary["kl_order"])), "per-latent KL"),
-    ]
-    if vision_summary.get("history"):
-        parts += ["<h3>Training curves</h3>", _img(_png_b64(_fig_vision_curves(vision_summary["history"])), "vision curves")]
-    if metrics:
-        parts += ["<h3>Disentanglement metrics on the env's ground-truth factors</h3>", _metrics_table(metrics)]
-    parts += [
+        "no target frame was used to train a vision model or a policy, or to select one.</p>", frames,
         "<h2>Learn to act</h2>", _img(_png_b64(_fig_agent_curves(run, cfg)), "agent learning curves"),
+        "<h2>Learn to see</h2>",
+        *_vision_block(cfg.vision.model, run.path("vision"), results["vision"]),
+    ]
+    for method, numbers in results.get("encoders", {}).items():
+        parts += _vision_block(f"{method} ({cfg.methods[method].encoder})", run.path("vision", "encoders", method), numbers)
+    parts.append(scan_section(cfg, run))  # "" when no scan stage ran
+    parts += [
         "<h2>Config</h2>", f"<pre>{esc(dump_config(cfg))}</pre>",
-        "<p class='note'>Per-episode returns: transfer/episodes.csv; numbers: results.json.</p>",
+        "<p class='note'>Per-episode returns (every method, seed, domain and episode seed): transfer/episodes.csv; "
+        "numbers: results.json.</p>",
         "</body></html>",
     ]
     return "\n".join(parts)

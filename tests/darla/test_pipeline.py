@@ -17,7 +17,7 @@ from darla.runs import RunDir, RunDirError
 
 ARTIFACTS = [
     "config.yaml", "manifest.json", "vision/model.pt", "vision/summary.json", "vision/recon.png",
-    "vision/traversals.png", "agent/ppo_seed0/model.zip", "agent/ppo_seed0/meta.json",
+    "vision/traversals.png", "agent/beta_vae/ppo_seed0/model.zip", "agent/beta_vae/ppo_seed0/meta.json",
     "transfer/episodes.csv", "transfer/summary.json", "results.json", "report.html",
 ]
 
@@ -46,15 +46,20 @@ def test_every_artifact(finished):
     for stage in ("vision", "agent", "transfer", "report"):
         assert m["stages"][stage]["status"] == "complete"
     res = json.loads((rd.root / "results.json").read_text())
-    assert set(res["transfer"]["domains"]) == {"source", "target_floor_object"}
-    for dom in res["transfer"]["domains"].values():  # 1 training seed × 3 episodes, real numbers
+    assert res["transfer"]["domains"] == ["source", "target_floor_object"]
+    assert list(res["transfer"]["methods"]) == ["beta_vae"]  # no methods: → vision's frozen encoder
+    doms = res["transfer"]["methods"]["beta_vae"]["domains"]
+    for dom in doms.values():  # 1 training seed × 3 episodes, real numbers
         assert dom["n_seeds"] == 1 and dom["n_episodes"] == 3 and np.isfinite(dom["mean"])
+    for ref in res["transfer"]["references"].values():  # seek-avoid has an oracle: it beats random
+        assert ref["oracle"] > ref["random"]
+    assert set(res["transfer"]["methods"]["beta_vae"]["normalised"]) == {"source", "target_floor_object"}
     assert len(res["vision"]["kl_per_dim"]) == 4
     lines = (rd.root / "transfer/episodes.csv").read_text().strip().splitlines()
     assert len(lines) == 1 + 2 * 3  # header + 2 domains × 3 episodes
     html = (rd.root / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 6 and "<script" not in html
-    meta = json.loads((rd.root / "agent/ppo_seed0/meta.json").read_text())
+    meta = json.loads((rd.root / "agent/beta_vae/ppo_seed0/meta.json").read_text())
     assert meta["encoder_sha256"] == m["stages"]["vision"]["sha256"]["vision/model.pt"]
 
 
@@ -265,3 +270,58 @@ def test_vision_checkpoint_must_match_the_config(tiny_raw, tmp_path, capsys):
     p.write_text(yaml.safe_dump(tiny_raw))
     assert main(["vision", "train", str(p), "--no-progress", "--force"]) == 0
     assert json.loads((tmp_path / "runs/tiny/manifest.json").read_text())["stages"]["vision"]["trained"] is False
+
+
+def test_methods_side_by_side_with_seeds_and_source_selection(tiny_raw, tmp_path, capsys):
+    """Frozen β-VAE, a frozen β = 1 VAE trained beside it, pixels + RAD jitter, DARLA_FT; 2 seeds each."""
+    arch = {"channels": [8, 8, 16, 16], "hidden": 32}
+    tiny_raw["methods"] = {
+        "darla": {"encoder": "vision"},
+        "vae_b1": {"encoder": "beta_vae", "params": {"beta": 1.0, **arch}},
+        "pixels_aug": {"encoder": "pixels", "augment": "colour_jitter"},
+        "darla_ft": {"encoder": "vision", "finetune": True},
+    }
+    tiny_raw["agent"].update(seeds=[0, 1], total_timesteps=128, eval_every=64, eval_episodes=2, select="best_source")
+    tiny_raw["transfer"]["n_episodes"] = 2
+    tiny_raw["runs_dir"] = str(tmp_path / "runs")
+    cfg_path = tmp_path / "m.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_raw, sort_keys=False))
+    assert main(["pipeline", str(cfg_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    root = tmp_path / "runs" / "tiny"
+    assert (root / "vision/encoders/vae_b1/model.pt").exists()
+    for method in tiny_raw["methods"]:
+        for seed in (0, 1):
+            meta = json.loads((root / f"agent/{method}/ppo_seed{seed}/meta.json").read_text())
+            assert meta["selected"]["by"] == "best_source"
+            assert meta["spec"]["observe"] == ("pixels" if method in ("pixels_aug", "darla_ft") else "latents")
+        assert method in out  # the console table names every method
+    res = json.loads((root / "results.json").read_text())
+    t = res["transfer"]
+    assert set(t["methods"]) == set(tiny_raw["methods"])  # results.json sorts keys; the baseline is the first in config order
+    assert t["probability_of_improvement"]["baseline"] == "darla"
+    assert set(t["probability_of_improvement"]["target_floor_object"]) == {"vae_b1", "pixels_aug", "darla_ft"}
+    for m in t["methods"].values():
+        assert m["domains"]["source"]["n_seeds"] == 2 and m["domains"]["source"]["n_episodes"] == 4
+        assert set(m["transfer_ratio_per_seed"]["target_floor_object"]) == {"0", "1"}
+    rows = (root / "transfer/episodes.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 4 * 2 * 2 * 2  # methods × seeds × domains × episodes
+    html = (root / "report.html").read_text()
+    for method in tiny_raw["methods"]:
+        assert f"<td>{method}</td>" in html
+    assert "vae_b1 (beta_vae)" in html  # the extra encoder's reconstructions and traversals
+
+
+def test_agent_workers_train_runs_in_parallel_processes(tiny_raw, tmp_path):
+    tiny_raw["methods"] = {"darla": {"encoder": "vision"}, "pixels": {"encoder": "pixels"}}
+    tiny_raw["agent"].update(seeds=[0, 1], total_timesteps=128, workers=2)
+    tiny_raw["runs_dir"] = str(tmp_path / "runs")
+    from darla.config import config_from_dict
+
+    rd = run(config_from_dict(tiny_raw, "w.yaml"), tmp_path / "w")
+    m = rd.manifest()["stages"]
+    for method in ("darla", "pixels"):
+        for seed in (0, 1):
+            entry = m[f"agent/{method}/ppo_seed{seed}"]
+            assert entry["status"] == "complete" and entry["steps_per_s"] > 0
+    assert m["report"]["status"] == "complete"

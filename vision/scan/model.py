@@ -175,7 +175,8 @@ class SCAN(nn.Module):
             y = y.unsqueeze(0)
         q = self.encode(y.float())
         b, d = q.mu.shape
-        eps = torch.randn((b, n, d), generator=generator, device=q.mu.device, dtype=q.mu.dtype)
+        # Drawn on the CPU (where a seeded torch.Generator lives), then moved: same samples on any device.
+        eps = torch.randn((b, n, d), generator=generator, dtype=q.mu.dtype).to(q.mu.device)
         z = q.mu.unsqueeze(1) + eps * torch.exp(0.5 * q.logvar).unsqueeze(1)
         was_training = vision_model.training
         vision_model.eval()

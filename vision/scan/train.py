@@ -390,7 +390,7 @@ def score_images(
 
 
 @torch.no_grad()
-def _decode_samples(post: Posterior, vision_model: VisionModel, n: int, generator: torch.Generator) -> Tensor:
+def decode_samples(post: Posterior, vision_model: VisionModel, n: int, generator: torch.Generator) -> Tensor:
     """``n`` samples of a (1, D) posterior, decoded to images (n, C, H, W) in [0, 1]."""
     d = post.mu.shape[-1]
     eps = torch.randn((n, d), generator=generator).to(post.mu.device)
@@ -440,7 +440,7 @@ def evaluate_scan(
         scores = []
         for words in chosen:
             y = torch.as_tensor(vocab.encode(words), device=device)
-            imgs = _decode_samples(scan.encode(y[None]), vision_model, n_samples, gen)
+            imgs = decode_samples(scan.encode(y[None]), vision_model, n_samples, gen)
             scores.append(score_images(imgs, words_to_concept(words, vocab), classifier, vocab))
         record(group, scores)
 
@@ -451,7 +451,7 @@ def evaluate_scan(
         for a, b, op in zip(y1, y2, ops):
             y_res = apply_operator(torch.as_tensor(a), torch.as_tensor(b), int(op)).numpy()
             post = rec.combine(scan, torch.as_tensor(a, device=device), torch.as_tensor(b, device=device), int(op))
-            imgs = _decode_samples(post, vision_model, n_samples, gen)
+            imgs = decode_samples(post, vision_model, n_samples, gen)
             scores.append(score_images(imgs, words_to_concept(vocab.decode(y_res), vocab), classifier, vocab))
     record("recombined", scores)
 
