@@ -25,6 +25,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from agents.algos import ACTION_KINDS, get_algo
@@ -37,6 +38,7 @@ from vision.base import VisionModel
 CHECKPOINT = "checkpoint.zip"
 MODEL = "model.zip"
 BEST = "best_source.zip"
+BUFFER = "checkpoint_buffer.pkl"
 LAST = "last.zip"
 
 
@@ -113,7 +115,12 @@ def make_vec_env(
 
 
 class _Checkpoint(BaseCallback):
-    """Saves a resumable checkpoint every ``every`` timesteps, atomically."""
+    """Saves a resumable checkpoint every ``every`` timesteps, atomically.
+
+    Off-policy algorithms (SAC, DQN) also save their replay buffer beside it: without it a
+    resumed run would restart past ``learning_starts`` with an empty buffer. The buffer is
+    written first, so a kill between the two leaves a buffer at least as new as the model.
+    """
 
     def __init__(self, path: Path, every: int) -> None:
         super().__init__()
@@ -125,6 +132,10 @@ class _Checkpoint(BaseCallback):
     def _on_step(self) -> bool:
         if self.model.num_timesteps - self._last >= self.every:
             self._last = self.model.num_timesteps
+            if isinstance(self.model, OffPolicyAlgorithm):
+                tmp = self.path.with_name("buffer.tmp.pkl")
+                self.model.save_replay_buffer(tmp)
+                os.replace(tmp, self.path.with_name(BUFFER))
             save_atomic(self.model, self.path)
         return True
 
@@ -287,6 +298,8 @@ def train_agent(
     tb_dir = str(out_dir / "tb") if tensorboard else None
     if resuming:
         model = get_algo(spec.algo).load(ckpt, env=env, device="cpu" if latents else device, tensorboard_log=tb_dir)
+        if isinstance(model, OffPolicyAlgorithm) and (out_dir / BUFFER).exists():
+            model.load_replay_buffer(out_dir / BUFFER)  # our own pickle, written by _Checkpoint
     else:
         model = _build(spec, env, encoder, device, tb_dir)
     # Recorded inside every saved zip (SB3 saves instance attributes) and in meta.json, so transfer
@@ -331,8 +344,8 @@ def train_agent(
         "selected": selected,
     }
     write_json_atomic(out_dir / "meta.json", meta)
-    if ckpt.exists():
-        ckpt.unlink()
+    for done in (ckpt, out_dir / BUFFER):
+        done.unlink(missing_ok=True)
     env.close()
     steps = model.num_timesteps - start_steps
     return AgentResult(model_path, int(model.num_timesteps), wall, steps / wall if wall > 0 else float("nan"))

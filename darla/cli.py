@@ -174,7 +174,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.sweep_file, args.sweep_dir)
     if args.dry_run:
-        rows = [(r.name, r.vision_key, ", ".join(f"{k}={v!r}" for k, v in r.overrides.items())) for r in sweep.runs]
+        rows = [(r.name, r.vision_key, ", ".join(f"{k}={r.overrides[k]!r}" for k in sweep.keys if k in r.overrides)) for r in sweep.runs]
         print(format_table(rows, ("run", "vision group", "overrides")))
         print(f"\n{len(sweep.runs)} runs, {len({r.vision_key for r in sweep.runs})} vision model(s), in {sweep.sweep_dir}")
         return 0

@@ -54,11 +54,21 @@ class DomainsConfig:
 
 
 @dataclass(frozen=True)
+class ExternalEnvConfig:
+    """Any pixel gymnasium env, given colour domains by :mod:`envs.recolour` (gym_id null: none)."""
+
+    gym_id: str | None = field(default=None, metadata={"doc": "e.g. CarRacing-v3, or minigrid:MiniGrid-Empty-8x8-v0 (module:id imports the module)"})
+    preset: str = field(default="hue_v1", metadata={"doc": "recolour preset (envs.recolour.PRESETS)"})
+    kwargs: dict[str, Any] = field(default_factory=dict, metadata={"doc": "gymnasium.make kwargs of the base env"})
+
+
+@dataclass(frozen=True)
 class EnvConfig:
-    name: str = field(default="seek_avoid", metadata={"doc": "env registry name (darla envs)"})
+    name: str = field(default="seek_avoid", metadata={"doc": "env registry name (darla envs), or the name given to env.external"})
     size: int = field(default=64, metadata={"doc": "frame side in pixels", **_choices(16, 256)})
     max_steps: int = field(default=100, metadata={"doc": "episode time limit", **_choices(1)})
     domains: DomainsConfig = field(default_factory=DomainsConfig)
+    external: ExternalEnvConfig = field(default_factory=ExternalEnvConfig)
 
 
 @dataclass(frozen=True)
@@ -454,6 +464,8 @@ def config_from_dict(raw: Any, source: str = "<config>", overrides: Sequence[str
     from envs.registry import ENVS
 
     env = cfg.env
+    if env.external.gym_id:
+        _register_external(env, source)
     if env.name not in ENVS:
         raise ConfigError(source, "env.name", _unknown_name(env.name, ENVS, "environment"))
     _check_domains(env, source)
@@ -513,6 +525,24 @@ def _check_methods(cfg: Config, vision: VisionConfig, source: str) -> dict[str, 
         _check_kwargs(m.hyperparams, ALGOS[cfg.agent.algo], _SB3_OWN, source, f"{key}.hyperparams", cfg.agent.algo.upper())
         out[name] = dataclasses.replace(m, params=params)
     return out
+
+
+def _register_external(env: EnvConfig, source: str) -> None:
+    """Register ``env.external`` as env ``env.name`` (idempotent: worker processes load the config too)."""
+    from envs.recolour import PRESETS, register_recoloured
+    from envs.registry import ENVS
+
+    ext = env.external
+    if ext.preset not in PRESETS:
+        raise ConfigError(source, "env.external.preset", _unknown_name(ext.preset, PRESETS, "recolour preset"))
+    known = ENVS.get(env.name)
+    if known is not None and known.gym_id != f"darla/recoloured.{env.name}-v0":
+        raise ConfigError(source, "env.name", f"{env.name!r} is a built-in env; name the external env otherwise")
+    try:
+        register_recoloured(env.name, ext.gym_id, ext.preset, base_kwargs=ext.kwargs, replace=True)
+    except Exception as e:  # an unknown id, a missing extra, a non-image env: one line, not a traceback
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(source, "env.external.gym_id", f"cannot make {ext.gym_id!r}: {msg}") from None
 
 
 def _check_domains(env: EnvConfig, source: str) -> None:

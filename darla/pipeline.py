@@ -476,7 +476,10 @@ def summarize_transfer(
         transfer_ratio,
     )
 
-    out: dict[str, Any] = {"domains": domains, "references": references, "methods": {}, "probability_of_improvement": {}}
+    # "method_order": results.json sorts keys, and the first method is the baseline of P(> baseline).
+    out: dict[str, Any] = {
+        "domains": domains, "method_order": methods, "references": references, "methods": {}, "probability_of_improvement": {},
+    }
     seed_means: dict[str, dict[str, dict[int, float]]] = {}
     for method in methods:
         res: dict[str, Any] = {"domains": {}, "normalised": {}, "transfer_ratio": {}, "transfer_ratio_per_seed": {}}

@@ -103,7 +103,8 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     t = results["transfer"]
     poi = t.get("probability_of_improvement", {})
     rows = []
-    for method, res in t["methods"].items():
+    for method in t.get("method_order", list(t["methods"])):
+        res = t["methods"][method]
         for dname in t["domains"]:
             s = res["domains"][dname]
             norm = res["normalised"].get(dname)
@@ -201,7 +202,7 @@ def _fig_agent_curves(run: RunDir, cfg: Config):
 def _fig_transfer(results: dict[str, Any]):
     """Grouped bars: methods on x, one bar per domain (normalised IQM where references exist)."""
     t = results["transfer"]
-    methods, domains = list(t["methods"]), list(t["domains"])
+    methods, domains = t.get("method_order", list(t["methods"])), list(t["domains"])
     use_norm = all(t["methods"][m]["normalised"].get(d) for m in methods for d in domains)
     key = "normalised" if use_norm else "domains"
     width = 0.8 / len(domains)

@@ -121,3 +121,29 @@ def test_cli_subprocess_exit_code(tmp_path, tiny_raw):
     r = subprocess.run([sys.executable, "-m", "darla.cli", "pipeline", str(p)], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip() == f"darla: config error: {p}: vision.latent_dim: expected an integer, got 'ten'"
+
+
+def test_env_external_runs_a_recoloured_gym_env_from_the_command_line(tmp_path, tiny_raw, capsys):
+    """`env.external` registers any pixel gymnasium id under env.name, so `darla pipeline` runs it."""
+    import yaml
+
+    from darla.cli import main
+    from envs.recolour import unregister_recoloured
+
+    tiny_raw["env"].update(name="ext_cli", external={"gym_id": "darla/SeekAvoid-v0", "preset": "palette_v1",
+                                                      "kwargs": {"size": 32, "domain": "source"}})
+    tiny_raw["env"]["domains"]["targets"] = {"held_out": "target_all_new"}
+    tiny_raw["agent"]["total_timesteps"] = 64
+    tiny_raw["runs_dir"] = str(tmp_path / "runs")
+    path = tmp_path / "ext.yaml"
+    path.write_text(yaml.safe_dump(tiny_raw))
+    try:
+        assert main(["pipeline", str(path), "--no-progress"]) == 0
+        assert "held_out" in capsys.readouterr().out
+        tiny_raw["env"]["external"]["gym_id"] = "NoSuchEnv-v9"
+        path.write_text(yaml.safe_dump(tiny_raw))
+        assert main(["pipeline", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "ext.yaml: env.external.gym_id: cannot make 'NoSuchEnv-v9'" in err[0]
+    finally:
+        unregister_recoloured("ext_cli")

@@ -300,6 +300,7 @@ def test_methods_side_by_side_with_seeds_and_source_selection(tiny_raw, tmp_path
     t = res["transfer"]
     assert set(t["methods"]) == set(tiny_raw["methods"])  # results.json sorts keys; the baseline is the first in config order
     assert t["probability_of_improvement"]["baseline"] == "darla"
+    assert t["method_order"] == list(tiny_raw["methods"])  # config order, for the tables and the baseline
     assert set(t["probability_of_improvement"]["target_floor_object"]) == {"vae_b1", "pixels_aug", "darla_ft"}
     for m in t["methods"].values():
         assert m["domains"]["source"]["n_seeds"] == 2 and m["domains"]["source"]["n_episodes"] == 4
@@ -309,6 +310,9 @@ def test_methods_side_by_side_with_seeds_and_source_selection(tiny_raw, tmp_path
     html = (root / "report.html").read_text()
     for method in tiny_raw["methods"]:
         assert f"<td>{method}</td>" in html
+    table = html[html.index("Zero-shot transfer"):]
+    first_rows = [table.index(f"<tr><td>{m}</td><td>source</td>") for m in tiny_raw["methods"]]
+    assert first_rows == sorted(first_rows)  # the summary table follows the config's method order
     assert "vae_b1 (beta_vae)" in html  # the extra encoder's reconstructions and traversals
 
 

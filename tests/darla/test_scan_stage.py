@@ -297,3 +297,33 @@ def test_img2sym_recovers_scene_words(tmp_path):
     truth = [{ctx.vocab.aliases[ctx.vocab.slices[f.name].start + int(row[ctx.data.factor_names.index(f.name)])]
               for f in ctx.vocab.factors} for row in factors]
     assert np.mean([t <= d for t, d in zip(truth, described)]) >= 0.6
+
+
+def test_pipeline_runs_scan_when_enabled_and_keeps_it_when_agents_rerun(tmp_path, tiny_raw, monkeypatch):
+    """scan.enabled adds the stage to `darla pipeline`; it depends on vision only, so re-running
+    the agent stage re-runs transfer and the report but keeps SCAN."""
+    import darla.pipeline as pipeline
+
+    tiny_raw["scan"] = {**TINY_SCAN, "compare": []}
+    tiny_raw["runs_dir"] = str(tmp_path / "runs")
+    cfg = config_from_dict(tiny_raw, "s.yaml")
+    run = run_pipeline(cfg, progress=False, log=lambda m: None)
+    stages = run.manifest()["stages"]
+    assert stages["scan"]["status"] == "complete" and stages["report"]["status"] == "complete"
+    html = (run.root / "report.html").read_text()
+    assert "SCAN" in html and json.loads((run.root / "results.json").read_text())["scan"]["variants"]
+    assert pipeline.downstream("agent") == ["transfer", "report"]
+
+    run.invalidate("agent")  # as if the policies were retrained
+    calls = []
+    real = pipeline.STAGE_FUNCS["scan"]
+    monkeypatch.setitem(pipeline.STAGE_FUNCS, "scan", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run_pipeline(cfg, progress=False, log=lambda m: None)
+    assert calls == [] and run.is_complete("scan") and run.is_complete("report")
+
+
+def test_pipeline_skips_scan_when_disabled(tmp_path, tiny_raw):
+    tiny_raw["runs_dir"] = str(tmp_path / "runs")
+    run = run_pipeline(config_from_dict(tiny_raw, "s.yaml"), progress=False, log=lambda m: None)
+    assert "scan" not in run.manifest()["stages"]
+    assert "scan" not in json.loads((run.root / "results.json").read_text())
