@@ -219,12 +219,13 @@ class _Evaluate(BaseCallback):
         return row
 
 
+def _read_evals(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 def _best_eval(path: Path) -> dict[str, Any] | None:
     """The first evaluation with the highest source return (ties keep the earlier policy)."""
-    if not path.exists():
-        return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return max(rows, key=lambda r: r["source"], default=None)
+    return max(_read_evals(path), key=lambda r: r["source"], default=None)
 
 
 def _build(
@@ -352,7 +353,7 @@ def train_agent(
 
 
 def _last_eval(path: Path) -> dict[str, Any] | None:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = _read_evals(path)
     return rows[-1] if rows else None
 
 

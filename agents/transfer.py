@@ -8,12 +8,13 @@ env, so the frozen encoder sees them as one batch per step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
 
 from agents.encode import VecEncode
 from agents.train import make_vec_env
@@ -56,21 +57,32 @@ def run_episodes(
 
     ``encoder`` None: the policy observes raw frames (pixel baselines, DARLA_FT).
     """
+    def act(venv: VecEnv, obs: np.ndarray) -> np.ndarray:
+        return model.predict(obs, deterministic=deterministic)[0]
+
+    wrap = (lambda venv: VecEncode(venv, encoder, device)) if encoder is not None else None
+    return _rollouts(env_name, domain, seeds, size, max_steps, act, wrap)
+
+
+def _rollouts(
+    env_name: str, domain: Domain, seeds: list[int], size: int, max_steps: int,
+    act: Callable[[VecEnv, np.ndarray], np.ndarray], wrap: Callable[[VecEnv], VecEnv] | None = None,
+) -> list[tuple[float, int]]:
+    """One episode per seed, up to :data:`MAX_PARALLEL` side by side; ``act(venv, obs)`` picks actions."""
     out: list[tuple[float, int]] = []
     for start in range(0, len(seeds), MAX_PARALLEL):
         chunk = seeds[start : start + MAX_PARALLEL]
         # make_vec_env seeds env i with chunk[0] + i; the seeds are consecutive by construction.
         assert chunk == list(range(chunk[0], chunk[0] + len(chunk)))
         venv = make_vec_env(env_name, domain, len(chunk), chunk[0], size, max_steps)
-        if encoder is not None:
-            venv = VecEncode(venv, encoder, device)
+        if wrap is not None:
+            venv = wrap(venv)
         obs = venv.reset()
         n = len(chunk)
         returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
         finished = np.zeros(n, dtype=bool)
         while not finished.all():
-            actions, _ = model.predict(obs, deterministic=deterministic)
-            obs, rewards, dones, _ = venv.step(actions)
+            obs, rewards, dones, _ = venv.step(act(venv, obs))
             live = ~finished
             returns[live] += rewards[live]
             lengths[live] += 1
@@ -126,25 +138,13 @@ def run_oracle_episodes(
 
     The 1 of normalised scores. ``None`` when the env has no oracle.
     """
-    out: list[tuple[float, int]] = []
-    for start in range(0, len(seeds), MAX_PARALLEL):
-        chunk = seeds[start : start + MAX_PARALLEL]
-        venv = make_vec_env(env_name, domain, len(chunk), chunk[0], size, max_steps)
-        envs = [e.unwrapped for e in venv.envs]
-        if not hasattr(envs[0], "oracle_action"):
-            venv.close()
-            return None
-        venv.reset()
-        n = len(chunk)
-        returns, lengths = np.zeros(n), np.zeros(n, dtype=np.int64)
-        finished = np.zeros(n, dtype=bool)
-        while not finished.all():
-            actions = np.stack([np.asarray(e.oracle_action()) for e in envs])
-            _, rewards, dones, _ = venv.step(actions)
-            live = ~finished
-            returns[live] += rewards[live]
-            lengths[live] += 1
-            finished |= dones
-        venv.close()
-        out += list(zip(returns.tolist(), lengths.tolist()))
-    return out
+    probe = make_vec_env(env_name, domain, 1, 0, size, max_steps)
+    has_oracle = hasattr(probe.envs[0].unwrapped, "oracle_action")
+    probe.close()
+    if not has_oracle:
+        return None
+
+    def act(venv: VecEnv, obs: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(e.unwrapped.oracle_action()) for e in venv.envs])
+
+    return _rollouts(env_name, domain, seeds, size, max_steps, act)
