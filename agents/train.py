@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import random
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,15 +33,18 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from agents.algos import ACTION_KINDS, get_algo
 from agents.encode import VecEncode
-from agents.features import VisionFeatures, load_pretrained
+from agents.features import ColourJitter, VisionFeatures, load_pretrained
 from envs.factors import Domain
 from envs.registry import get_env_info, make_env
 from vision.base import VisionModel
+from vision.checkpoint import CheckpointError
+from vision.interrupt import GracefulInterrupt
 
 CHECKPOINT = "checkpoint.zip"
 MODEL = "model.zip"
 BEST = "best_source.zip"
 BUFFER = "checkpoint_buffer.pkl"
+"""Replay buffer file of checkpoints written before the buffer went inside ``checkpoint.zip``."""
 LAST = "last.zip"
 
 
@@ -115,29 +121,179 @@ def make_vec_env(
 
 
 class _Checkpoint(BaseCallback):
-    """Saves a resumable checkpoint every ``every`` timesteps, atomically.
+    """Saves an exactly resumable checkpoint every ``every`` timesteps, and on Ctrl-C / SIGTERM.
 
-    Off-policy algorithms (SAC, DQN) also save their replay buffer beside it: without it a
-    resumed run would restart past ``learning_starts`` with an empty buffer. The buffer is
-    written first, so a kill between the two leaves a buffer at least as new as the model.
+    Checkpoints are taken at a rollout boundary (``on_rollout_start``: the previous update is
+    done, the next rollout not begun), where the whole training state is small and well defined;
+    :func:`save_resumable` writes it. A signal (see :class:`~vision.interrupt.GracefulInterrupt`)
+    is honoured at the next boundary: checkpoint, then ``KeyboardInterrupt``.
     """
 
-    def __init__(self, path: Path, every: int) -> None:
+    def __init__(self, path: Path, every: int, interrupt: GracefulInterrupt | None = None) -> None:
         super().__init__()
-        self.path, self.every, self._last = path, every, 0
+        self.path, self.every, self.interrupt, self._last = path, every, interrupt, 0
 
     def _on_training_start(self) -> None:
         self._last = self.model.num_timesteps
 
-    def _on_step(self) -> bool:
-        if self.model.num_timesteps - self._last >= self.every:
+    def _on_rollout_start(self) -> None:
+        stop = self.interrupt is not None and self.interrupt.requested
+        if self.model.num_timesteps - self._last >= self.every or (stop and self.model.num_timesteps > self._last):
             self._last = self.model.num_timesteps
-            if isinstance(self.model, OffPolicyAlgorithm):
-                tmp = self.path.with_name("buffer.tmp.pkl")
-                self.model.save_replay_buffer(tmp)
-                os.replace(tmp, self.path.with_name(BUFFER))
-            save_atomic(self.model, self.path)
+            save_resumable(self.model, self.path)
+        if stop:
+            self.interrupt.stop()
+
+    def _on_step(self) -> bool:
         return True
+
+
+# -- exact resume -----------------------------------------------------------------------------
+# SB3's own zip restores the networks, optimisers, counters and schedules, but not what the next
+# rollout depends on: the envs' states (mid-episode, their RNGs), the last observations, the
+# global RNGs (SB3's ``load`` even re-seeds them) and the replay buffer. Resuming from the zip
+# alone restarts every env from its first seeded episode, so the resumed run differs from an
+# uninterrupted one. ``save_resumable`` adds those to the same zip (extra members SB3 ignores),
+# so one ``os.replace`` commits all of it, and a resumed run equals an uninterrupted run exactly
+# (tested: same weights, same episodes). Zip members carry CRC-32s, checked on every read:
+# a corrupted checkpoint is refused, never silently used.
+RESUME_STATE = "darla_resume.pkl"
+REPLAY = "darla_replay_buffer.pkl"
+_MONITOR_FIELDS = (
+    "rewards", "needs_reset", "episode_returns", "episode_lengths", "episode_times", "total_steps", "t_start",
+    "current_reset_info",
+)
+
+
+def _dummy_vec_env(env: VecEnv) -> DummyVecEnv:
+    while not isinstance(env, DummyVecEnv):
+        env = env.venv
+    return env
+
+
+def _generators(model: BaseAlgorithm) -> list[torch.Generator]:
+    """The augmentation generators inside the policy (RAD's colour jitter draws from its own)."""
+    return [m.generator for m in model.policy.modules() if isinstance(m, ColourJitter)]
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["random"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_resumable(model: BaseAlgorithm, path: Path) -> None:
+    """SB3's zip plus the envs, last observations, RNGs and replay buffer; one atomic rename.
+
+    The extra members are pickles, like SB3's own ``data``: a checkpoint is only for resuming
+    your own runs.
+    """
+    tmp = path.with_name(path.stem + ".tmp.zip")
+    try:
+        _write_resumable(model, tmp)
+        _fsync(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def _write_resumable(model: BaseAlgorithm, tmp: Path) -> None:
+    model.save(tmp)
+    venv = _dummy_vec_env(model.get_env())
+    state = {
+        "num_timesteps": int(model.num_timesteps),
+        "rng": _rng_state(),
+        "generators": [g.get_state() for g in _generators(model)],
+        # SB3's load re-seeds the action space too; DQN's ε-greedy and SAC's warm-up sample it.
+        "action_space_rng": model.action_space.np_random.bit_generator.state,
+        "last_obs": model._last_obs,
+        "last_episode_starts": model._last_episode_starts,
+        "last_original_obs": getattr(model, "_last_original_obs", None),
+        "envs": [{"env": m.env, **{k: getattr(m, k) for k in _MONITOR_FIELDS}} for m in venv.envs],
+    }
+    with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open(RESUME_STATE, "w", force_zip64=True) as f:
+            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+        if isinstance(model, OffPolicyAlgorithm):
+            with zf.open(REPLAY, "w", force_zip64=True) as f:  # streamed: a pixel buffer can be GBs
+                pickle.dump(model.replay_buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_resume_state(path: Path) -> dict[str, Any] | None:
+    """The extra state of a checkpoint written by :func:`save_resumable` (None for an SB3-only zip).
+
+    Raises :class:`~vision.checkpoint.CheckpointError` naming the file if it is corrupted.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if "data" not in names:
+                raise zipfile.BadZipFile("no SB3 'data' member")
+            bad = zf.testzip()  # reads every member and checks its CRC-32
+            if bad is not None:
+                raise zipfile.BadZipFile(f"member {bad!r} fails its CRC-32")
+            return pickle.loads(zf.read(RESUME_STATE)) if RESUME_STATE in names else None
+    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is corrupted ({type(e).__name__}: {e}); delete it to restart this policy's training "
+            "from step 0"
+        ) from None
+
+
+def _apply_resume_state(model: BaseAlgorithm, state: dict[str, Any], path: Path) -> None:
+    """Put the envs, observations, replay buffer and RNGs back as they were at the checkpoint."""
+    if state["num_timesteps"] != model.num_timesteps:
+        raise CheckpointError(f"{path}: resume state at {state['num_timesteps']} steps, model at {model.num_timesteps}")
+    venv = _dummy_vec_env(model.get_env())
+    if len(state["envs"]) != len(venv.envs):
+        raise CheckpointError(f"{path} holds {len(state['envs'])} envs; this run has {len(venv.envs)} (agent.n_envs changed?)")
+    for monitor, saved in zip(venv.envs, state["envs"]):
+        monitor.env = saved["env"]
+        for k in _MONITOR_FIELDS:
+            setattr(monitor, k, saved[k])
+    model._last_obs = state["last_obs"]
+    model._last_episode_starts = state["last_episode_starts"]
+    model._last_original_obs = state["last_original_obs"]
+    if isinstance(model, OffPolicyAlgorithm):
+        with zipfile.ZipFile(path) as zf, zf.open(REPLAY) as f:
+            model.replay_buffer = pickle.load(f)  # as SB3's load_replay_buffer, without a copy in memory
+        model.replay_buffer.device = model.device
+    for g, s in zip(_generators(model), state["generators"]):
+        g.set_state(s)
+    model.action_space.np_random.bit_generator.state = state["action_space_rng"]
+    _set_rng_state(state["rng"])  # last: SB3's load re-seeded the global RNGs
+
+
+def _truncate_logs(out_dir: Path, state: dict[str, Any]) -> None:
+    """Drop what was logged after the checkpoint: the resumed run logs it again, identically."""
+    for i, saved in enumerate(state["envs"]):
+        f = out_dir / "monitor" / f"{i}.monitor.csv"
+        if f.exists():  # two header lines ("#{json}", "r,l,t"), then one row per finished episode
+            lines = f.read_text().splitlines(keepends=True)
+            f.write_text("".join(lines[: 2 + len(saved["episode_returns"])]))
+    evals = out_dir / "evaluations.jsonl"
+    if evals.exists():
+        rows = []
+        for line in evals.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill: after the checkpoint by construction
+                break
+            if row["timesteps"] <= state["num_timesteps"]:
+                rows.append(row)
+        tmp = evals.with_name(evals.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, evals)
 
 
 class _Progress(BaseCallback):
@@ -166,8 +322,18 @@ class _Progress(BaseCallback):
 def save_atomic(model: BaseAlgorithm, path: Path) -> None:
     """SB3 saves a zip; write it beside the target and rename, so a kill never leaves half a file."""
     tmp = path.with_name(path.stem + ".tmp.zip")
-    model.save(tmp)
+    try:
+        model.save(tmp)
+        _fsync(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a kill leaves no half-written temporary behind
+        raise
     os.replace(tmp, path)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 class _Evaluate(BaseCallback):
@@ -287,9 +453,12 @@ def train_agent(
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / CHECKPOINT
     resuming = resume and ckpt.exists()
+    state = read_resume_state(ckpt) if resuming else None  # refuses a corrupted checkpoint
     if not resuming:
         for stale in (out_dir / "evaluations.jsonl", out_dir / BEST):
             stale.unlink(missing_ok=True)
+    elif state is not None:
+        _truncate_logs(out_dir, state)
     venv = make_vec_env(
         spec.env_name, source, spec.n_envs, spec.seed, spec.size, spec.max_steps,
         monitor_dir=out_dir / "monitor", monitor_append=resuming,
@@ -298,16 +467,22 @@ def train_agent(
     env = VecEncode(venv, encoder, device=device) if latents else venv
     tb_dir = str(out_dir / "tb") if tensorboard else None
     if resuming:
-        model = get_algo(spec.algo).load(ckpt, env=env, device="cpu" if latents else device, tensorboard_log=tb_dir)
-        if isinstance(model, OffPolicyAlgorithm) and (out_dir / BUFFER).exists():
-            model.load_replay_buffer(out_dir / BUFFER)  # our own pickle, written by _Checkpoint
+        try:
+            model = get_algo(spec.algo).load(ckpt, env=env, device="cpu" if latents else device, tensorboard_log=tb_dir)
+        except (ValueError, RuntimeError, KeyError) as e:
+            raise CheckpointError(f"{ckpt} cannot be loaded ({e}); delete it to restart this policy's training from step 0") from None
+        if state is not None:
+            _apply_resume_state(model, state, ckpt)
+        elif isinstance(model, OffPolicyAlgorithm) and (out_dir / BUFFER).exists():
+            model.load_replay_buffer(out_dir / BUFFER)  # a checkpoint from before the buffer moved into the zip
     else:
         model = _build(spec, env, encoder, device, tb_dir)
     # Recorded inside every saved zip (SB3 saves instance attributes) and in meta.json, so transfer
     # can refuse to evaluate a policy against a vision model it was not trained on.
     model.darla_encoder_sha256 = encoder_sha256
     remaining = spec.total_timesteps - model.num_timesteps
-    callbacks: list[BaseCallback] = [_Checkpoint(ckpt, spec.checkpoint_every)]
+    interrupt = GracefulInterrupt(f"agent {spec.algo} seed {spec.seed}", "at the end of the current rollout")
+    callbacks: list[BaseCallback] = [_Checkpoint(ckpt, spec.checkpoint_every, interrupt)]
     evaluator = None
     if spec.eval_every > 0:
         domains = {"source": source, **(targets or {})}
@@ -318,7 +493,11 @@ def train_agent(
     t0 = time.perf_counter()
     start_steps = model.num_timesteps
     if remaining > 0:
-        model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resuming, tb_log_name="agent")
+        with interrupt:
+            model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resuming, tb_log_name="agent")
+        if interrupt.requested:  # the signal came during the last rollout: keep the finished state, then stop
+            save_resumable(model, ckpt)
+            interrupt.stop()
     wall = time.perf_counter() - t0
     if evaluator is not None:
         last_eval = _last_eval(evaluator.log_path)

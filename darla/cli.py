@@ -8,6 +8,7 @@ An interrupted run (Ctrl-C, kill) is continued by running the same command again
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Sequence
@@ -150,10 +151,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not run.config_path.exists():
         raise FileNotFoundError(f"{args.run_dir} is not a darla run directory (no config.yaml) nor a sweep directory (no sweep.json)")
     cfg = load_config(run.config_path)
-    for s in ("vision", "agent", "transfer"):
-        if not run.is_complete(s):
-            raise FileNotFoundError(f"{args.run_dir}: stage {s!r} is not complete; run `darla pipeline` first")
-    stage_report(cfg, run)
+    with run.lock():  # it writes the manifest: not while a pipeline runs here
+        for s in ("vision", "agent", "transfer"):
+            if not run.is_complete(s):
+                raise FileNotFoundError(f"{args.run_dir}: stage {s!r} is not complete; run `darla pipeline` first")
+        stage_report(cfg, run)
     _print_summary(run.root)
     return 0
 
@@ -297,8 +299,9 @@ def _scan_train(args: argparse.Namespace) -> int:
     if args.compare is not None:
         overrides.append(f"scan.compare=[{', '.join(args.compare)}]")
     run, cfg, _ = _scan_context(args.run_dir, overrides)
-    run.invalidate("scan", "report")  # asked to train: start SCAN over; the report must show the new one
-    stage_scan(cfg, run, progress=not args.no_progress)
+    with run.lock():  # one process per run dir, as darla pipeline
+        run.invalidate("scan", "report")  # asked to train: start SCAN over; the report must show the new one
+        stage_scan(cfg, run, progress=not args.no_progress)
     results = json.loads(run.path("scan", "results.json").read_text())
     names = results["variant_order"]
     records = {n: metric_keys(json.loads(run.path("scan", f"{VARIANTS[n].stem}.json").read_text())) for n in names}
@@ -396,10 +399,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as e:  # expected failures get one line; unexpected ones keep their traceback
         if _is_user_error(e):
-            print(f"darla: error: {e}", file=sys.stderr)
+            print(f"darla: error: {_user_message(e)}", file=sys.stderr)
             return 1
         raise
     return 2
+
+
+#: OSErrors that are the machine's state, not a bug: a full disk or quota, a read-only filesystem.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 def _is_user_error(e: BaseException) -> bool:
@@ -408,7 +415,18 @@ def _is_user_error(e: BaseException) -> bool:
     names = {"CheckpointError", "NonFiniteLossError", "SweepError"}
     return isinstance(e, (RunDirError, FileNotFoundError, PermissionError)) or type(e).__name__ in names or (
         isinstance(e, ValueError) and not isinstance(e, ConfigError)
-    )
+    ) or (isinstance(e, OSError) and e.errno in _DISK_ERRNOS)
+
+
+def _user_message(e: BaseException) -> str:
+    """One line for an expected failure; a full disk names the file and says how to go on."""
+    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+        what = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                errno.EROFS: "read-only file system"}[e.errno]
+        where = f" writing {e.filename}" if e.filename else ""
+        fix = "use another --run-dir" if e.errno == errno.EROFS else "free some space (or use another --run-dir)"
+        return f"{what}{where}; {fix}, then run the same command again to resume"
+    return str(e)
 
 
 if __name__ == "__main__":

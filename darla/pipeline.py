@@ -191,7 +191,8 @@ def _train_one(
     model = cls(obs_shape, latent_dim=v.latent_dim, **params)
     if hasattr(model, "attach_data"):  # DC-IGN draws one-factor-varies batches from the renderer
         model.attach_data(vision_ground_truth(cfg, vision_dom), np.random.default_rng(seed))
-    log(f"[vision] training {v.model} ({v.latent_dim} latents, seed {seed}) for {v.steps} steps on {resolve_device(cfg.device)}")
+    resuming = " (resuming from checkpoint_last.pt)" if (out / "checkpoint_last.pt").exists() else ""
+    log(f"[vision] training {v.model} ({v.latent_dim} latents, seed {seed}) for {v.steps} steps on {resolve_device(cfg.device)}{resuming}")
     settings = replace(_train_settings(cfg, v.steps, v.lr, progress), seed=seed)
     result = train_vision(model, frames, settings, out, resume=True, tb_dir=out / "tb", extra={"config_model": v.model, "seed": seed})
     return result.model_path, result.history, {"images_per_s": round(result.images_per_s, 1), "steps": result.steps}
@@ -351,7 +352,8 @@ def stage_agent(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = _
                 log(f"[agent] {method} {a.algo} seed {seed}: complete, skipping")
                 continue
             what = {"latents": "frozen latents", "pixels": "pixels"}[m.observe] + (" (fine-tuned)" if m.finetune else "")
-            log(f"[agent] {method}: {a.algo.upper()} seed {seed} on {what} for {a.total_timesteps} steps in {source.name!r}")
+            resuming = " (resuming from checkpoint.zip)" if (agent_dir(run, method, a.algo, seed) / "checkpoint.zip").exists() else ""
+            log(f"[agent] {method}: {a.algo.upper()} seed {seed} on {what} for {a.total_timesteps} steps in {source.name!r}{resuming}")
             jobs.append((method, seed))
     if a.workers > 1 and len(jobs) > 1:
         import multiprocessing
@@ -559,22 +561,24 @@ def run_pipeline(
 ) -> RunDir:
     """Run (or continue) every stage of ``cfg`` in ``run_dir`` (default ``runs_dir/name``).
 
-    ``scan`` runs only when ``scan.enabled`` is true.
+    ``scan`` runs only when ``scan.enabled`` is true. The run dir is locked for the whole run
+    (:meth:`RunDir.lock`): another process on it raises :class:`RunDirError` at once.
     """
     if cfg.vision.data == "dsprites" and tuple(stages) != ("vision",):
         raise ValueError("vision.data: dsprites is for stage 1 alone (darla vision train): it has no policy to train")
     run = RunDir(Path(run_dir) if run_dir is not None else Path(cfg.runs_dir) / cfg.name)
-    run.prepare(dump_config(cfg), force=force)
-    for name in stages:
-        if name == "scan" and not cfg.scan.enabled:
-            continue
-        if run.is_complete(name):
-            log(f"[{name}] complete, skipping")
-            continue
-        run.invalidate(*downstream(name))
-        t0 = time.time()
-        STAGE_FUNCS[name](cfg, run, progress=progress, log=log)
-        log(f"[{name}] done in {time.time() - t0:.1f} s")
+    with run.lock():  # one process per run dir; a second one fails at once, naming the first
+        run.prepare(dump_config(cfg), force=force)
+        for name in stages:
+            if name == "scan" and not cfg.scan.enabled:
+                continue
+            if run.is_complete(name):
+                log(f"[{name}] complete, skipping")
+                continue
+            run.invalidate(*downstream(name))
+            t0 = time.time()
+            STAGE_FUNCS[name](cfg, run, progress=progress, log=log)
+            log(f"[{name}] done in {time.time() - t0:.1f} s")
     return run
 
 

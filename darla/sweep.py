@@ -524,11 +524,12 @@ def run_job(
     log = _file_log(Path(run_dir) / "sweep.log")
     try:
         run = RunDir(Path(run_dir))
-        run.prepare(dump_config(cfg), force=False)
-        if not run.is_complete("vision"):
-            seed_vision(run, RunDir(Path(vision_dir)))
-            log(f"[vision] copied from {vision_dir}")
-        run_pipeline(cfg, run_dir=Path(run_dir), progress=False, log=log)
+        with run.lock():  # held from the copy through the pipeline (which re-enters it)
+            run.prepare(dump_config(cfg), force=False)
+            if not run.is_complete("vision"):
+                seed_vision(run, RunDir(Path(vision_dir)))
+                log(f"[vision] copied from {vision_dir}")
+            run_pipeline(cfg, run_dir=Path(run_dir), progress=False, log=log)
     except Exception as e:
         return {**_failure(e, log), "wall_time_s": round(time.time() - t0, 2)}
     return {"status": "complete", "wall_time_s": round(time.time() - t0, 2)}
@@ -613,7 +614,8 @@ def run_sweep(
     ``local``: ``workers`` processes at a time (``spawn``; one torch thread each); one worker
     runs in this process. ``ray``: one Ray task per vision group and per run, with ``resources``,
     on a local Ray started here (``workers`` CPUs) or the cluster at ``address``. Runs of a vision
-    group start as soon as their group's stage 1 is done.
+    group start as soon as their group's stage 1 is done. The sweep dir is locked while this
+    runs (:meth:`darla.runs.RunDir.lock`): a second driver on it fails at once.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
@@ -623,26 +625,28 @@ def run_sweep(
         raise ValueError("--address names a Ray cluster: use it with --executor ray")
     # Absolute: a Ray worker (or a cluster node) does not share this process's working directory.
     sweep = replace(sweep, sweep_dir=sweep.sweep_dir.resolve())
-    sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
     from darla.runs import check_writable
 
-    check_writable(sweep.sweep_dir)
-    plan, status = plan_sweep(sweep)
-    tracker = _Tracker(sweep, status, executor, log)
-    tracker.write()
-    skipped = len(sweep.runs) - len(plan.runs)
-    log(f"[sweep] {sweep.name}: {len(sweep.runs)} runs ({skipped} complete), {len(plan.visions)} vision model(s) to train, "
-        f"{len({r.vision_key for r in sweep.runs})} vision group(s); {executor} executor; in {sweep.sweep_dir}")
-    if plan.runs:
-        try:
-            if executor == "ray":
-                _execute_ray(sweep, plan, tracker, workers, address)
-            else:
-                _execute_local(sweep, plan, tracker, workers or 1)
-        except BaseException:
-            tracker.interrupted()
-            raise
-    return tracker.write()
+    # One driver per sweep dir: the lock is the sweep dir's own .lock; each run (and each shared
+    # vision dir) is locked separately by whichever process runs it.
+    with RunDir(sweep.sweep_dir).lock():
+        check_writable(sweep.sweep_dir)
+        plan, status = plan_sweep(sweep)
+        tracker = _Tracker(sweep, status, executor, log)
+        tracker.write()
+        skipped = len(sweep.runs) - len(plan.runs)
+        log(f"[sweep] {sweep.name}: {len(sweep.runs)} runs ({skipped} complete), {len(plan.visions)} vision model(s) to train, "
+            f"{len({r.vision_key for r in sweep.runs})} vision group(s); {executor} executor; in {sweep.sweep_dir}")
+        if plan.runs:
+            try:
+                if executor == "ray":
+                    _execute_ray(sweep, plan, tracker, workers, address)
+                else:
+                    _execute_local(sweep, plan, tracker, workers or 1)
+            except BaseException:
+                tracker.interrupted()
+                raise
+        return tracker.write()
 
 
 class _Tracker:

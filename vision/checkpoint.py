@@ -5,11 +5,22 @@ the file is unpickled as code: :func:`torch.load` runs with ``weights_only=True`
 is not a darla vision checkpoint (or is truncated) raises :class:`CheckpointError` naming the
 path. Loading into an expectation (``expect={"model": "beta_vae", "obs_shape": (3, 64, 64)}``)
 fails with a message that names every mismatch, instead of a shape error deep inside torch.
+
+Every record written by :func:`save_atomic` (model checkpoints, the resumable
+``checkpoint_last.pt`` with its optimiser state, SCAN checkpoints) is *sealed*: its ``"sha256"``
+field is :func:`record_sha256` of everything else in it (each tensor's name, dtype, shape and raw
+bytes; every other value, nested dicts and lists included, in a canonical order).
+:func:`read_checkpoint` recomputes it, so a flipped byte inside tensor data, which torch's zip
+reader does not notice, is a :class:`CheckpointError` naming the file instead of silently
+wrong weights. Records written before the seal existed (no ``"sha256"`` field) still load: the
+field is only checked where present, and a byte flip in the pickled record that would remove
+the key itself breaks the unpickling instead.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +31,8 @@ import torch
 from vision.base import VisionModel
 
 FORMAT = "darla-vision/1"
+#: The record key holding :func:`record_sha256` of the rest of the record.
+SEAL = "sha256"
 
 
 class CheckpointError(ValueError):
@@ -34,13 +47,72 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _feed(h: Any, obj: Any) -> None:
+    """Hash ``obj`` canonically: type-tagged, length-prefixed, mapping keys in sorted order."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        raw = t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b""
+        h.update(f"T{t.dtype}|{tuple(t.shape)}|{len(raw)}|".encode())
+        h.update(raw)
+    elif isinstance(obj, Mapping):
+        h.update(f"D{len(obj)}|".encode())
+        for k in sorted(obj, key=lambda k: (type(k).__name__, repr(k))):
+            _feed(h, k)
+            _feed(h, obj[k])
+    elif isinstance(obj, (list, tuple)):  # torch.Size and tuples too: a list after any round trip
+        h.update(f"L{len(obj)}|".encode())
+        for v in obj:
+            _feed(h, v)
+    elif obj is None or isinstance(obj, (bool, int, float)):
+        text = repr(obj)
+        h.update(f"{type(obj).__name__[0]}{len(text)}|{text}".encode())
+    elif isinstance(obj, str):
+        data = obj.encode("utf-8", "surrogatepass")
+        h.update(f"s{len(data)}|".encode())
+        h.update(data)
+    else:  # what weights_only may still hold: torch.dtype, torch.device, ... (stable reprs)
+        text = f"{type(obj).__module__}.{type(obj).__qualname__}:{obj!r}"
+        h.update(f"o{len(text)}|{text}".encode())
+
+
+def record_sha256(record: Mapping[str, Any]) -> str:
+    """sha256 of a checkpoint record's content, its own :data:`SEAL` field excluded."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in record.items() if k != SEAL})
+    return h.hexdigest()
+
+
+def seal(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``record`` with its content hash under :data:`SEAL` (checked by :func:`read_checkpoint`)."""
+    out = {k: v for k, v in record.items() if k != SEAL}
+    out[SEAL] = record_sha256(out)
+    return out
+
+
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a kill never leaves half a file."""
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename: a kill never leaves half a file.
+
+    A darla record (a dict with a ``"format"``) is sealed first (:func:`seal`). A full disk is an
+    :class:`OSError` (``ENOSPC``) naming ``path``, and leaves no temporary file behind.
+    """
     path = Path(path)
+    if isinstance(obj, Mapping) and "format" in obj:
+        obj = seal(obj)
+    buf = io.BytesIO()  # serialise first: torch's own file writer reports a full disk as a RuntimeError
+    torch.save(obj, buf)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None:  # write()/fsync() errors name no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def model_record(model: VisionModel) -> dict[str, Any]:
@@ -65,7 +137,8 @@ def save_checkpoint(path: str | Path, model: VisionModel, extra: Mapping[str, An
 def read_checkpoint(path: str | Path, fmt: str = FORMAT, what: str = "vision") -> dict[str, Any]:
     """The raw record of a darla checkpoint of format ``fmt``; ``weights_only`` load.
 
-    Every failure (missing, truncated, foreign) is a :class:`CheckpointError` naming the file.
+    Every failure (missing, truncated, foreign, content not matching its seal) is a
+    :class:`CheckpointError` naming the file.
     """
     path = Path(path)
     if not path.exists():
@@ -73,9 +146,23 @@ def read_checkpoint(path: str | Path, fmt: str = FORMAT, what: str = "vision") -
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, ... all mean "not usable"
-        raise CheckpointError(f"{path} is not a readable {what} checkpoint ({type(e).__name__}: {e})") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(
+            f"{path} is not a readable {what} checkpoint ({type(e).__name__}: {first}); "
+            "it is truncated or corrupted: delete or replace it"
+        ) from None
     if not isinstance(record, dict) or record.get("format") != fmt:
         raise CheckpointError(f"{path} is not a darla {what} checkpoint (format {fmt!r} expected)")
+    if SEAL in record:
+        try:
+            ok = isinstance(record[SEAL], str) and record_sha256(record) == record[SEAL]
+        except Exception:  # a value the hash cannot read is corruption too
+            ok = False
+        if not ok:
+            raise CheckpointError(
+                f"{path} does not match its recorded sha256 (corrupted); delete it "
+                "(a resume checkpoint is then retrained from the start) or replace it"
+            )
     return record
 
 

@@ -33,6 +33,7 @@ from vision.checkpoint import (
     save_atomic,
     save_checkpoint,
 )
+from vision.interrupt import GracefulInterrupt
 
 CHECKPOINT = "checkpoint_last.pt"
 MODEL = "model.pt"
@@ -200,55 +201,62 @@ def train_vision(
     batches = batch_indices(len(data), settings.batch_size, settings.seed)
     last_good = start
     t0 = time.perf_counter()
-    try:
-        for step in range(start, settings.steps):
-            idx = torch.from_numpy(batches(step)).to(device)
-            x = data.index_select(0, idx).float().div_(255.0).contiguous(memory_format=torch.channels_last)
-            torch.manual_seed(_step_seed(settings.seed, step))
-            is_log = (step + 1) % settings.log_every == 0 or step + 1 == settings.steps
-            is_ckpt = (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps
-            try:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and settings.amp):
-                    terms = model.train_step(x, step, optimizers, check_finite=not cuda or is_log or is_ckpt)
-                if cuda and (is_log or is_ckpt) and not torch.isfinite(terms["loss"]):
-                    raise FloatingPointError(f"non-finite loss at step {step}")
-            except FloatingPointError as e:
-                kept = f"the last good checkpoint ({ckpt_path}, step {last_good}) is kept" if ckpt_path.exists() else "no checkpoint was written yet"
-                raise NonFiniteLossError(
-                    f"vision training of {model.name!r} stopped: {e}; {kept}. Try a lower vision.lr or a smaller beta"
-                ) from None
-            for k, v in terms.items():
-                sums[k] = sums[k] + v.float() if k in sums else v.float()
-            n_summed += 1
-            if is_log:
-                means = {k: (v / n_summed).cpu() for k, v in sums.items()}
-                history.setdefault("step", []).append(step + 1)
-                for k, v in means.items():
-                    if v.ndim == 0:
-                        history.setdefault(k, []).append(float(v))
-                        if writer is not None:
-                            writer.add_scalar(f"vision/{k}", float(v), step + 1)
-                    elif writer is not None and k == "kl_per_dim":
-                        for i, kv in enumerate(v.tolist()):
-                            writer.add_scalar(f"vision/kl_per_dim/z{i:02d}", kv, step + 1)
+    with GracefulInterrupt(f"vision training of {model.name!r}") as interrupt:  # Ctrl-C checkpoints, then stops
+        try:
+            for step in range(start, settings.steps):
+                idx = torch.from_numpy(batches(step)).to(device)
+                x = data.index_select(0, idx).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+                torch.manual_seed(_step_seed(settings.seed, step))
+                is_log = (step + 1) % settings.log_every == 0 or step + 1 == settings.steps
+                is_ckpt = (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps
+                try:
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and settings.amp):
+                        terms = model.train_step(x, step, optimizers, check_finite=not cuda or is_log or is_ckpt)
+                    if cuda and (is_log or is_ckpt) and not torch.isfinite(terms["loss"]):
+                        raise FloatingPointError(f"non-finite loss at step {step}")
+                except FloatingPointError as e:
+                    kept = f"the last good checkpoint ({ckpt_path}, step {last_good}) is kept" if ckpt_path.exists() else "no checkpoint was written yet"
+                    raise NonFiniteLossError(
+                        f"vision training of {model.name!r} stopped: {e}; {kept}. Try a lower vision.lr or a smaller beta"
+                    ) from None
+                for k, v in terms.items():
+                    sums[k] = sums[k] + v.float() if k in sums else v.float()
+                n_summed += 1
+                if is_log:
+                    means = {k: (v / n_summed).cpu() for k, v in sums.items()}
+                    history.setdefault("step", []).append(step + 1)
+                    for k, v in means.items():
+                        if v.ndim == 0:
+                            history.setdefault(k, []).append(float(v))
+                            if writer is not None:
+                                writer.add_scalar(f"vision/{k}", float(v), step + 1)
+                        elif writer is not None and k == "kl_per_dim":
+                            for i, kv in enumerate(v.tolist()):
+                                writer.add_scalar(f"vision/kl_per_dim/z{i:02d}", kv, step + 1)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{float(means['loss']):.1f}")
+                    sums, n_summed = {}, 0
+                if is_ckpt:
+                    save_training_state(step + 1)
+                    last_good = step + 1
                 if bar is not None:
-                    bar.set_postfix(loss=f"{float(means['loss']):.1f}")
-                sums, n_summed = {}, 0
-            if is_ckpt:
-                save_training_state(step + 1)
-                last_good = step + 1
+                    bar.update(1)
+                if interrupt.requested and step + 1 < settings.steps:  # Ctrl-C: checkpoint this step, then stop
+                    if not is_ckpt:
+                        save_training_state(step + 1)
+                    interrupt.stop()
+        finally:
             if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
+                bar.close()
+            if writer is not None:
+                writer.close()
     wall = time.perf_counter() - t0
     done = settings.steps - start
     for child in model.children():  # back to eager for evaluation at other batch shapes
         child._compiled_call_impl = None
     model.eval()
     save_checkpoint(model_path, model, extra={"steps": settings.steps, **dict(extra or {})})
+    if interrupt.requested:  # the signal came during the last step: the model is saved, stop anyway
+        interrupt.stop()
     ips = done * settings.batch_size / wall if done > 0 and wall > 0 else 0.0
     return TrainResult(model_path, settings.steps, history, ips, start)

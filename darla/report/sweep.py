@@ -5,11 +5,18 @@
 frozen encoder), ``vision/udr.json`` and ``transfer/summary.json``. It writes:
 
 - ``sweep_results.csv``: one row per (run, method): vision model, β, seed, the sweep's keys, each
-  metric's main score, UDR, source and target returns (mean, IQM [95% CI] over policy seeds),
-  transfer ratios and their mean over targets (the transfer score);
+  metric's main score, UDR (with ``udr_source`` and ``udr_n_models``), source and target returns
+  (mean, IQM [95% CI] over policy seeds), transfer ratios and their mean over targets (the
+  transfer score);
 - ``sweep_results.json``: the rows, the per-(model, β) groups and the correlations;
 - ``sweep_report.html``: the same tables, one scatter per metric (base64 PNG) with Spearman's ρ and
   a bootstrap CI, and which metric predicts transfer best. Every string is html-escaped.
+
+UDR is the score of a run's frozen encoder among the *other seeds of the same stage-1
+hyperparameters* in the sweep (:mod:`darla.report.sweep_udr`, cached in ``udr.json``;
+``udr_source = seeds``). A run whose model has no such partner falls back to its own
+``vision.select: udr`` score among its candidate seeds (``vision/udr.json``; ``udr_source =
+candidates``), else it has no UDR.
 
 Correlations use the methods whose policy sees a *frozen* encoder (``observe: latents``): a
 fine-tuned or pixel policy is not the representation the metric scored. Each (run, method) is
@@ -37,6 +44,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
+from darla.report.sweep_udr import NUM_IMAGES, cross_run_udr  # noqa: E402
 from darla.runs import write_json_atomic, write_text_atomic  # noqa: E402
 
 #: The transfer score a metric is correlated with: the mean over targets of target ÷ source return.
@@ -133,6 +141,27 @@ def _udr(run_dir: Path) -> float | None:
     return float(v) if v is not None else None
 
 
+#: ``udr_source`` of a row: scored among the sweep's seeds, or among its run's own candidates.
+UDR_SOURCES = ("seeds", "candidates")
+NO_UDR: dict[str, Any] = {"udr": None, "udr_source": None, "udr_n_models": None}
+
+
+def _row_udr(run_dir: Path, run: str, method: str, cross: dict[str, Any]) -> dict[str, Any]:
+    """``udr``, ``udr_source`` and ``udr_n_models`` of one model: cross-run first, else within-run.
+
+    ``method`` is ``""`` for the run's ``vision.model``, else the method whose own encoder it is.
+    """
+    c = cross["scores"].get((run, method))
+    if c is not None and c.score is not None:
+        return {"udr": c.score, "udr_source": "seeds", "udr_n_models": c.n_models}
+    if method == "":
+        within = _udr(run_dir)
+        if within is not None:
+            u = _read_json(run_dir / "vision" / "udr.json") or {}
+            return {"udr": within, "udr_source": "candidates", "udr_n_models": len(u.get("scores") or [])}
+    return dict(NO_UDR)
+
+
 def _methods(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     methods = cfg.get("methods") or {}
     if not methods:  # a config written before methods: existed; the default is vision's encoder
@@ -140,10 +169,16 @@ def _methods(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return methods
 
 
-def collect_sweep(sweep_dir: Path) -> dict[str, Any]:
-    """Rows (one per run and method) with every number the report shows, from files only."""
+def collect_sweep(sweep_dir: Path, *, udr_images: int = NUM_IMAGES) -> dict[str, Any]:
+    """Rows (one per run and method) with every number the report shows.
+
+    Everything is read from files except cross-run UDR, which loads the models of every
+    population of ≥ 2 seeds once (``udr_images`` images each) and caches the scores in
+    ``udr.json``; ``udr`` in the result summarises the populations.
+    """
     sweep_dir = Path(sweep_dir)
     state = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
+    cross = cross_run_udr(sweep_dir, state, num_images=udr_images)
     keys = list(state.get("keys", []))
     rows: list[dict[str, Any]] = []
     targets: list[str] = []
@@ -162,7 +197,8 @@ def collect_sweep(sweep_dir: Path) -> dict[str, Any]:
             scores = _main_scores(_read_json(rdir / "vision" / "metrics.json"))
             metric_names += [m for m in scores if m not in metric_names]
             rows.append({**base, "method": "", "encoder": "", "model": vision.get("model", ""), "beta": vision.get("beta"),
-                         "frozen": False, "metrics": scores, "udr": _udr(rdir), "domains": {}, "transfer_ratio": {}, TRANSFER_KEY + "_mean": None})
+                         "frozen": False, "metrics": scores, **_row_udr(rdir, run["name"], "", cross),
+                         "domains": {}, "transfer_ratio": {}, TRANSFER_KEY + "_mean": None})
             continue
         for t in summary["domains"][1:]:
             if t not in targets:
@@ -185,11 +221,14 @@ def collect_sweep(sweep_dir: Path) -> dict[str, Any]:
             rows.append({
                 **base, "method": method, "encoder": enc, "model": model, "beta": beta,
                 "frozen": enc != "pixels" and not finetune,
-                "metrics": scores, "udr": _udr(rdir) if enc == "vision" else None,
+                "metrics": scores,
+                **(_row_udr(rdir, run["name"], "" if enc == "vision" else method, cross) if folder else NO_UDR),
                 "domains": {d: {k: s.get(k) for k in ("mean", "std", "iqm", "iqm_ci", "n_seeds")} for d, s in res["domains"].items()},
                 "transfer_ratio": ratios, TRANSFER_KEY + "_mean": float(np.mean(valid)) if valid else None,
             })
-    return {"name": state.get("name", sweep_dir.name), "keys": keys, "targets": targets, "metrics": metric_names, "rows": rows}
+    udr = {k: v for k, v in cross.items() if k != "scores"}  # the rest is JSON: populations, settings
+    return {"name": state.get("name", sweep_dir.name), "keys": keys, "targets": targets, "metrics": metric_names, "rows": rows,
+            "udr": udr}
 
 
 def correlations(data: dict[str, Any], *, seed: int = 0, reps: int = 2000) -> dict[str, Any]:
@@ -251,7 +290,7 @@ def csv_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     fixed = ["run", "status", "method", "encoder", "model", "beta", "seed"]
     keys = [k for k in data["keys"] if k not in fixed]  # the sweep's seeds are the seed column
     header = [*fixed, *keys]
-    header += [f"metric/{m}" for m in data["metrics"]] + ["udr"]
+    header += [f"metric/{m}" for m in data["metrics"]] + ["udr", "udr_source", "udr_n_models"]
     for d in ["source", *data["targets"]]:
         header += [f"{d}/mean", f"{d}/iqm", f"{d}/iqm_ci_lo", f"{d}/iqm_ci_hi"]
     header += [f"transfer_ratio/{t}" for t in data["targets"]] + [TRANSFER_KEY + "_mean"]
@@ -259,7 +298,7 @@ def csv_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     for r in data["rows"]:
         row: list[Any] = [r["run"], r["status"], r["method"], r["encoder"], r["model"], r["beta"], r["seed"]]
         row += [json.dumps(r["overrides"].get(k)) if isinstance(r["overrides"].get(k), (list, dict)) else r["overrides"].get(k) for k in keys]
-        row += [r["metrics"].get(m) for m in data["metrics"]] + [r["udr"]]
+        row += [r["metrics"].get(m) for m in data["metrics"]] + [r["udr"], r.get("udr_source"), r.get("udr_n_models")]
         for d in ["source", *data["targets"]]:
             s = r["domains"].get(d) or {}
             ci = s.get("iqm_ci") or [None, None]
@@ -326,6 +365,39 @@ def _ci_text(s: dict[str, Any] | None) -> str:
     return f"{s['iqm']:.2f} [{lo:.2f}, {hi:.2f}] (n={s['n']})"
 
 
+def udr_note(data: dict[str, Any]) -> str:
+    """Where the UDR numbers come from, in one plain-text paragraph (escape it for HTML)."""
+    u = data.get("udr") or {}
+    pops = u.get("populations") or []
+    scored = [p for p in pops if p.get("scores")]
+    rows = [r for r in data["rows"] if r.get("udr") is not None]
+    by_seeds = sum(r.get("udr_source") == "seeds" for r in rows)
+    by_cands = sum(r.get("udr_source") == "candidates" for r in rows)
+    parts = []
+    if scored:
+        sizes = sorted({p["n_models"] for p in scored})
+        n = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
+        parts.append(
+            f"UDR: across {n} seeds of the same hyperparameters (Duan et al. 2020): {len(scored)} population(s) of "
+            f"models whose stage-1 settings differ only in seed, each model scored by the median over its partners "
+            f"on {u.get('num_images')} images rendered from the vision domain (factor seed {u.get('image_seed')}); "
+            f"{by_seeds} row(s). Cached in udr.json."
+        )
+    if by_cands:
+        parts.append(f"{by_cands} row(s): UDR among their run's own vision.select: udr candidates (vision/udr.json).")
+    alone = sum(1 for p in pops if p["n_models"] < 2)
+    if alone:
+        parts.append(f"{alone} model population(s) of a single seed: no UDR (it needs ≥ 2 seeds of the same hyperparameters).")
+    failed = [p for p in pops if p.get("error")]
+    for p in failed:
+        parts.append(f"UDR failed for population {p['key']}: {p['error']}")
+    for why in u.get("skipped") or []:
+        parts.append(f"Not in any UDR population: {why}.")
+    if not parts:
+        parts.append("UDR: no run has a seed partner with the same hyperparameters, nor vision.select: udr; add seeds: to the sweep.")
+    return " ".join(parts)
+
+
 def render_sweep_html(data: dict[str, Any], corr: dict[str, Any], grp: list[dict[str, Any]]) -> str:
     per = corr["per_metric"]
     best = corr["best"]
@@ -368,6 +440,7 @@ def render_sweep_html(data: dict[str, Any], corr: dict[str, Any], grp: list[dict
         "<p class='note'>Transfer score: the mean over target domains of target ÷ source mean return (per run and method). "
         "Points: (run, method) pairs whose policy saw a frozen encoder scored by the metric. "
         "CI: percentile bootstrap over points (seeded). Best = largest ρ: DARLA predicts more disentangled → better transfer.</p>",
+        f"<p class='note udr'>{esc(udr_note(data))}</p>",
         f"<div class='figs'>{figs}</div>",
         "<h2>Per vision model and β</h2>", _table(g_header, g_rows),
         "<p class='note'>Metric and UDR columns: mean over runs. Returns and ratio: IQM over runs of each run's mean "
@@ -379,10 +452,11 @@ def render_sweep_html(data: dict[str, Any], corr: dict[str, Any], grp: list[dict
     return "\n".join(parts)
 
 
-def write_sweep_report(sweep_dir: Path, *, seed: int = 0, reps: int = 2000) -> list[Path]:
-    """Write ``sweep_results.csv``, ``sweep_results.json`` and ``sweep_report.html`` into ``sweep_dir``."""
+def write_sweep_report(sweep_dir: Path, *, seed: int = 0, reps: int = 2000, udr_images: int = NUM_IMAGES) -> list[Path]:
+    """Write ``sweep_results.csv``, ``sweep_results.json`` and ``sweep_report.html`` into ``sweep_dir``
+    (and ``udr.json``, the cross-run UDR cache, when some models have seed partners)."""
     sweep_dir = Path(sweep_dir)
-    data = collect_sweep(sweep_dir)
+    data = collect_sweep(sweep_dir, udr_images=udr_images)
     corr = correlations(data, seed=seed, reps=reps)
     grp = groups(data, seed=seed)
     header, rows = csv_rows(data)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -111,31 +113,69 @@ def test_stats_hand_computed():
     assert transfer_ratio(2.0, 4.0) == 0.5 and transfer_ratio(1.0, 0.0) is None
 
 
-def test_interrupted_agent_training_resumes_from_checkpoint(tmp_path, monkeypatch):
+RESUME_SPECS = {
+    "ppo": dict(hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 1}),
+    "dqn": dict(algo="dqn", hyperparams={"learning_starts": 32, "buffer_size": 1000, "train_freq": 4, "target_update_interval": 50}),
+    "sac_reacher": dict(env_name="reacher", algo="sac", hyperparams={"learning_starts": 64, "buffer_size": 1000, "batch_size": 32}),
+    "ppo_pixels_jitter": dict(observe="pixels", augment="colour_jitter", pixel_model="beta_vae",
+                              pixel_model_kwargs={"latent_dim": 4, "channels": [8, 8, 16, 16], "hidden": 32},
+                              hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 1}),
+}
+
+
+def _policy_params(model) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.policy.state_dict().items()}
+
+
+def _monitor_rows(out) -> list[list[str]]:
+    """(return, length) of every logged episode, per env (wall times dropped)."""
+    return [[",".join(r.split(",")[:2]) for r in f.read_text().splitlines()[2:]] for f in sorted((out / "monitor").glob("*.monitor.csv"))]
+
+
+@pytest.mark.parametrize("algo", sorted(RESUME_SPECS))
+def test_interrupted_agent_training_resumes_exactly(algo, tmp_path, monkeypatch):
+    """Killed right after a mid-run checkpoint, then resumed: the same policy, episodes and
+    evaluations as a run that was never interrupted (envs, observations, RNGs and the replay
+    buffer are restored, not restarted)."""
     import agents.train as agent_train
 
-    spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, total_timesteps=256, n_envs=2, seed=0,
-                     hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 1}, policy_kwargs={"net_arch": [16]},
-                     checkpoint_every=64)
-    real_save = agent_train.save_atomic
+    kw = dict(RESUME_SPECS[algo])
+    env_name = kw.pop("env_name", "seek_avoid")
+    spec = AgentSpec(env_name, "source", size=SIZE, max_steps=20, total_timesteps=256, n_envs=2, seed=0,
+                     policy_kwargs={"net_arch": [16]}, checkpoint_every=64, eval_every=96, eval_episodes=2, **kw)
+    source = get_domain(env_name, "source")
+    whole = train_agent(spec, tiny_encoder(), "h", source, tmp_path / "whole", progress=False, tensorboard=False)
+
+    real_save = agent_train.save_resumable
     saved = []
 
     def dying_save(model, path):
         real_save(model, path)
         saved.append(model.num_timesteps)
-        if path.name == agent_train.CHECKPOINT and model.num_timesteps >= 128:
+        if model.num_timesteps >= 128:
             raise KeyboardInterrupt  # killed right after a checkpoint
 
-    monkeypatch.setattr(agent_train, "save_atomic", dying_save)
+    monkeypatch.setattr(agent_train, "save_resumable", dying_save)
+    cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
-    assert (tmp_path / agent_train.CHECKPOINT).exists() and not (tmp_path / agent_train.MODEL).exists()
-    monkeypatch.setattr(agent_train, "save_atomic", real_save)
-    res = train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
-    assert 256 <= res.timesteps < 256 + 64  # continued from the checkpoint, not from zero
-    assert res.steps_per_s > 0 and not (tmp_path / agent_train.CHECKPOINT).exists()
-    monitor_rows = sum(len(f.read_text().splitlines()) - 2 for f in (tmp_path / "monitor").glob("*.monitor.csv"))
-    assert monitor_rows >= 256 // 20 - 2  # episodes before and after the interruption are both logged
+        train_agent(spec, tiny_encoder(), "h", source, cut, progress=False, tensorboard=False)
+    assert (cut / agent_train.CHECKPOINT).exists() and not (cut / agent_train.MODEL).exists()
+    assert 128 <= saved[-1] < 256
+    monkeypatch.setattr(agent_train, "save_resumable", real_save)
+    loaded = []
+    real_apply = agent_train._apply_resume_state
+    monkeypatch.setattr(agent_train, "_apply_resume_state", lambda m, *a: loaded.append(m.num_timesteps) or real_apply(m, *a))
+    res = train_agent(spec, tiny_encoder(), "h", source, cut, progress=False, tensorboard=False)
+    assert loaded == [saved[-1]]  # continued from the checkpoint, not from zero
+    assert res.timesteps == whole.timesteps and not (cut / agent_train.CHECKPOINT).exists()
+
+    a, b = load_agent(whole.model_path), load_agent(res.model_path)
+    pa, pb = _policy_params(a), _policy_params(b)
+    assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
+    assert _monitor_rows(tmp_path / "whole") == _monitor_rows(cut)  # episodes before and after, once each
+    assert (tmp_path / "whole/evaluations.jsonl").read_text() == (cut / "evaluations.jsonl").read_text()
+    if algo == "dqn":
+        assert a.exploration_rate == b.exploration_rate and a._n_calls == b._n_calls
 
 
 def test_off_policy_resume_restores_the_replay_buffer(tmp_path, monkeypatch):
@@ -147,27 +187,61 @@ def test_off_policy_resume_restores_the_replay_buffer(tmp_path, monkeypatch):
     spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, algo="dqn", total_timesteps=256, n_envs=2, seed=0,
                      hyperparams={"learning_starts": 32, "buffer_size": 1000, "train_freq": 4}, policy_kwargs={"net_arch": [16]},
                      checkpoint_every=64)
-    real_save = agent_train.save_atomic
+    real_save = agent_train.save_resumable
 
     def dying_save(model, path):
         real_save(model, path)
-        if path.name == agent_train.CHECKPOINT and model.num_timesteps >= 128:
+        if model.num_timesteps >= 128:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(agent_train, "save_atomic", dying_save)
+    monkeypatch.setattr(agent_train, "save_resumable", dying_save)
     with pytest.raises(KeyboardInterrupt):
         train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
-    assert (tmp_path / agent_train.BUFFER).exists()
+    with zipfile.ZipFile(tmp_path / agent_train.CHECKPOINT) as zf:
+        assert agent_train.REPLAY in zf.namelist()  # the buffer is committed with the model, in one rename
     loaded = []
-    real_load = DQN.load_replay_buffer
+    real_apply = agent_train._apply_resume_state
 
-    def spy(self, path, *a, **kw):
-        real_load(self, path, *a, **kw)
-        loaded.append(self.replay_buffer.size())
+    def spy(model, *a):
+        real_apply(model, *a)
+        assert isinstance(model, DQN)
+        loaded.append(model.replay_buffer.size())
 
-    monkeypatch.setattr(agent_train, "save_atomic", real_save)
-    monkeypatch.setattr(DQN, "load_replay_buffer", spy)
+    monkeypatch.setattr(agent_train, "save_resumable", real_save)
+    monkeypatch.setattr(agent_train, "_apply_resume_state", spy)
     res = train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
     # Rows hold one step of both envs; SB3 stores a step after its callbacks run, hence the − 1.
     assert loaded and loaded[0] >= 128 // 2 - 1
-    assert res.timesteps >= 256 and not (tmp_path / agent_train.BUFFER).exists()
+    assert res.timesteps >= 256 and not (tmp_path / agent_train.CHECKPOINT).exists()
+
+
+def test_corrupted_agent_checkpoint_is_refused_with_a_clear_message(tmp_path, monkeypatch):
+    """A flipped byte or a truncated checkpoint.zip is detected (zip CRC-32s), never resumed from."""
+    import agents.train as agent_train
+    from vision.checkpoint import CheckpointError
+
+    spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, total_timesteps=256, n_envs=2, seed=0,
+                     hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 1}, policy_kwargs={"net_arch": [16]},
+                     checkpoint_every=64)
+    real_save = agent_train.save_resumable
+
+    def dying_save(model, path):
+        real_save(model, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agent_train, "save_resumable", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
+    monkeypatch.setattr(agent_train, "save_resumable", real_save)
+    ckpt = tmp_path / agent_train.CHECKPOINT
+    good = ckpt.read_bytes()
+    with zipfile.ZipFile(ckpt) as zf:  # a byte inside the policy's weights
+        info = zf.getinfo("policy.pth")
+    flipped = bytearray(good)
+    pos = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size // 2
+    flipped[pos] ^= 0xFF
+    for bad in (bytes(flipped), good[: len(good) // 2]):
+        ckpt.write_bytes(bad)
+        with pytest.raises(CheckpointError, match=r"checkpoint\.zip is corrupted.*delete it"):
+            train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
+        assert ckpt.read_bytes() == bad and not (tmp_path / agent_train.MODEL).exists()  # nothing used, nothing lost
