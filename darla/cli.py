@@ -23,6 +23,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set vision.beta=4.0 (repeatable)")
     p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs_dir/name)")
     p.add_argument("--force", action="store_true", help="discard this run's artifacts and start over")
+    p.add_argument("--update", action="store_true",
+                   help="accept a changed config that leaves stage 1 alone: keep stage 1, re-run the stages it touches")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -126,7 +128,7 @@ def _stages_cmd(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
     cfg = _load(args)
     if cfg.vision.data == "dsprites" and stages != ("vision",):
         raise ConfigError(args.config, "vision.data", "dsprites has no policy to train: it is for stage 1 alone (darla vision train)")
-    run = run_pipeline(cfg, run_dir=args.run_dir, force=args.force, progress=not args.no_progress, stages=stages)
+    run = run_pipeline(cfg, run_dir=args.run_dir, force=args.force, update=args.update, progress=not args.no_progress, stages=stages)
     if "report" in stages:
         _print_summary(run.root)
     return 0

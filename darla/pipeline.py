@@ -550,11 +550,89 @@ def downstream(name: str) -> list[str]:
     return out
 
 
+#: Config keys that no stage's results depend on: what the run is called, how many processes.
+EXECUTION_ONLY = ("name", "runs_dir", "agent.workers")
+
+
+def stage_of_key(key: str, old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The first stage whose results depend on dotted config ``key`` (None: no stage's do).
+
+    Stage 1 reads seed, device, env (its vision domain), vision, metrics, and methods whose
+    encoder is another registry model (trained beside vision.model); stage 2 the source domain,
+    agent and the other methods (and the targets, for ``agent.log_targets``).
+    """
+    from darla.config import ENCODER_KINDS
+
+    if key in EXECUTION_ONLY:
+        return None
+    parts = key.split(".")
+    if parts[0] in ("agent", "transfer", "scan"):
+        return parts[0]
+    if key.startswith(("env.domains.source", "env.domains.targets")):
+        return "agent"
+    if parts[0] == "methods":
+        names = [parts[1]] if len(parts) > 1 else sorted({*(old.get("methods") or {}), *(new.get("methods") or {})})
+        for cfg in (old, new):
+            for n in names:
+                if ((cfg.get("methods") or {}).get(n) or {}).get("encoder", "vision") not in ENCODER_KINDS:
+                    return "vision"
+        return "agent"
+    return "vision"
+
+
+def reconcile_config(run: RunDir, cfg: Config, update: bool, log: Log = _print) -> None:
+    """A re-run whose config differs from the run's: accept it where that is safe, else refuse.
+
+    Keys that change no result (:data:`EXECUTION_ONLY`) are accepted. With ``update``, keys
+    read only from stage 2 on are accepted too: the stages they touch and everything downstream
+    are discarded (their directories removed: their artifacts belong to the old config) and
+    re-run; stage 1 is kept. A change that touches stage 1 is refused, naming the keys.
+    """
+    import shutil
+
+    import yaml
+
+    from darla.config import diff_configs
+    from darla.runs import write_text_atomic
+
+    if not run.config_path.exists():
+        return
+    text = dump_config(cfg)
+    old, new = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}, yaml.safe_load(text)
+    changed = diff_configs(old, new)
+    if not changed:
+        return
+    reads = {k: stage_of_key(k, old, new) for k in changed}
+    touched = [s for s in ALL_STAGES if s in reads.values()]
+    keys = ", ".join(changed)
+    if "vision" in touched or (touched and not update):
+        vision_keys = [k for k, s in reads.items() if s == "vision"]
+        how = (
+            f"{', '.join(vision_keys)} change{'s' if len(vision_keys) == 1 else ''} stage 1: use --force to start over, or another name"
+            if vision_keys else
+            f"add --update to keep stage 1 and re-run {', '.join(touched)} and what depends on them, or use --force to start over"
+        )
+        raise RunDirError(f"{run.root} was run with a different config (changed: {keys}); {how}")
+    redo = [s for s in ALL_STAGES if s in touched or any(s in downstream(t) for t in touched)]
+    if redo:
+        run.invalidate(*redo)
+        for stage in redo:
+            target = run.path(stage)
+            if target.is_dir():
+                shutil.rmtree(target)
+        for name in ("report.html", "results.json"):
+            if "report" in redo:
+                run.path(name).unlink(missing_ok=True)
+        log(f"[run] config changed ({keys}): re-running {', '.join(redo)}; stage 1 is kept")
+    write_text_atomic(run.config_path, text)
+
+
 def run_pipeline(
     cfg: Config,
     *,
     run_dir: Path | None = None,
     force: bool = False,
+    update: bool = False,
     progress: bool = True,
     stages: tuple[str, ...] = ALL_STAGES,
     log: Log = _print,
@@ -568,6 +646,8 @@ def run_pipeline(
         raise ValueError("vision.data: dsprites is for stage 1 alone (darla vision train): it has no policy to train")
     run = RunDir(Path(run_dir) if run_dir is not None else Path(cfg.runs_dir) / cfg.name)
     with run.lock():  # one process per run dir; a second one fails at once, naming the first
+        if not force:
+            reconcile_config(run, cfg, update, log)
         run.prepare(dump_config(cfg), force=force)
         for name in stages:
             if name == "scan" and not cfg.scan.enabled:

@@ -329,3 +329,47 @@ def test_agent_workers_train_runs_in_parallel_processes(tiny_raw, tmp_path):
             entry = m[f"agent/{method}/ppo_seed{seed}"]
             assert entry["status"] == "complete" and entry["steps_per_s"] > 0
     assert m["report"]["status"] == "complete"
+
+
+def test_changed_stage_2_config_reruns_from_stage_2_only_with_update(tiny_cfg, tmp_path, capsys):
+    """--update keeps stage 1 for a change that only stage 2 on reads; execution-only keys pass silently."""
+    root = tmp_path / "u"
+    run(tiny_cfg, root)
+    stamps = {k: v["finished"] for k, v in RunDir(root).manifest()["stages"].items()}
+    # how many processes train agents changes no result: accepted, nothing re-runs
+    workers = replace(tiny_cfg, agent=replace(tiny_cfg.agent, workers=2))
+    run(workers, root)
+    assert {k: v["finished"] for k, v in RunDir(root).manifest()["stages"].items()} == stamps
+    assert "workers: 2" in (root / "config.yaml").read_text()
+
+    gamma = replace(workers, agent=replace(workers.agent, hyperparams={**workers.agent.hyperparams, "gamma": 0.5}))
+    with pytest.raises(RunDirError, match=r"changed: agent\.hyperparams\.gamma\); add --update to keep stage 1"):
+        run(gamma, root)
+    assert {k: v["finished"] for k, v in RunDir(root).manifest()["stages"].items()} == stamps  # refused: untouched
+
+    (root / "agent/beta_vae/ppo_seed0/stale.txt").write_text("from the old config")
+    pipeline.run_pipeline(gamma, run_dir=root, update=True, progress=False, log=print)
+    assert "config changed (agent.hyperparams.gamma): re-running agent, transfer, report; stage 1 is kept" in capsys.readouterr().out
+    after = RunDir(root).manifest()["stages"]
+    assert after["vision"]["finished"] == stamps["vision"]  # stage 1 kept
+    assert all(after[k]["finished"] != stamps[k] for k in ("agent", "transfer", "report"))
+    assert not (root / "agent/beta_vae/ppo_seed0/stale.txt").exists()  # old stage-2 artifacts are gone
+    meta = json.loads((root / "agent/beta_vae/ppo_seed0/meta.json").read_text())
+    assert meta["spec"]["hyperparams"]["gamma"] == 0.5
+
+    beta = replace(gamma, vision=replace(gamma.vision, params={**gamma.vision.params, "beta": 8.0}))
+    with pytest.raises(RunDirError, match=r"vision\.beta changes stage 1: use --force"):
+        pipeline.run_pipeline(beta, run_dir=root, update=True, progress=False, log=print)
+
+
+def test_stage_of_key():
+    old = {"methods": {"a": {"encoder": "vision"}, "b": {"encoder": "dae"}}}
+    assert pipeline.stage_of_key("agent.workers", old, old) is None
+    assert pipeline.stage_of_key("transfer.n_episodes", old, old) == "transfer"
+    assert pipeline.stage_of_key("env.domains.targets.t1", old, old) == "agent"
+    assert pipeline.stage_of_key("env.domains.vision", old, old) == "vision"
+    assert pipeline.stage_of_key("env.size", old, old) == "vision"
+    assert pipeline.stage_of_key("methods.a.augment", old, old) == "agent"
+    assert pipeline.stage_of_key("methods.b.params.beta", old, old) == "vision"  # an encoder trained in stage 1
+    assert pipeline.stage_of_key("methods.c", old, {"methods": {"c": {"encoder": "pixels"}}}) == "agent"
+    assert pipeline.stage_of_key("seed", old, old) == "vision"
