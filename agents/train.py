@@ -353,7 +353,10 @@ class _Evaluate(BaseCallback):
         self.log_path = out_dir / "evaluations.jsonl"
 
     def _on_training_start(self) -> None:
-        self._last = self.model.num_timesteps - self.model.num_timesteps % self.spec.eval_every
+        # Where the last evaluation was, as an uninterrupted run would have it (a resumed run's
+        # log holds the evaluations up to its checkpoint): the next one then falls on the same step.
+        last = _last_eval(self.log_path)
+        self._last = last["timesteps"] if last is not None else 0
 
     def _on_step(self) -> bool:
         if self.model.num_timesteps - self._last >= self.spec.eval_every:

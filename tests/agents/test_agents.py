@@ -142,7 +142,7 @@ def test_interrupted_agent_training_resumes_exactly(algo, tmp_path, monkeypatch)
     kw = dict(RESUME_SPECS[algo])
     env_name = kw.pop("env_name", "seek_avoid")
     spec = AgentSpec(env_name, "source", size=SIZE, max_steps=20, total_timesteps=256, n_envs=2, seed=0,
-                     policy_kwargs={"net_arch": [16]}, checkpoint_every=64, eval_every=96, eval_episodes=2, **kw)
+                     policy_kwargs={"net_arch": [16]}, checkpoint_every=64, eval_every=97, eval_episodes=2, **kw)
     source = get_domain(env_name, "source")
     whole = train_agent(spec, tiny_encoder(), "h", source, tmp_path / "whole", progress=False, tensorboard=False)
 
