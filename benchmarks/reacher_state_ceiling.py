@@ -79,7 +79,7 @@ def main() -> None:
         t0 = time.perf_counter()
         model.learn(args.steps)
         wall = time.perf_counter() - t0
-        ret = np.mean(episodes(lambda o, e: model.predict(o, deterministic=True)[0], source, eval_seeds, args.size, 100, True))
+        ret = np.mean(episodes(lambda o, e, m=model: m.predict(o, deterministic=True)[0], source, eval_seeds, args.size, 100, True))
         norm = (ret - random_ret) / (oracle_ret - random_ret)
         print(f"PPO on the true state, seed {seed}: {args.steps} steps in {wall:.0f} s; return {ret:.1f}, normalised {norm:.2f}")
 
