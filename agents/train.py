@@ -37,7 +37,7 @@ from agents.features import ColourJitter, VisionFeatures, load_pretrained
 from envs.factors import Domain
 from envs.registry import get_env_info, make_env
 from vision.base import VisionModel
-from vision.checkpoint import CheckpointError
+from vision.checkpoint import CheckpointError, write_bytes_atomic
 from vision.interrupt import GracefulInterrupt
 
 CHECKPOINT = "checkpoint.zip"
@@ -197,14 +197,7 @@ def save_resumable(model: BaseAlgorithm, path: Path) -> None:
     The extra members are pickles, like SB3's own ``data``: a checkpoint is only for resuming
     your own runs.
     """
-    tmp = path.with_name(path.stem + ".tmp.zip")
-    try:
-        _write_resumable(model, tmp)
-        _fsync(tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    _replace_zip(path, lambda tmp: _write_resumable(model, tmp))
 
 
 def _write_resumable(model: BaseAlgorithm, tmp: Path) -> None:
@@ -280,7 +273,7 @@ def _truncate_logs(out_dir: Path, state: dict[str, Any]) -> None:
         f = out_dir / "monitor" / f"{i}.monitor.csv"
         if f.exists():  # two header lines ("#{json}", "r,l,t"), then one row per finished episode
             lines = f.read_text().splitlines(keepends=True)
-            f.write_text("".join(lines[: 2 + len(saved["episode_returns"])]))
+            write_bytes_atomic(f, "".join(lines[: 2 + len(saved["episode_returns"])]).encode())
     evals = out_dir / "evaluations.jsonl"
     if evals.exists():
         rows = []
@@ -291,9 +284,7 @@ def _truncate_logs(out_dir: Path, state: dict[str, Any]) -> None:
                 break
             if row["timesteps"] <= state["num_timesteps"]:
                 rows.append(row)
-        tmp = evals.with_name(evals.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, evals)
+        write_bytes_atomic(evals, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 
 class _Progress(BaseCallback):
@@ -321,19 +312,21 @@ class _Progress(BaseCallback):
 
 def save_atomic(model: BaseAlgorithm, path: Path) -> None:
     """SB3 saves a zip; write it beside the target and rename, so a kill never leaves half a file."""
+    _replace_zip(path, model.save)
+
+
+def _replace_zip(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` beside ``path``, fsync, rename. SB3 writes zips itself (by path, and appends to
+    them), so this is :func:`~vision.checkpoint.write_bytes_atomic` for a writer that needs a file."""
     tmp = path.with_name(path.stem + ".tmp.zip")
     try:
-        model.save(tmp)
-        _fsync(tmp)
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk or a kill leaves no half-written temporary behind
         raise
     os.replace(tmp, path)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 class _Evaluate(BaseCallback):
@@ -564,6 +557,4 @@ def load_agent(path: Path, expect_encoder_sha256: str | None = None) -> BaseAlgo
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_bytes_atomic(path, json.dumps(data, indent=2, sort_keys=True).encode())

@@ -183,7 +183,7 @@ def _train_one(
     seed: int, out: Path, progress: bool, log: Log,
 ) -> tuple[Path, dict[str, list[float]], dict[str, Any]]:
     """Train one vision model with ``seed`` (init, batch order, noise) into ``out``."""
-    from vision.train import train_vision
+    from vision.train import CHECKPOINT, train_vision
 
     v = cfg.vision
     obs_shape = (frames.shape[3], frames.shape[1], frames.shape[2])
@@ -191,7 +191,7 @@ def _train_one(
     model = cls(obs_shape, latent_dim=v.latent_dim, **params)
     if hasattr(model, "attach_data"):  # DC-IGN draws one-factor-varies batches from the renderer
         model.attach_data(vision_ground_truth(cfg, vision_dom), np.random.default_rng(seed))
-    resuming = " (resuming from checkpoint_last.pt)" if (out / "checkpoint_last.pt").exists() else ""
+    resuming = f" (resuming from {CHECKPOINT})" if (out / CHECKPOINT).exists() else ""
     log(f"[vision] training {v.model} ({v.latent_dim} latents, seed {seed}) for {v.steps} steps on {resolve_device(cfg.device)}{resuming}")
     settings = replace(_train_settings(cfg, v.steps, v.lr, progress), seed=seed)
     result = train_vision(model, frames, settings, out, resume=True, tb_dir=out / "tb", extra={"config_model": v.model, "seed": seed})
@@ -342,6 +342,8 @@ def stage_agent(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = _
     ``agent.workers > 1`` trains that many runs at once in separate processes; each finished run
     is recorded in the manifest as it ends, so a failure keeps every run that finished.
     """
+    from agents.train import CHECKPOINT
+
     started = time.time()
     a = cfg.agent
     _, source, _ = domains_of(cfg)
@@ -352,7 +354,7 @@ def stage_agent(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = _
                 log(f"[agent] {method} {a.algo} seed {seed}: complete, skipping")
                 continue
             what = {"latents": "frozen latents", "pixels": "pixels"}[m.observe] + (" (fine-tuned)" if m.finetune else "")
-            resuming = " (resuming from checkpoint.zip)" if (agent_dir(run, method, a.algo, seed) / "checkpoint.zip").exists() else ""
+            resuming = f" (resuming from {CHECKPOINT})" if (agent_dir(run, method, a.algo, seed) / CHECKPOINT).exists() else ""
             log(f"[agent] {method}: {a.algo.upper()} seed {seed} on {what} for {a.total_timesteps} steps in {source.name!r}{resuming}")
             jobs.append((method, seed))
     if a.workers > 1 and len(jobs) > 1:
@@ -620,8 +622,8 @@ def reconcile_config(run: RunDir, cfg: Config, update: bool, log: Log = _print) 
             target = run.path(stage)
             if target.is_dir():
                 shutil.rmtree(target)
-        for name in ("report.html", "results.json"):
-            if "report" in redo:
+        if "report" in redo:
+            for name in ("report.html", "results.json"):
                 run.path(name).unlink(missing_ok=True)
         log(f"[run] config changed ({keys}): re-running {', '.join(redo)}; stage 1 is kept")
     write_text_atomic(run.config_path, text)

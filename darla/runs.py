@@ -33,6 +33,7 @@ from typing import Any
 
 import darla
 from vision.checkpoint import file_sha256 as sha256_file  # one hashing routine for every artifact
+from vision.checkpoint import write_bytes_atomic
 
 STAGES = ("vision", "agent", "transfer", "report")
 #: The lock file of a run (or sweep) directory; see :meth:`RunDir.lock`.
@@ -47,20 +48,8 @@ class RunDirError(RuntimeError):
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write, fsync, rename. A failure (a full disk: ``ENOSPC``) names ``path`` and leaves no temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if e.filename is None:  # write()/fsync() errors name no file
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
+    """Write, fsync, rename (:func:`vision.checkpoint.write_bytes_atomic`): a full disk names ``path``."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

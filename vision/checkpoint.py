@@ -100,11 +100,22 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         obj = seal(obj)
     buf = io.BytesIO()  # serialise first: torch's own file writer reports a full disk as a RuntimeError
     torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getbuffer())
+
+
+def write_bytes_atomic(path: str | Path, data: bytes | memoryview) -> None:
+    """Write to a temporary file beside ``path``, fsync, rename: a kill never leaves half a file.
+
+    The one atomic writer of the project (checkpoints, manifests, JSON, logs rewritten on resume).
+    A failure (a full disk: ``ENOSPC``) is an :class:`OSError` naming ``path`` and leaves no
+    temporary file behind.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(buf.getbuffer())
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
