@@ -1,0 +1,140 @@
+"""How well the RL half can do when vision is perfect: PPO on the env's true state.
+
+A policy on frozen latents can only be as good as (1) what the latents encode and (2) what the
+RL algorithm makes of a perfect encoding at the same budget. This script measures (2): PPO with
+a preset's hyperparameters on the env's true state instead of latents, evaluated on the same
+episode seeds as stage 3, and prints the normalised score, (return − random) ÷ (oracle −
+random), with the random policy and the scripted oracle measured on those episodes. Compare a
+run's normalised source score with this ceiling.
+
+- reacher: cos/sin of both joints, fingertip and target (x, y) — ``configs/reacher_cpu.yaml``'s PPO.
+- seek_avoid: agent, good and bad object cells scaled to [0, 1] and the layout one-hot — the
+  factors a perfectly disentangled encoder would hand over — with
+  ``configs/darla_seek_avoid.yaml``'s PPO (or ``--preset seek_avoid_cpu``:
+  ``configs/seek_avoid_cpu.yaml``'s).
+
+    python benchmarks/state_ceiling.py --env reacher [--steps 300000] [--seeds 0 1 2]
+    python benchmarks/state_ceiling.py --env seek_avoid --steps 1000000 --eval-every 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+import yaml
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from agents.transfer import episode_seeds
+from envs.reacher import forward_kinematics, target_position
+from envs.registry import get_domain, make_env
+from envs.seek_avoid import INTERIOR, LAYOUTS
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PRESETS = {"reacher": "reacher_cpu.yaml", "seek_avoid": "darla_seek_avoid.yaml", "seek_avoid_cpu": "seek_avoid_cpu.yaml"}
+
+
+class TrueState(gym.ObservationWrapper):
+    """Observe the state the frame shows, as a perfect encoder would (see the module doc)."""
+
+    def __init__(self, env: gym.Env, env_name: str) -> None:
+        super().__init__(env)
+        self.env_name = env_name
+        dim = 8 if env_name == "reacher" else 6 + len(LAYOUTS)
+        self.observation_space = gym.spaces.Box(-2.0, 2.0, shape=(dim,), dtype=np.float32)
+
+    def observation(self, frame: np.ndarray) -> np.ndarray:
+        u = self.env.unwrapped
+        if self.env_name == "reacher":
+            q1, q2, ta, tr = u._state
+            _, tip = forward_kinematics(q1, q2)
+            target = target_position(ta, tr)
+            return np.array([np.cos(q1), np.sin(q1), np.cos(q2), np.sin(q2), *tip, *target], dtype=np.float32)
+        cells = np.array([*u._agent, *u._good, *u._bad], dtype=np.float32) / (INTERIOR - 1)
+        layout = np.zeros(len(LAYOUTS), dtype=np.float32)
+        layout[int(u._scene[3])] = 1.0
+        return np.concatenate([cells, layout])
+
+
+def episodes(policy, env_name, domain, seeds, size: int, max_steps: int, state: bool) -> list[float]:
+    """Returns per episode; ``policy(obs, env)`` gives the action."""
+    out = []
+    for s in seeds:
+        env = make_env(env_name, domain, size=size, max_steps=max_steps)
+        env = TrueState(env, env_name) if state else env
+        obs, _ = env.reset(seed=int(s))
+        ret, done = 0.0, False
+        while not done:
+            obs, r, term, trunc, _ = env.step(policy(obs, env))
+            ret += float(r)
+            done = term or trunc
+        out.append(ret)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--env", choices=["reacher", "seek_avoid"], default="reacher")
+    ap.add_argument("--preset", choices=sorted(PRESETS), help="whose PPO settings (default: the env's)")
+    ap.add_argument("--steps", type=int, default=300_000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--size", type=int, default=32, help="frame size (the state does not depend on it)")
+    ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--eval-every", type=int, default=0, help="also print the score every N steps")
+    ap.add_argument("--deterministic", choices=["preset", "yes", "no"], default="preset",
+                    help="greedy or sampled evaluation actions (default: the preset's transfer.deterministic)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cfg = yaml.safe_load((CONFIGS / PRESETS[args.preset or args.env]).read_text())
+    agent = cfg["agent"]
+    hp = dict(agent.get("hyperparams", {}))
+    policy_kwargs = dict(agent.get("policy_kwargs", {}))
+    n_envs, max_steps = int(agent.get("n_envs", 8)), int(cfg["env"].get("max_steps", 100))
+    det = {"yes": True, "no": False}.get(args.deterministic, bool(cfg.get("transfer", {}).get("deterministic", True)))
+    print(f"{args.env}: PPO {hp}, net {policy_kwargs.get('net_arch')}, {n_envs} envs, {'greedy' if det else 'sampled'} evaluation")
+    source = get_domain(args.env, "source")
+    eval_seeds = episode_seeds(0, args.episodes, 1_000_000)  # stage 3's episodes for the source
+    rng = np.random.default_rng(0)
+    space = make_env(args.env, source, size=args.size).action_space
+
+    def random_action(o, e):
+        return rng.uniform(-1, 1, 2) if args.env == "reacher" else int(rng.integers(space.n))
+
+    random_ret = np.mean(episodes(random_action, args.env, source, eval_seeds, args.size, max_steps, False))
+    oracle_ret = np.mean(
+        episodes(lambda o, e: e.unwrapped.oracle_action(), args.env, source, eval_seeds, args.size, max_steps, False)
+    )
+    print(f"random {random_ret:.2f}, oracle {oracle_ret:.2f} per episode on {args.episodes} source episodes")
+
+    def score(model) -> tuple[float, float]:
+        ret = np.mean(
+            episodes(
+                lambda o, e, m=model: m.predict(o, deterministic=det)[0],
+                args.env, source, eval_seeds, args.size, max_steps, True,
+            )
+        )
+        return float(ret), float((ret - random_ret) / (oracle_ret - random_ret))
+
+    for seed in args.seeds:
+        venv = DummyVecEnv(
+            [lambda: TrueState(make_env(args.env, source, size=args.size, max_steps=max_steps), args.env)] * n_envs
+        )
+        venv.seed(seed)
+        model = PPO("MlpPolicy", venv, seed=seed, policy_kwargs=policy_kwargs, verbose=0, **hp)
+        chunk = args.eval_every or args.steps
+        t0, done = time.perf_counter(), 0
+        while done < args.steps:
+            model.learn(min(chunk, args.steps - done), reset_num_timesteps=False)
+            done = model.num_timesteps
+            ret, norm = score(model)
+            print(f"  seed {seed}: {done} steps, {time.perf_counter() - t0:.0f} s: return {ret:.2f}, normalised {norm:.2f}", flush=True)
+        print(f"PPO on the true state, seed {seed}: {args.steps} steps; return {ret:.2f}, normalised {norm:.2f}")
+
+
+if __name__ == "__main__":
+    main()
