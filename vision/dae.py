@@ -164,6 +164,17 @@ class BetaVAEDAE(VAE):
     def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
         return [torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.999))]
 
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The frozen DAE's reconstruction of the decoded image, as DARLA shows them.
+
+        The loss only sees the decoder's output through the DAE's features, so the raw pixels
+        ``sigmoid(decode(mu))`` are unconstrained (noise-like); what the model encodes is what
+        survives the DAE.
+        """
+        mu, _ = self.encode(x)
+        return self.dae.reconstruct(torch.sigmoid(self.decode(mu)))
+
     def loss(self, x: Tensor, step: int) -> LossOutput:
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar)
