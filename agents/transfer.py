@@ -61,10 +61,10 @@ def run_episodes(
         return model.predict(obs, deterministic=deterministic)[0]
 
     wrap = (lambda venv: VecEncode(venv, encoder, device)) if encoder is not None else None
-    return _rollouts(env_name, domain, seeds, size, max_steps, act, wrap)
+    return rollouts(env_name, domain, seeds, size, max_steps, act, wrap)
 
 
-def _rollouts(
+def rollouts(
     env_name: str, domain: Domain, seeds: list[int], size: int, max_steps: int,
     act: Callable[[VecEnv, np.ndarray], np.ndarray], wrap: Callable[[VecEnv], VecEnv] | None = None,
 ) -> list[tuple[float, int]]:
@@ -147,4 +147,4 @@ def run_oracle_episodes(
     def act(venv: VecEnv, obs: np.ndarray) -> np.ndarray:
         return np.stack([np.asarray(e.unwrapped.oracle_action()) for e in venv.envs])
 
-    return _rollouts(env_name, domain, seeds, size, max_steps, act)
+    return rollouts(env_name, domain, seeds, size, max_steps, act)

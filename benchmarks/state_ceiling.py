@@ -30,17 +30,37 @@ import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents.transfer import episode_seeds
+from agents.transfer import (
+    RandomPolicy,
+    episode_seeds,
+    evaluate_transfer,
+    rollouts,
+    run_oracle_episodes,
+)
 from envs.reacher import forward_kinematics, target_position
 from envs.registry import get_domain, make_env
-from envs.seek_avoid import INTERIOR, LAYOUTS
+from envs.seek_avoid import INTERIOR, LAYOUTS, SCENE_SPACE
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRESETS = {"reacher": "reacher_cpu.yaml", "seek_avoid": "darla_seek_avoid.yaml", "seek_avoid_cpu": "seek_avoid_cpu.yaml"}
 
 
+def true_state(env: gym.Env, env_name: str) -> np.ndarray:
+    """The state the frame shows, as a perfect encoder would hand it over (see the module doc)."""
+    u = env.unwrapped
+    if env_name == "reacher":
+        q1, q2, ta, tr = u._state
+        _, tip = forward_kinematics(q1, q2)
+        target = target_position(ta, tr)
+        return np.array([np.cos(q1), np.sin(q1), np.cos(q2), np.sin(q2), *tip, *target], dtype=np.float32)
+    cells = np.array([*u._agent, *u._good, *u._bad], dtype=np.float32) / (INTERIOR - 1)
+    layout = np.zeros(len(LAYOUTS), dtype=np.float32)
+    layout[int(u._scene[SCENE_SPACE.index("layout")])] = 1.0
+    return np.concatenate([cells, layout])
+
+
 class TrueState(gym.ObservationWrapper):
-    """Observe the state the frame shows, as a perfect encoder would (see the module doc)."""
+    """Observe :func:`true_state` instead of the frame (training envs)."""
 
     def __init__(self, env: gym.Env, env_name: str) -> None:
         super().__init__(env)
@@ -49,32 +69,7 @@ class TrueState(gym.ObservationWrapper):
         self.observation_space = gym.spaces.Box(-2.0, 2.0, shape=(dim,), dtype=np.float32)
 
     def observation(self, frame: np.ndarray) -> np.ndarray:
-        u = self.env.unwrapped
-        if self.env_name == "reacher":
-            q1, q2, ta, tr = u._state
-            _, tip = forward_kinematics(q1, q2)
-            target = target_position(ta, tr)
-            return np.array([np.cos(q1), np.sin(q1), np.cos(q2), np.sin(q2), *tip, *target], dtype=np.float32)
-        cells = np.array([*u._agent, *u._good, *u._bad], dtype=np.float32) / (INTERIOR - 1)
-        layout = np.zeros(len(LAYOUTS), dtype=np.float32)
-        layout[int(u._scene[3])] = 1.0
-        return np.concatenate([cells, layout])
-
-
-def episodes(policy, env_name, domain, seeds, size: int, max_steps: int, state: bool) -> list[float]:
-    """Returns per episode; ``policy(obs, env)`` gives the action."""
-    out = []
-    for s in seeds:
-        env = make_env(env_name, domain, size=size, max_steps=max_steps)
-        env = TrueState(env, env_name) if state else env
-        obs, _ = env.reset(seed=int(s))
-        ret, done = 0.0, False
-        while not done:
-            obs, r, term, trunc, _ = env.step(policy(obs, env))
-            ret += float(r)
-            done = term or trunc
-        out.append(ret)
-    return out
+        return true_state(self.env, self.env_name)
 
 
 def main() -> None:
@@ -99,26 +94,20 @@ def main() -> None:
     print(f"{args.env}: PPO {hp}, net {policy_kwargs.get('net_arch')}, {n_envs} envs, {'greedy' if det else 'sampled'} evaluation")
     source = get_domain(args.env, "source")
     eval_seeds = episode_seeds(0, args.episodes, 1_000_000)  # stage 3's episodes for the source
-    rng = np.random.default_rng(0)
     space = make_env(args.env, source, size=args.size).action_space
-
-    def random_action(o, e):
-        return rng.uniform(-1, 1, 2) if args.env == "reacher" else int(rng.integers(space.n))
-
-    random_ret = np.mean(episodes(random_action, args.env, source, eval_seeds, args.size, max_steps, False))
-    oracle_ret = np.mean(
-        episodes(lambda o, e: e.unwrapped.oracle_action(), args.env, source, eval_seeds, args.size, max_steps, False)
-    )
+    common = dict(size=args.size, max_steps=max_steps)
+    # Stage 3's references on stage 3's episodes: the seeded RandomPolicy and the env's oracle.
+    random_eps = evaluate_transfer(RandomPolicy(space), None, args.env, {"source": source}, n_episodes=args.episodes, **common)
+    random_ret = float(np.mean([ep.ret for ep in random_eps]))
+    oracle_ret = float(np.mean([r for r, _ in run_oracle_episodes(args.env, source, eval_seeds, **common)]))
     print(f"random {random_ret:.2f}, oracle {oracle_ret:.2f} per episode on {args.episodes} source episodes")
 
     def score(model) -> tuple[float, float]:
-        ret = np.mean(
-            episodes(
-                lambda o, e, m=model: m.predict(o, deterministic=det)[0],
-                args.env, source, eval_seeds, args.size, max_steps, True,
-            )
-        )
-        return float(ret), float((ret - random_ret) / (oracle_ret - random_ret))
+        def act(venv, obs):  # the policy sees each env's true state, not the frames in obs
+            return model.predict(np.stack([true_state(e, args.env) for e in venv.envs]), deterministic=det)[0]
+
+        ret = float(np.mean([r for r, _ in rollouts(args.env, source, eval_seeds, args.size, max_steps, act)]))
+        return ret, (ret - random_ret) / (oracle_ret - random_ret)
 
     for seed in args.seeds:
         venv = DummyVecEnv(
