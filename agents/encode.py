@@ -55,8 +55,12 @@ class VecEncode(VecEnvWrapper):
     def step_wait(self) -> VecEnvStepReturn:
         obs, rewards, dones, infos = self.venv.step_wait()
         terminal_idx = [i for i, info in enumerate(infos) if "terminal_observation" in info]
-        if terminal_idx:
-            term = self.encode(np.stack([infos[i]["terminal_observation"] for i in terminal_idx]))
-            for j, i in enumerate(terminal_idx):
-                infos[i]["terminal_observation"] = term[j]
-        return self.encode(obs), rewards, dones, infos
+        if not terminal_idx:
+            return self.encode(obs), rewards, dones, infos
+        # One forward for the new and the terminal frames: a second small batch costs a second
+        # set of kernel launches (most of an encode on a GPU at these sizes).
+        z = self.encode(np.concatenate([obs, np.stack([infos[i]["terminal_observation"] for i in terminal_idx])]))
+        n = len(obs)
+        for j, i in enumerate(terminal_idx):
+            infos[i]["terminal_observation"] = z[n + j]
+        return z[:n], rewards, dones, infos

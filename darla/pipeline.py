@@ -287,7 +287,8 @@ def _score_vision(cfg: Config, model, vision_dom: Domain, out: Path, log: Log) -
     results = score(data, model.represent, np.random.default_rng(cfg.seed), metrics=names, settings=cfg.metrics.settings)
     path = out / "metrics.json"
     domain = None if dsprites else vision_dom.name
-    write_json_atomic(path, {"data": where, "domain": domain, "settings": cfg.metrics.settings, "metrics": results})
+    factors = {"names": list(data.factor_names), "sizes": [int(s) for s in data.factor_sizes]}
+    write_json_atomic(path, {"data": where, "domain": domain, "settings": cfg.metrics.settings, "factors": factors, "metrics": results})
     return path
 
 

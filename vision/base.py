@@ -118,9 +118,16 @@ class VisionModel(nn.Module):
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()
+    def render(self, z: Tensor) -> Tensor:
+        """The images (N, C, H, W) in [0, 1] that latents ``z`` stand for: every picture of a model
+        (reconstructions, traversals, SCAN's sym2img) goes through here. ``sigmoid(decode(z))``
+        unless the pixels of :meth:`decode` are not what the loss shapes (β-VAE-DAE)."""
+        return torch.sigmoid(self.decode(z))
+
+    @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         mu, _ = self.encode(x)
-        return torch.sigmoid(self.decode(mu))
+        return self.render(mu)
 
     @torch.no_grad()
     def represent(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

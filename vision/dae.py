@@ -165,15 +165,14 @@ class BetaVAEDAE(VAE):
         return [torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.999))]
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def render(self, z: Tensor) -> Tensor:
         """The frozen DAE's reconstruction of the decoded image, as DARLA shows them.
 
         The loss only sees the decoder's output through the DAE's features, so the raw pixels
-        ``sigmoid(decode(mu))`` are unconstrained (noise-like); what the model encodes is what
-        survives the DAE.
+        ``sigmoid(decode(z))`` are unconstrained (noise-like); what the model encodes is what
+        survives the DAE. Reconstructions, traversals and SCAN's images all come through here.
         """
-        mu, _ = self.encode(x)
-        return self.dae.reconstruct(torch.sigmoid(self.decode(mu)))
+        return self.dae.reconstruct(torch.sigmoid(self.decode(z)))
 
     def loss(self, x: Tensor, step: int) -> LossOutput:
         mu, logvar = self.encode(x)

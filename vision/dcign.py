@@ -178,6 +178,6 @@ class DCIGN(VAE):
         batch = self.batch_for_step(step, len(x))
         xb = torch.as_tensor(batch.images, device=x.device)
         if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-            xb = xb.contiguous(memory_format=torch.channels_last)  # as the loop's batch on CUDA
+            xb = xb.contiguous(memory_format=torch.channels_last)  # as the loop's batch (vision.train.memory_format)
         opt.zero_grad(set_to_none=True)
         return self.optimise(self.grouped_loss(xb, batch.factor), opt, step, check_finite)

@@ -66,7 +66,7 @@ def traversal_grid(
     z = mu.float().repeat(len(order) * n_steps, 1)
     for r, i in enumerate(order):
         z[r * n_steps : (r + 1) * n_steps, i] = values
-    imgs = to_uint8_hwc(torch.sigmoid(model.decode(z)))
+    imgs = to_uint8_hwc(model.render(z))
     ref = to_uint8_hwc(x)
     return tile([np.concatenate([ref, imgs[r * n_steps : (r + 1) * n_steps]]) for r in range(len(order))])
 

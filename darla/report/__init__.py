@@ -89,7 +89,10 @@ def _vision_numbers(folder: Path) -> dict[str, Any]:
     history = vision.pop("history", {})
     vision["final"] = {k: v[-1] for k, v in history.items() if v and k != "step"}
     if (folder / "metrics.json").exists():
-        vision["metrics"] = json.loads((folder / "metrics.json").read_text())["metrics"]
+        scored = json.loads((folder / "metrics.json").read_text())
+        vision["metrics"] = scored["metrics"]
+        if "factors" in scored:  # runs scored before the factors were recorded have none
+            vision["factors"] = scored["factors"]
     return vision
 
 
@@ -295,6 +298,44 @@ def _method_rows(cfg: Config) -> str:
     return "<table><tr><th>method</th><th>what the policy sees through</th><th>input</th></tr>" + "".join(rows) + "</table>"
 
 
+def carried_rows(results: dict[str, Any]) -> tuple[list[str], list[float], list[tuple[str, list[float | None]]]]:
+    """(factor names, chance per factor, [(encoder, DCI test accuracy per factor)]) of every scored
+    encoder: which ground-truth factors a policy on its latents can read at all."""
+    blocks = [("vision", results["vision"]), *results.get("encoders", {}).items()]
+    names: list[str] = []
+    chance: list[float] = []
+    rows = []
+    for label, numbers in blocks:
+        dci = numbers.get("metrics", {}).get("dci", {})
+        acc = dci.get("informativeness_test_per_factor")
+        factors = numbers.get("factors")
+        if not acc or not factors:
+            continue
+        if not names:
+            names, chance = factors["names"], [1.0 / s for s in factors["sizes"]]
+        by_factor = dict(zip(dci["scored_factors"], acc))
+        rows.append((label, [by_factor.get(j) for j in range(len(names))]))
+    return names, chance, rows
+
+
+def _carried_table(results: dict[str, Any], vision_label: str) -> str:
+    names, chance, rows = carried_rows(results)
+    if not rows:
+        return ""
+    cell = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+    head = "<tr><th>encoder</th>" + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr>"
+    body = "<tr><td class='note'>chance</td>" + "".join(f"<td class='note'>{c:.2f}</td>" for c in chance) + "</tr>"
+    for label, acc in rows:
+        label = vision_label if label == "vision" else label
+        body += f"<tr><td>{esc(label)}</td>" + "".join(f"<td>{cell(a)}</td>" for a in acc) + "</tr>"
+    return (
+        "<h3>What each encoder carries</h3><table>" + head + body + "</table>"
+        "<p class='note'>Test accuracy of DCI's classifier from the latent means to each ground-truth factor "
+        "(vision domain; the metric settings below). Near chance, a factor is invisible to a policy on these "
+        "latents however well the RL half works.</p>"
+    )
+
+
 def _vision_block(title: str, folder: Path, numbers: dict[str, Any]) -> list[str]:
     summary = json.loads((folder / "summary.json").read_text())
     parts = [
@@ -343,6 +384,7 @@ def render_html(cfg: Config, run: RunDir, results: dict[str, Any]) -> str:
         "no target frame was used to train a vision model or a policy, or to select one.</p>", frames,
         "<h2>Learn to act</h2>", _img(_png_b64(_fig_agent_curves(run, cfg)), "agent learning curves"),
         "<h2>Learn to see</h2>",
+        _carried_table(results, f"{cfg.vision.model} (vision)"),
         *_vision_block(cfg.vision.model, run.path("vision"), results["vision"]),
     ]
     for method, numbers in results.get("encoders", {}).items():

@@ -12,6 +12,7 @@ from agents.encode import VecEncode
 from agents.stats import iqm, summarize_returns, transfer_ratio
 from agents.train import AgentSpec, load_agent, make_vec_env, train_agent
 from agents.transfer import episode_seeds, evaluate_transfer
+from envs.factors import to_chw_float
 from envs.registry import get_domain
 from vision.vae import BetaVAE
 
@@ -26,18 +27,26 @@ def tiny_encoder(latent: int = 4) -> BetaVAE:
 def test_vec_encode_shapes_and_terminal_observation():
     enc = tiny_encoder()
     venv = make_vec_env("seek_avoid", get_domain("seek_avoid", "source"), 3, seed=0, size=SIZE, max_steps=5)
+    raw = make_vec_env("seek_avoid", get_domain("seek_avoid", "source"), 3, seed=0, size=SIZE, max_steps=5)
     env = VecEncode(venv, enc)
     assert env.observation_space.shape == (4,)
     obs = env.reset()
+    raw.reset()
     assert obs.shape == (3, 4) and obs.dtype == np.float32
     seen_terminal = False
+    rng = np.random.default_rng(0)
     for _ in range(5):
-        obs, rew, done, infos = env.step(np.array([env.action_space.sample() for _ in range(3)]))
+        actions = rng.integers(env.action_space.n, size=3)
+        obs, rew, done, infos = env.step(actions)
+        frames, _, _, raw_infos = raw.step(actions)
         assert obs.shape == (3, 4)
+        np.testing.assert_allclose(obs, enc.represent(to_chw_float(frames)), atol=1e-5)
         for i, info in enumerate(infos):
             if done[i]:
                 term = info["terminal_observation"]
                 assert term.shape == (4,) and term.dtype == np.float32  # encoded, not a raw frame
+                want = enc.represent(to_chw_float(raw_infos[i]["terminal_observation"][None]))[0]
+                np.testing.assert_allclose(term, want, atol=1e-5)
                 seen_terminal = True
     assert seen_terminal
 

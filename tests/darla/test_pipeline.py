@@ -222,17 +222,28 @@ def test_vision_select_udr_trains_candidates_and_picks_one(tiny_raw, tmp_path, c
 
 def test_metrics_scored_on_the_env_and_shown_with_settings(tiny_raw, tmp_path):
     from darla.config import config_from_dict
+    from darla.report import carried_rows
+    from envs.registry import get_domain
+    from envs.seek_avoid import SeekAvoidGroundTruth
 
-    tiny_raw["metrics"] = {"enabled": ["mig", "beta_vae"], "settings": "fast"}
+    tiny_raw["metrics"] = {"enabled": ["mig", "beta_vae", "dci"], "settings": "fast"}
     tiny_raw["agent"]["total_timesteps"] = 64
     rd = run(config_from_dict(tiny_raw, "t.yaml"), tmp_path / "m")
     m = json.loads((rd.root / "vision/metrics.json").read_text())
     assert m["data"] == "seek_avoid" and m["domain"] == "vision" and m["settings"] == "fast"
     assert 0.0 <= m["metrics"]["mig"]["mig"] <= 1.0 and 0.0 <= m["metrics"]["beta_vae"]["beta_vae"] <= 1.0
+    truth = SeekAvoidGroundTruth(tiny_raw["env"]["size"], get_domain("seek_avoid", "vision"))
+    assert m["factors"] == {"names": list(truth.factor_names), "sizes": list(truth.factor_sizes)}
     res = json.loads((rd.root / "results.json").read_text())
     assert res["vision"]["metrics"]["mig"]["mig"] == m["metrics"]["mig"]["mig"]
     html = (rd.root / "report.html").read_text()
     assert "<th>settings</th>" in html and "num_train=1000" in html  # MIG's fast settings, shown
+    # What each encoder carries: DCI's per-factor test accuracy beside chance, in the report.
+    names, chance, rows = carried_rows(res)
+    assert names == m["factors"]["names"] and chance == [1 / s for s in m["factors"]["sizes"]]
+    acc = m["metrics"]["dci"]["informativeness_test_per_factor"]
+    assert rows[0][0] == "vision" and [a for a in rows[0][1] if a is not None] == acc
+    assert "What each encoder carries" in html and f"<td>{acc[0]:.2f}</td>" in html
 
 
 def test_vision_on_dsprites_trains_and_scores_stage_1_only(tiny_raw, tmp_path, capsys):

@@ -126,6 +126,34 @@ def test_beta_vae_dae_reconstructs_through_the_dae(dae_file):
     assert out.shape == x.shape and not torch.allclose(out, raw)
 
 
+def test_beta_vae_dae_traversals_and_scan_images_go_through_the_dae(dae_file):
+    """Every picture of the model (traversal rows, SCAN's decoded samples) comes from ``render``."""
+    import numpy as np
+
+    from vision.scan.model import Posterior
+    from vision.scan.train import decode_samples
+    from vision.traverse import to_uint8_hwc, traversal_grid
+
+    torch.manual_seed(0)
+    m = BetaVAEDAE(SHAPE, 4, dae_checkpoint=str(dae_file), **SMALL).eval()
+    x0 = batch(1)[0]
+    grid = traversal_grid(m, x0.numpy(), order=[0], n_steps=3, limit=1.0)
+    mu, _ = m.encode(x0[None])
+    z = mu.repeat(3, 1)
+    z[:, 0] = torch.linspace(-1.0, 1.0, 3)
+    through = to_uint8_hwc(m.dae.reconstruct(torch.sigmoid(m.decode(z))))
+    h, w = SHAPE[1:]
+    for k in range(3):  # tile(): 1-px padding; column 0 is x0 itself
+        x = 1 + (k + 1) * (w + 1)
+        np.testing.assert_array_equal(grid[1 : 1 + h, x : x + w], through[k])
+    g = torch.Generator().manual_seed(0)
+    post = Posterior(mu, torch.zeros_like(mu))
+    imgs = decode_samples(post, m, 2, g)
+    g = torch.Generator().manual_seed(0)
+    zs = mu + torch.randn((2, 4), generator=g) * 1.0
+    torch.testing.assert_close(imgs, m.dae.reconstruct(torch.sigmoid(m.decode(zs))))
+
+
 def test_beta_vae_dae_checkpoint_is_self_contained(dae_file, tmp_path):
     torch.manual_seed(0)
     m = BetaVAEDAE(SHAPE, 4, dae_checkpoint=str(dae_file), **SMALL)

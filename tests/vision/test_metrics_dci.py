@@ -74,6 +74,22 @@ def test_identity_high_rotation_lower_zeros_low():
     assert np.allclose(zero["importance_matrix"], 0.0)
 
 
+def test_informativeness_per_factor_says_which_factors_the_code_carries():
+    # Codes that carry factor 0 only: its classifier is right, the others' are near chance, and
+    # the averages are the means of the per-factor accuracies.
+    ztr, ftr, zte, fte = split()
+    keep0 = np.zeros((3, 3))
+    keep0[0, 0] = 1.0
+    out = _compute_dci(ztr @ keep0, ftr, zte @ keep0, fte)
+    acc = out["informativeness_test_per_factor"]
+    assert len(acc) == len(out["informativeness_train_per_factor"]) == 3
+    assert acc[0] >= 0.95
+    chance = 1.0 / np.asarray(SIZES[1:])
+    assert all(a <= c + 0.2 for a, c in zip(acc[1:], chance)), (acc, chance)
+    assert out["informativeness_test"] == pytest.approx(np.mean(acc))
+    assert out["informativeness_train"] == pytest.approx(np.mean(out["informativeness_train_per_factor"]))
+
+
 def test_permutation_of_latents_leaves_score_unchanged():
     # Up to tie-breaking: when two latents' best splits cut a small node identically, the tree
     # takes the lower index (dlib's GBC: a random feature order), which moves ~1e-3 of importance.

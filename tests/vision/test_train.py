@@ -184,3 +184,12 @@ def test_pictures(tmp_path):
     import cv2
 
     assert cv2.imread(str(p)).shape[0] >= 256
+
+
+def test_memory_format_is_channels_last_on_the_cpu_only():
+    # channels_last measured faster on the CPU and 1.5× slower on an H100 for these nets.
+    from vision.train import memory_format
+
+    assert memory_format(torch.device("cpu")) == torch.channels_last
+    assert memory_format(torch.device("cuda")) == torch.contiguous_format
+    assert TrainSettings().amp is False

@@ -279,7 +279,8 @@ def _compute_dci(
     }
     if len(kept) == 0:
         zeros = {k: 0.0 for k in ("dci", "disentanglement", "completeness")}
-        return {**zeros, "informativeness_train": 0.0, "informativeness_test": 0.0, **out}
+        empty = {"informativeness_train_per_factor": [], "informativeness_test_per_factor": []}
+        return {**zeros, "informativeness_train": 0.0, "informativeness_test": 0.0, **empty, **out}
     d, per_code = _disentanglement(importance)
     c, per_factor = _completeness(importance)
     return {
@@ -290,6 +291,10 @@ def _compute_dci(
         "informativeness_test": float(np.mean(acc_test)),
         "disentanglement_per_code": per_code.tolist(),
         "completeness_per_factor": per_factor.tolist(),
+        # Accuracy of each scored factor's classifier: which factors the code carries at all,
+        # however entangled (completeness says how concentrated; this says whether it is there).
+        "informativeness_train_per_factor": acc_train,
+        "informativeness_test_per_factor": acc_test,
         **out,
     }
 

@@ -181,7 +181,7 @@ class SCAN(nn.Module):
         was_training = vision_model.training
         vision_model.eval()
         try:
-            x = torch.sigmoid(vision_model.decode(z.reshape(b * n, d)))
+            x = vision_model.render(z.reshape(b * n, d))
         finally:
             vision_model.train(was_training)
         return x.reshape(b, n, *x.shape[1:])

@@ -398,7 +398,7 @@ def decode_samples(post: Posterior, vision_model: VisionModel, n: int, generator
     was_training = vision_model.training
     vision_model.eval()
     try:
-        return torch.sigmoid(vision_model.decode(z))
+        return vision_model.render(z)
     finally:
         vision_model.train(was_training)
 
