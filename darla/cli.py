@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     vs.add_argument("--data", default="seek_avoid", help="an env name (darla envs), dsprites (the procedural replica), or the original dsprites .npz")
     vs.add_argument("--metrics", default="all", help="comma-separated metric names, or all")
     vs.add_argument("--settings", default="fast", choices=["fast", "full"])
+    vs.add_argument("--domain", default=None, help="score on this domain of the env (e.g. vision, as stage 1 does); default: every scene")
     vs.add_argument("--seed", type=int, default=0)
     vs.add_argument("--out", type=Path, default=None, help="also write the scores as JSON here")
 
@@ -217,11 +218,13 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from envs.registry import ENVS, get_env_info
+    from envs.registry import ENVS, get_domain, get_env_info
     from vision.checkpoint import load_checkpoint
     from vision.metrics import score
 
     model = load_checkpoint(args.checkpoint)
+    if args.domain is not None and args.data not in ENVS:
+        raise ValueError(f"--domain needs --data to be an env ({', '.join(sorted(ENVS))}), not {args.data!r}")
     if args.data == "dsprites":
         from envs.dsprites import DSprites
 
@@ -231,7 +234,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
         data = DSpritesNpz(args.data)
     elif args.data in ENVS:
-        data = get_env_info(args.data).ground_truth(model.obs_shape[1], None)
+        try:
+            domain = get_domain(args.data, args.domain) if args.domain is not None else None
+        except KeyError as e:  # an unknown preset: its message names the valid ones
+            raise ValueError(f"--domain: {e.args[0]}") from None
+        data = get_env_info(args.data).ground_truth(model.obs_shape[1], domain)
     else:
         raise ValueError(f"unknown --data {args.data!r}; choose from {', '.join(sorted(ENVS))}, dsprites, or a dSprites .npz path")
     if tuple(data.observation_shape) != tuple(model.obs_shape):

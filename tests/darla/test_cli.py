@@ -37,6 +37,30 @@ def test_vision_score_prints_and_writes_json(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == res
 
 
+def test_vision_score_on_a_domain_is_stage_1_scoring(tmp_path, capsys):
+    """--domain vision scores on the frames stage 1 scores on: the same numbers as metrics.json."""
+    import numpy as np
+
+    from envs.registry import get_domain
+    from envs.seek_avoid import SeekAvoidGroundTruth
+    from vision.checkpoint import load_checkpoint
+    from vision.metrics import score
+
+    ckpt = checkpoint(tmp_path)
+    out = tmp_path / "s.json"
+    assert main(["vision", "score", str(ckpt), "--metrics", "dci", "--domain", "vision", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    data = SeekAvoidGroundTruth(32, get_domain("seek_avoid", "vision"))
+    want = score(data, load_checkpoint(ckpt).represent, np.random.default_rng(0), ["dci"], "fast")
+    assert res["dci"]["informativeness_test_per_factor"] == want["dci"]["informativeness_test_per_factor"]
+    assert len(res["dci"]["informativeness_test_per_factor"]) == len(data.factor_names)
+    capsys.readouterr()
+    assert main(["vision", "score", str(ckpt), "--domain", "nowhere"]) == 1
+    assert "nowhere" in capsys.readouterr().err
+    assert main(["vision", "score", str(ckpt), "--data", "dsprites", "--domain", "vision"]) == 1
+    assert "--domain needs --data to be an env" in capsys.readouterr().err
+
+
 def test_tool_errors_are_one_line(tmp_path, capsys):
     ckpt = checkpoint(tmp_path)
     assert main(["vision", "score", str(ckpt), "--data", "atari"]) == 1
