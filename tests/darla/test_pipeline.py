@@ -228,7 +228,9 @@ def test_metrics_scored_on_the_env_and_shown_with_settings(tiny_raw, tmp_path):
 
     tiny_raw["metrics"] = {"enabled": ["mig", "beta_vae", "dci"], "settings": "fast"}
     tiny_raw["agent"]["total_timesteps"] = 64
-    rd = run(config_from_dict(tiny_raw, "t.yaml"), tmp_path / "m")
+    lines: list[str] = []
+    cfg = config_from_dict(tiny_raw, "t.yaml")
+    rd = pipeline.run_pipeline(cfg, run_dir=tmp_path / "m", progress=False, log=lines.append)
     m = json.loads((rd.root / "vision/metrics.json").read_text())
     assert m["data"] == "seek_avoid" and m["domain"] == "vision" and m["settings"] == "fast"
     assert 0.0 <= m["metrics"]["mig"]["mig"] <= 1.0 and 0.0 <= m["metrics"]["beta_vae"]["beta_vae"] <= 1.0
@@ -244,6 +246,9 @@ def test_metrics_scored_on_the_env_and_shown_with_settings(tiny_raw, tmp_path):
     acc = m["metrics"]["dci"]["informativeness_test_per_factor"]
     assert rows[0][0] == "vision" and [a for a in rows[0][1] if a is not None] == acc
     assert "What each encoder carries" in html and f"<td>{acc[0]:.2f}</td>" in html
+    # ... and in the log, as soon as stage 1 is scored.
+    said = [m for m in lines if m.startswith(f"[vision] {cfg.vision.model}: DCI test accuracy per factor (chance): ")]
+    assert len(said) == 1 and f"agent_x {acc[names.index('agent_x')]:.2f} (0.17)" in said[0]
 
 
 def test_vision_on_dsprites_trains_and_scores_stage_1_only(tiny_raw, tmp_path, capsys):
