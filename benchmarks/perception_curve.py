@@ -16,7 +16,6 @@ to try a larger frame or a wider DAE without writing a config.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import time
 from pathlib import Path
@@ -25,18 +24,14 @@ import numpy as np
 import torch
 
 from darla.config import load_config
+from darla.pipeline import _model_kwargs, _train_settings
 from envs.collect import collect_frames
 from envs.registry import get_domain, get_env_info
+from vision.checkpoint import load_checkpoint
 from vision.metrics import score
+from vision.metrics.dci import accuracy_by_factor
 from vision.registry import get_model_class
-from vision.train import TrainSettings, train_vision
-
-
-def model_kwargs(cls: type, params: dict, n_frames: int) -> dict:
-    kwargs = dict(params)
-    if "dataset_size" in inspect.signature(cls.__init__).parameters and "dataset_size" not in kwargs:
-        kwargs["dataset_size"] = n_frames
-    return kwargs
+from vision.train import train_vision
 
 
 def main() -> None:
@@ -64,23 +59,22 @@ def main() -> None:
     print(f"{len(frames)} frames {frames.shape[1:]} in {time.time() - t0:.0f} s; factors {names}")
     obs_shape = (frames.shape[3], frames.shape[1], frames.shape[2])
 
-    specs = {"vision": (v.model, dict(v.params), v.lr)}
+    # method → (registry name, params, lr), as stage 1 trains them: the vision model once, under
+    # the name of the first method that sees through it; every other frozen encoder with vision's
+    # lr only when it is the same model (stage 1's rule in _train_extra_encoder).
+    vision_method = next((m for m, mc in cfg.methods.items() if mc.encoder == "vision"), "vision")
+    specs: dict[str, tuple[str, dict, float | None]] = {vision_method: (v.model, dict(v.params), v.lr)}
     for m, mc in cfg.methods.items():
         if mc.encoder not in ("pixels", "vision"):
-            specs[m] = (mc.encoder, dict(mc.params), v.lr if mc.encoder == v.model else None)
-        elif mc.encoder == "vision":
-            specs[m] = specs.pop("vision")
+            same = get_model_class(mc.encoder).uses_lr and mc.encoder == v.model
+            specs[m] = (mc.encoder, dict(mc.params), v.lr if same else None)
     chosen = args.methods or list(specs)
     unknown = [m for m in chosen if m not in specs]
     if unknown:
         raise SystemExit(f"no trained encoder for {unknown}; choose from {list(specs)}")
 
-    def settings(steps: int, lr: float | None) -> TrainSettings:
-        return TrainSettings(
-            steps=steps, batch_size=v.batch_size, lr=lr, checkpoint_every=v.checkpoint_every,
-            log_every=v.log_every, device=cfg.device, amp=v.amp, compile=v.compile, seed=cfg.seed,
-            progress=False,
-        )
+    def settings(steps: int, lr: float | None):
+        return _train_settings(cfg, steps, lr, progress=False)
 
     curve: dict[str, list[dict]] = {}
     print("chance      " + " ".join(f"{n[:9]:>9}" for n in names) + f"  {'MIG':>5} {'DCI':>5}")
@@ -88,7 +82,7 @@ def main() -> None:
     for method in chosen:
         model_name, params, lr = specs[method]
         cls = get_model_class(model_name)
-        kwargs = model_kwargs(cls, params, v.n_frames)
+        kwargs = _model_kwargs(cls, params, v.n_frames)
         if getattr(cls, "requires", None) == "dae" and not kwargs.get("dae_checkpoint"):
             dae_dir = out / "pretrained_dae"
             torch.manual_seed(cfg.seed)
@@ -104,10 +98,11 @@ def main() -> None:
             t = time.time()
             res = train_vision(model, frames, settings(steps, lr), out / method, resume=True)
             train_s = time.time() - t
-            m = score(data, model.represent, np.random.default_rng(cfg.seed), ["mig", "dci"], args.settings)
-            acc = m["dci"]["informativeness_test_per_factor"]
-            scored = m["dci"]["scored_factors"]
-            row = dict(zip([names[j] for j in scored], acc))
+            # Scored as stage 1 scores: the saved model.pt, loaded (the in-memory model is in
+            # channels_last on the CPU, whose float differences move DCI's accuracies by ~0.01).
+            saved = load_checkpoint(res.model_path)
+            m = score(data, saved.represent, np.random.default_rng(cfg.seed), ["mig", "dci"], args.settings)
+            row = {names[j]: a for j, a in accuracy_by_factor(m["dci"]).items()}
             point = {
                 "steps": steps, "train_s": round(train_s, 1), "mig": m["mig"]["mig"], "dci": m["dci"]["dci"],
                 "informativeness_test_per_factor": row,

@@ -290,7 +290,9 @@ def _score_vision(cfg: Config, model, vision_dom: Domain, out: Path, log: Log) -
     factors = {"names": list(data.factor_names), "sizes": [int(s) for s in data.factor_sizes]}
     write_json_atomic(path, {"data": where, "domain": domain, "settings": cfg.metrics.settings, "factors": factors, "metrics": results})
     if "dci" in results:  # what the latents carry, before hours of RL are spent on them
-        acc = dict(zip(results["dci"]["scored_factors"], results["dci"]["informativeness_test_per_factor"]))
+        from vision.metrics.dci import accuracy_by_factor
+
+        acc = accuracy_by_factor(results["dci"])
         label = out.name if out.parent.name == "encoders" else cfg.vision.model  # vision/encoders/<method>
         log(f"[vision] {label}: DCI test accuracy per factor (chance): " + ", ".join(
             f"{n} {acc[j]:.2f} ({1 / s:.2f})" for j, (n, s) in enumerate(zip(factors["names"], factors["sizes"])) if j in acc

@@ -301,6 +301,8 @@ def _method_rows(cfg: Config) -> str:
 def carried_rows(results: dict[str, Any]) -> tuple[list[str], list[float], list[tuple[str, list[float | None]]]]:
     """(factor names, chance per factor, [(encoder, DCI test accuracy per factor)]) of every scored
     encoder: which ground-truth factors a policy on its latents can read at all."""
+    from vision.metrics.dci import accuracy_by_factor
+
     blocks = [("vision", results["vision"]), *results.get("encoders", {}).items()]
     names: list[str] = []
     chance: list[float] = []
@@ -313,7 +315,7 @@ def carried_rows(results: dict[str, Any]) -> tuple[list[str], list[float], list[
             continue
         if not names:
             names, chance = factors["names"], [1.0 / s for s in factors["sizes"]]
-        by_factor = dict(zip(dci["scored_factors"], acc))
+        by_factor = accuracy_by_factor(dci)
         rows.append((label, [by_factor.get(j) for j in range(len(names))]))
     return names, chance, rows
 

@@ -299,6 +299,12 @@ def _compute_dci(
     }
 
 
+def accuracy_by_factor(result: dict[str, Any]) -> dict[int, float]:
+    """Factor index → test accuracy of its classifier, for the factors a DCI ``result`` scored
+    (constant factors are skipped, so an index may be missing)."""
+    return dict(zip(result["scored_factors"], result["informativeness_test_per_factor"]))
+
+
 def dci(
     data: GroundTruthData,
     represent: RepresentFn,

@@ -1,0 +1,48 @@
+"""benchmarks/perception_curve.py: stage 1's encoders scored per factor along training."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from vision.checkpoint import load_checkpoint
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "perception_curve.py"
+
+
+def test_curve_resumes_between_points_and_scores_the_model_it_trained(tiny_raw, tmp_path, monkeypatch, capsys):
+    from envs.registry import get_domain
+    from envs.seek_avoid import SeekAvoidGroundTruth
+    from vision.metrics import score
+
+    tiny_raw["methods"] = {"darla": {"encoder": "vision"}, "twin": {"encoder": "vision"}, "pixels": {"encoder": "pixels"}}
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_raw))
+    out = tmp_path / "pc"
+    argv = ["perception_curve.py", str(cfg_path), "--at", "4", "2", "--out", str(out), "-o", "vision.checkpoint_every=2"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    printed = capsys.readouterr().out
+    curve = json.loads((out / tiny_raw["name"] / "curve.json").read_text())["curve"]
+    # One vision model, under the first method that sees through it; no pixel method.
+    assert list(curve) == ["darla"] and [p["steps"] for p in curve["darla"]] == [2, 4]
+    model = load_checkpoint(out / tiny_raw["name"] / "darla" / "model.pt")
+    data = SeekAvoidGroundTruth(tiny_raw["env"]["size"], get_domain("seek_avoid", "vision"))
+    want = score(data, model.represent, np.random.default_rng(tiny_raw["seed"]), ["mig", "dci"], "fast")
+    last = curve["darla"][-1]
+    assert list(last["informativeness_test_per_factor"]) == list(data.factor_names)
+    assert list(last["informativeness_test_per_factor"].values()) == want["dci"]["informativeness_test_per_factor"]
+    assert last["mig"] == want["mig"]["mig"] and "agent_x" in printed
+    # An unknown method is one clear line naming the choices.
+    monkeypatch.setattr(sys, "argv", [*argv, "--methods", "nope"])
+    try:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    except SystemExit as e:
+        assert "no trained encoder for ['nope']; choose from ['darla']" in str(e)
+    else:
+        raise AssertionError("an unknown method was accepted")
