@@ -21,7 +21,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from vision.nets import DEFAULT_CHANNELS
 from vision.vae import VAE
 
 ESTIMATORS = ("mws", "mss")
@@ -110,7 +109,7 @@ class BetaTCVAE(VAE):
         gamma: float = 1.0,
         estimator: str = "mss",
         likelihood: str = "bernoulli",
-        channels: Sequence[int] = DEFAULT_CHANNELS,
+        channels: Sequence[int] | None = None,
         hidden: int = 256,
     ) -> None:
         super().__init__(obs_shape, latent_dim, likelihood, channels, hidden)

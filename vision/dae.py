@@ -22,7 +22,7 @@ from vision.base import (
     reconstruction_loss,
     reparameterize,
 )
-from vision.nets import DEFAULT_CHANNELS, ConvDecoder, ConvEncoder
+from vision.nets import ConvDecoder, ConvEncoder, default_channels
 from vision.vae import VAE
 
 CORRUPTIONS = ("mask", "gaussian", "dropout")
@@ -53,7 +53,7 @@ class DAE(VisionModel):
         noise_std: float = 0.3,
         drop_prob: float = 0.3,
         likelihood: str = "bernoulli",
-        channels: Sequence[int] = DEFAULT_CHANNELS,
+        channels: Sequence[int] | None = None,
         hidden: int = 256,
     ) -> None:
         super().__init__(obs_shape, latent_dim)
@@ -61,6 +61,7 @@ class DAE(VisionModel):
             raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {corruption!r}")
         if n_masks < 1 or noise_std < 0 or not 0 <= drop_prob < 1:
             raise ValueError(f"need n_masks ≥ 1, noise_std ≥ 0, 0 ≤ drop_prob < 1; got {n_masks}, {noise_std}, {drop_prob}")
+        channels = default_channels(self.obs_shape) if channels is None else tuple(channels)
         self.corruption, self.likelihood = corruption, likelihood
         self.n_masks, self.noise_std, self.drop_prob = int(n_masks), float(noise_std), float(drop_prob)
         self.hparams.update(
@@ -127,7 +128,7 @@ class BetaVAEDAE(VAE):
         dae_checkpoint: str | None = None,
         dae_kwargs: dict | None = None,
         dae_layer: str = "bottleneck",
-        channels: Sequence[int] = DEFAULT_CHANNELS,
+        channels: Sequence[int] | None = None,
         hidden: int = 256,
     ) -> None:
         super().__init__(obs_shape, latent_dim, "bernoulli", channels, hidden)

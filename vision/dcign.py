@@ -23,7 +23,6 @@ from torch import Tensor
 
 from envs.factors import GroundTruthData
 from vision.base import LossOutput, gaussian_kl_per_dim, reconstruction_loss, reparameterize
-from vision.nets import DEFAULT_CHANNELS
 from vision.vae import VAE
 
 
@@ -69,7 +68,7 @@ class DCIGN(VAE):
         beta: float = 1.0,
         factor_weights: list[float] | None = None,
         likelihood: str = "bernoulli",
-        channels: Sequence[int] = DEFAULT_CHANNELS,
+        channels: Sequence[int] | None = None,
         hidden: int = 256,
     ) -> None:
         super().__init__(obs_shape, latent_dim, likelihood, channels, hidden)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vision.base import LossOutput, gaussian_kl_per_dim, reconstruction_loss, reparameterize
-from vision.nets import DEFAULT_CHANNELS, mlp
+from vision.nets import mlp
 from vision.vae import VAE
 
 
@@ -64,7 +64,7 @@ class FactorVAE(VAE):
         disc_depth: int = 6,
         disc_lr: float = 1e-4,
         likelihood: str = "bernoulli",
-        channels: Sequence[int] = DEFAULT_CHANNELS,
+        channels: Sequence[int] | None = None,
         hidden: int = 256,
     ) -> None:
         super().__init__(obs_shape, latent_dim, likelihood, channels, hidden)

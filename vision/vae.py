@@ -18,7 +18,7 @@ from vision.base import (
     reconstruction_loss,
     reparameterize,
 )
-from vision.nets import DEFAULT_CHANNELS, ConvDecoder, ConvEncoder
+from vision.nets import ConvDecoder, ConvEncoder, default_channels
 
 
 class VAE(VisionModel):
@@ -31,12 +31,13 @@ class VAE(VisionModel):
         obs_shape: Sequence[int],
         latent_dim: int = 10,
         likelihood: str = "bernoulli",
-        channels: Sequence[int] = DEFAULT_CHANNELS,
+        channels: Sequence[int] | None = None,
         hidden: int = 256,
     ) -> None:
         super().__init__(obs_shape, latent_dim)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        channels = default_channels(self.obs_shape) if channels is None else tuple(channels)
         self.likelihood = likelihood
         self.hparams.update(likelihood=likelihood, channels=list(channels), hidden=int(hidden))
         self.encoder = ConvEncoder(self.obs_shape, 2 * self.latent_dim, channels, hidden)
@@ -76,7 +77,7 @@ class BetaVAE(VAE):
         latent_dim: int = 10,
         beta: float = 4.0,
         likelihood: str = "bernoulli",
-        channels: Sequence[int] = DEFAULT_CHANNELS,
+        channels: Sequence[int] | None = None,
         hidden: int = 256,
     ) -> None:
         super().__init__(obs_shape, latent_dim, likelihood, channels, hidden)
@@ -108,7 +109,7 @@ class CapacityVAE(VAE):
         c_max: float = 25.0,
         c_steps: int = 100_000,
         likelihood: str = "bernoulli",
-        channels: Sequence[int] = DEFAULT_CHANNELS,
+        channels: Sequence[int] | None = None,
         hidden: int = 256,
     ) -> None:
         super().__init__(obs_shape, latent_dim, likelihood, channels, hidden)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vision.base import gaussian_kl_per_dim, reconstruction_loss
-from vision.nets import ConvDecoder, ConvEncoder
+from vision.nets import DEFAULT_CHANNELS, ConvDecoder, ConvEncoder, default_channels
 from vision.registry import VISION_MODELS, get_model_class
 from vision.vae import VAE, BetaVAE
 
@@ -77,6 +77,35 @@ def test_nets_sized_from_image(side):
     assert dec(torch.zeros(2, 5)).shape == (2, 3, side, side)
 
 
+@pytest.mark.parametrize(
+    "side, layers, map_side",
+    [(84, 4, 5), (64, 4, 4), (48, 3, 6), (32, 3, 4), (24, 2, 6), (16, 2, 4), (8, 1, 4)],
+)
+def test_default_stack_keeps_the_map_at_least_4x4(side, layers, map_side):
+    """Burgess's 4 layers at 64 px and up; fewer on smaller frames, so 32 px ends at 4×4, not 2×2."""
+    chans = default_channels((3, side, side))
+    assert chans == DEFAULT_CHANNELS[:layers]
+    enc = ConvEncoder((3, side, side), 6)
+    assert enc.flat_dim == chans[-1] * map_side * map_side
+    assert ConvDecoder(3, (3, side, side))(torch.zeros(2, 3)).shape == (2, 3, side, side)
+
+
+def test_models_record_the_resolved_stack_and_old_checkpoints_still_load(tmp_path):
+    from vision.checkpoint import load_checkpoint, save_checkpoint
+    from vision.dae import DAE
+    from vision.infogan import InfoGAN
+
+    for cls in (BetaVAE, DAE, InfoGAN):
+        m = cls((3, 32, 32))
+        assert m.hparams["channels"] == [32, 32, 64], cls  # what a checkpoint stores and rebuilds
+    # A checkpoint written with the old 4-layer default at 32 px keeps its own stack.
+    old = BetaVAE((3, 32, 32), 4, channels=[32, 32, 64, 64])
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "old.pt", old))
+    assert loaded.hparams["channels"] == [32, 32, 64, 64] and loaded.encoder.flat_dim == 64 * 2 * 2
+    x = batch(4)
+    torch.testing.assert_close(loaded.represent(x), old.eval().represent(x))
+
+
 def test_one_step_lowers_loss_on_fixed_batch():
     torch.manual_seed(0)
     m = BetaVAE((3, 32, 32), 4, beta=1.0, **SMALL)
@@ -126,4 +155,4 @@ def test_registry_and_bad_arguments():
     with pytest.raises(ValueError, match="likelihood must be"):
         BetaVAE((3, 32, 32), likelihood="laplace")
     with pytest.raises(ValueError, match="too small"):
-        BetaVAE((3, 8, 8))
+        BetaVAE((3, 8, 8), channels=DEFAULT_CHANNELS)  # 4 stride-2 layers on 8 px: the default has 1
