@@ -22,7 +22,7 @@ from vision.base import (
     reconstruction_loss,
     reparameterize,
 )
-from vision.nets import ConvDecoder, ConvEncoder, default_channels
+from vision.nets import ConvDecoder, ConvEncoder, resolve_channels
 from vision.vae import VAE
 
 CORRUPTIONS = ("mask", "gaussian", "dropout")
@@ -61,7 +61,7 @@ class DAE(VisionModel):
             raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {corruption!r}")
         if n_masks < 1 or noise_std < 0 or not 0 <= drop_prob < 1:
             raise ValueError(f"need n_masks ≥ 1, noise_std ≥ 0, 0 ≤ drop_prob < 1; got {n_masks}, {noise_std}, {drop_prob}")
-        channels = default_channels(self.obs_shape) if channels is None else tuple(channels)
+        channels = resolve_channels(self.obs_shape, channels)
         self.corruption, self.likelihood = corruption, likelihood
         self.n_masks, self.noise_std, self.drop_prob = int(n_masks), float(noise_std), float(drop_prob)
         self.hparams.update(

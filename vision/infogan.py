@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vision.base import LossOutput, VisionModel
-from vision.nets import ConvDecoder, ConvEncoder, default_channels, mlp
+from vision.nets import ConvDecoder, ConvEncoder, mlp, resolve_channels
 
 
 def gaussian_nll(c: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
@@ -92,7 +92,7 @@ class InfoGAN(VisionModel):
             raise ValueError(f"info_weight must be ≥ 0, got {info_weight}")
         if d_lr <= 0 or g_lr <= 0:
             raise ValueError(f"d_lr and g_lr must be > 0, got d_lr={d_lr}, g_lr={g_lr}")
-        channels = default_channels(self.obs_shape) if channels is None else tuple(channels)
+        channels = resolve_channels(self.obs_shape, channels)
         self.noise_dim, self.info_weight = int(noise_dim), float(info_weight)
         self.d_lr, self.g_lr = float(d_lr), float(g_lr)
         self.hparams.update(

@@ -45,6 +45,21 @@ def default_channels(obs_shape: Sequence[int]) -> tuple[int, ...]:
     return DEFAULT_CHANNELS[:n]
 
 
+def resolve_channels(obs_shape: Sequence[int], channels: Sequence[int] | None) -> tuple[int, ...]:
+    """``channels`` as a tuple, or :func:`default_channels` for ``obs_shape`` when it is None.
+
+    Every model and net resolves its ``channels`` argument here, so a model's hparams record the
+    stack it was built with. Raises ValueError unless it is a non-empty list of positive ints.
+    """
+    if channels is None:
+        return default_channels(obs_shape)
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or not channels or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels
+    ):
+        raise ValueError(f"channels must be a non-empty list of positive integers, got {channels!r}")
+    return tuple(channels)
+
+
 class ConvEncoder(nn.Module):
     """(N, C, H, W) → (N, out_dim). ``out_dim`` is 2·latent for a Gaussian head."""
 
@@ -57,7 +72,7 @@ class ConvEncoder(nn.Module):
     ) -> None:
         super().__init__()
         c, h, w = obs_shape
-        channels = default_channels(obs_shape) if channels is None else channels
+        channels = resolve_channels(obs_shape, channels)
         hs, ws = conv_spatial_sizes(h, len(channels)), conv_spatial_sizes(w, len(channels))
         if hs[-1] < 1 or ws[-1] < 1:
             raise ValueError(f"image {h}×{w} is too small for {len(channels)} stride-2 conv layers")
@@ -97,7 +112,7 @@ class ConvDecoder(nn.Module):
     ) -> None:
         super().__init__()
         c, h, w = obs_shape
-        channels = default_channels(obs_shape) if channels is None else channels
+        channels = resolve_channels(obs_shape, channels)
         hs, ws = conv_spatial_sizes(h, len(channels)), conv_spatial_sizes(w, len(channels))
         rev = list(channels)[::-1]
         self.start_shape = (rev[0], hs[-1], ws[-1])

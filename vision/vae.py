@@ -18,7 +18,7 @@ from vision.base import (
     reconstruction_loss,
     reparameterize,
 )
-from vision.nets import ConvDecoder, ConvEncoder, default_channels
+from vision.nets import ConvDecoder, ConvEncoder, resolve_channels
 
 
 class VAE(VisionModel):
@@ -37,7 +37,7 @@ class VAE(VisionModel):
         super().__init__(obs_shape, latent_dim)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-        channels = default_channels(self.obs_shape) if channels is None else tuple(channels)
+        channels = resolve_channels(self.obs_shape, channels)
         self.likelihood = likelihood
         self.hparams.update(likelihood=likelihood, channels=list(channels), hidden=int(hidden))
         self.encoder = ConvEncoder(self.obs_shape, 2 * self.latent_dim, channels, hidden)

@@ -156,3 +156,6 @@ def test_registry_and_bad_arguments():
         BetaVAE((3, 32, 32), likelihood="laplace")
     with pytest.raises(ValueError, match="too small"):
         BetaVAE((3, 8, 8), channels=DEFAULT_CHANNELS)  # 4 stride-2 layers on 8 px: the default has 1
+    for bad in (32, [], [32, 0], "32", [32.0]):  # e.g. `vision.channels: 32` in a config
+        with pytest.raises(ValueError, match="channels must be a non-empty list of positive integers"):
+            BetaVAE((3, 32, 32), channels=bad)
