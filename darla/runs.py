@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,8 @@ class RunDir:
         entry = {
             "status": "complete",
             "sha256": {str(p.relative_to(self.root)): sha256_file(p) for p in artifacts},
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # microseconds: a stage re-run within the same second must still get a new stamp
+            "finished": datetime.now().astimezone().isoformat(timespec="microseconds"),
             **({"wall_time_s": round(time.time() - started, 3)} if started else {}),
             **(info or {}),
         }

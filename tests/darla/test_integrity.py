@@ -138,6 +138,14 @@ def test_manifest_is_sealed_and_a_changed_value_is_detected(tiny_cfg, tmp_path, 
     assert rd.manifest()["stages"]["vision"]["trained"] is True
 
 
+def test_a_stage_completed_twice_in_one_second_gets_two_stamps(tmp_path):
+    """The ``finished`` stamp tells a re-run from a kept stage, even on a machine fast enough to redo it at once."""
+    rd = RunDir(tmp_path / "r")
+    first = rd.complete("report", [], {})["finished"]
+    second = rd.complete("report", [], {})["finished"]
+    assert first != second and rd.stage("report")["finished"] == second
+
+
 # -- vision checkpoints ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
