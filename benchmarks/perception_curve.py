@@ -5,8 +5,12 @@ encoders (its ``vision`` model and every method with a trained encoder) on the p
 exactly as stage 1 does, and at each of ``--at`` steps prints, per ground-truth factor, the test
 accuracy of DCI's classifier from the latent means to that factor (``informativeness_test_per_factor``)
 next to chance (1 / the factor's size). Training resumes between points, so the last column is
-the model stage 1 would hand over at that budget. Add ``-o key=value`` overrides (as the CLI's)
-to try a larger frame or a wider DAE without writing a config.
+the model stage 1 would hand over at that budget. A second row per point, ``MLP probe``, is the
+test accuracy of a 256-unit MLP trained on 4,000 fresh codes and tested on 2,000
+(:mod:`vision.metrics.probe`): DCI's small-sample trees understate a factor spread over several
+latents, which a policy's MLP still reads.
+Add ``-o key=value`` overrides (as the CLI's) to try a larger frame or a wider DAE without
+writing a config.
 
     python benchmarks/perception_curve.py configs/seek_avoid_cpu.yaml --at 2500 5000 10000 20000
     python benchmarks/perception_curve.py configs/seek_avoid_cpu.yaml --methods vae_beta1 \\
@@ -30,6 +34,7 @@ from envs.registry import get_domain, get_env_info
 from vision.checkpoint import load_checkpoint
 from vision.metrics import score
 from vision.metrics.dci import accuracy_by_factor
+from vision.metrics.probe import mlp_probe
 from vision.registry import get_model_class
 from vision.train import train_vision
 
@@ -52,7 +57,7 @@ def main() -> None:
     dom = get_domain(cfg.env.name, cfg.env.domains.vision)
     t0 = time.time()
     frames = collect_frames(
-        cfg.env.name, dom, v.n_frames, seed=cfg.seed, size=cfg.env.size, max_steps=cfg.env.max_steps
+        cfg.env.name, dom, v.n_frames, seed=cfg.seed, size=cfg.env.size, max_steps=v.episode_steps or cfg.env.max_steps
     ).frames
     data = get_env_info(cfg.env.name).ground_truth(cfg.env.size, dom)
     names, sizes = list(data.factor_names), np.asarray(data.factor_sizes)
@@ -103,14 +108,18 @@ def main() -> None:
             saved = load_checkpoint(res.model_path)
             m = score(data, saved.represent, np.random.default_rng(cfg.seed), ["mig", "dci"], args.settings)
             row = {names[j]: a for j, a in accuracy_by_factor(m["dci"]).items()}
+            probe = mlp_probe(data, saved.represent, np.random.default_rng((cfg.seed, 1)))
             point = {
                 "steps": steps, "train_s": round(train_s, 1), "mig": m["mig"]["mig"], "dci": m["dci"]["dci"],
                 "informativeness_test_per_factor": row,
+                "probe_test_per_factor": probe,
                 "loss": {k: vals[-1] for k, vals in res.history.items() if vals and k != "step"},
             }
             curve[method].append(point)
             cells = " ".join(f"{row.get(n, float('nan')):9.2f}" for n in names)
             print(f"{method[:9]:>9} {steps:>6}  {cells}  {point['mig']:5.2f} {point['dci']:5.2f}  ({train_s:.0f} s)", flush=True)
+            cells = " ".join(f"{probe[n]:9.2f}" for n in names)
+            print(f"{'MLP probe':>16}  {cells}", flush=True)
             out.mkdir(parents=True, exist_ok=True)
             (out / "curve.json").write_text(json.dumps({"config": args.config, "overrides": args.override, "curve": curve}, indent=1))
     print(f"total {time.time() - t0:.0f} s; curve in {out / 'curve.json'}")

@@ -85,6 +85,11 @@ class VisionConfig:
     model: str = field(default="beta_vae", metadata={"doc": "vision registry name"})
     latent_dim: int = field(default=10, metadata=_choices(1, 512))
     n_frames: int = field(default=10_000, metadata={"doc": "random-policy frames", **_choices(64)})
+    episode_steps: int | None = field(
+        default=None,
+        metadata={"doc": "time limit of the random-policy episodes that collect the frames (None: env.max_steps); "
+                         "shorter episodes show more scenes and object placements for the same n_frames", **_choices(1)},
+    )
     steps: int = field(default=5_000, metadata=_choices(1))
     batch_size: int = field(default=64, metadata=_choices(1))
     lr: float | None = field(default=None, metadata={"doc": "None → the model's default", **_choices(0.0, exclusive_min=True)})

@@ -174,8 +174,9 @@ def _vision_frames(cfg: Config, vision_dom: Domain, log: Log) -> np.ndarray:
         rng = np.random.default_rng(cfg.seed)
         images = data.sample_observations_from_factors(data.sample_factors(v.n_frames, rng), rng)
         return (images.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)
-    log(f"[vision] collecting {v.n_frames} random-policy frames in domain {vision_dom.name!r}")
-    return collect_frames(cfg.env.name, vision_dom, v.n_frames, seed=cfg.seed, size=cfg.env.size, max_steps=cfg.env.max_steps).frames
+    steps = v.episode_steps or cfg.env.max_steps
+    log(f"[vision] collecting {v.n_frames} random-policy frames in domain {vision_dom.name!r} (episodes of {steps} steps)")
+    return collect_frames(cfg.env.name, vision_dom, v.n_frames, seed=cfg.seed, size=cfg.env.size, max_steps=steps).frames
 
 
 def _train_one(

@@ -38,6 +38,11 @@ def test_curve_resumes_between_points_and_scores_the_model_it_trained(tiny_raw, 
     assert list(last["informativeness_test_per_factor"]) == list(data.factor_names)
     assert list(last["informativeness_test_per_factor"].values()) == want["dci"]["informativeness_test_per_factor"]
     assert last["mig"] == want["mig"]["mig"] and "agent_x" in printed
+    # and an MLP probe of the same model, on its own sample (seeded from the config's seed)
+    from vision.metrics.probe import mlp_probe
+
+    assert last["probe_test_per_factor"] == mlp_probe(data, model.represent, np.random.default_rng((tiny_raw["seed"], 1)))
+    assert printed.count("MLP probe  ") == 2
     # An unknown method is one clear line naming the choices.
     monkeypatch.setattr(sys, "argv", [*argv, "--methods", "nope"])
     try:

@@ -389,3 +389,26 @@ def test_stage_of_key():
     assert pipeline.stage_of_key("methods.b.params.beta", old, old) == "vision"  # an encoder trained in stage 1
     assert pipeline.stage_of_key("methods.c", old, {"methods": {"c": {"encoder": "pixels"}}}) == "agent"
     assert pipeline.stage_of_key("seed", old, old) == "vision"
+
+
+def test_vision_episode_steps_sets_the_collection_episodes_only(tiny_cfg):
+    """Stage 1's frames come from episodes of ``vision.episode_steps`` (default: env.max_steps)."""
+    from envs.collect import collect_frames
+    from envs.registry import get_domain
+
+    dom = get_domain(tiny_cfg.env.name, tiny_cfg.env.domains.vision)
+    n = tiny_cfg.vision.n_frames
+
+    def frames(**vision):
+        logs = []
+        out = pipeline._vision_frames(replace(tiny_cfg, vision=replace(tiny_cfg.vision, **vision)), dom, logs.append)
+        return out, logs[-1]
+
+    default, said = frames()
+    assert f"episodes of {tiny_cfg.env.max_steps} steps" in said
+    assert np.array_equal(default, collect_frames(tiny_cfg.env.name, dom, n, tiny_cfg.seed, tiny_cfg.env.size, max_steps=tiny_cfg.env.max_steps).frames)
+    short, said = frames(episode_steps=3)
+    assert "episodes of 3 steps" in said
+    assert np.array_equal(short, collect_frames(tiny_cfg.env.name, dom, n, tiny_cfg.seed, tiny_cfg.env.size, max_steps=3).frames)
+    # a reset every 3 frames: frame 3 is a new episode's (another scene or placement), not the 4th step
+    assert np.array_equal(short[:3], default[:3]) and not np.array_equal(short, default)
