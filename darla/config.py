@@ -169,6 +169,11 @@ class TransferConfig:
 class MetricsConfig:
     enabled: list[str] = field(default_factory=list, metadata={"doc": "metric names, or ['all']"})
     settings: Literal["fast", "full"] = "fast"
+    probe: bool | None = field(
+        default=None,
+        metadata={"doc": "also an MLP probe per factor (vision.metrics.probe), what a policy can read; "
+                         "None: whenever dci is enabled"},
+    )
 
 
 ScanAblation = Literal["reverse_kl", "entangled"]

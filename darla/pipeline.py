@@ -289,14 +289,28 @@ def _score_vision(cfg: Config, model, vision_dom: Domain, out: Path, log: Log) -
     path = out / "metrics.json"
     domain = None if dsprites else vision_dom.name
     factors = {"names": list(data.factor_names), "sizes": [int(s) for s in data.factor_sizes]}
-    write_json_atomic(path, {"data": where, "domain": domain, "settings": cfg.metrics.settings, "factors": factors, "metrics": results})
-    if "dci" in results:  # what the latents carry, before hours of RL are spent on them
+    probe = None
+    if cfg.metrics.probe or (cfg.metrics.probe is None and "dci" in results):
+        from vision.metrics.probe import SIZES, mlp_probe
+
+        probe = mlp_probe(data, model.represent, np.random.default_rng((cfg.seed, 1)), *SIZES[cfg.metrics.settings])
+    write_json_atomic(path, {
+        "data": where, "domain": domain, "settings": cfg.metrics.settings, "factors": factors, "metrics": results,
+        **({"probe": probe} if probe is not None else {}),
+    })
+    # what the latents carry, before hours of RL are spent on them
+    label = out.name if out.parent.name == "encoders" else cfg.vision.model  # vision/encoders/<method>
+    chance = {n: 1 / s for n, s in zip(factors["names"], factors["sizes"])}
+    if "dci" in results:
         from vision.metrics.dci import accuracy_by_factor
 
         acc = accuracy_by_factor(results["dci"])
-        label = out.name if out.parent.name == "encoders" else cfg.vision.model  # vision/encoders/<method>
         log(f"[vision] {label}: DCI test accuracy per factor (chance): " + ", ".join(
-            f"{n} {acc[j]:.2f} ({1 / s:.2f})" for j, (n, s) in enumerate(zip(factors["names"], factors["sizes"])) if j in acc
+            f"{n} {acc[j]:.2f} ({chance[n]:.2f})" for j, n in enumerate(factors["names"]) if j in acc
+        ))
+    if probe is not None:
+        log(f"[vision] {label}: MLP probe test accuracy per factor (chance): " + ", ".join(
+            f"{n} {a:.2f} ({chance[n]:.2f})" for n, a in probe.items()
         ))
     return path
 

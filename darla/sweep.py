@@ -422,9 +422,11 @@ def vision_key(cfg: Config) -> str:
     """12 hex digits identifying ``cfg``'s stage-1 inputs (:func:`vision_config`)."""
     d = vision_config(cfg).to_dict()
     del d["name"], d["runs_dir"]
-    # Added after sweeps existed: at its default it hashes as before, so their stage 1 is still found.
+    # Added after sweeps existed: at their defaults they hash as before, so their stage 1 is still found.
     if d["vision"].get("episode_steps") is None:
         d["vision"].pop("episode_steps", None)
+    if d["metrics"].get("probe") is None:
+        d["metrics"].pop("probe", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -93,6 +93,8 @@ def _vision_numbers(folder: Path) -> dict[str, Any]:
         vision["metrics"] = scored["metrics"]
         if "factors" in scored:  # runs scored before the factors were recorded have none
             vision["factors"] = scored["factors"]
+        if "probe" in scored:
+            vision["probe"] = scored["probe"]
     return vision
 
 
@@ -298,9 +300,15 @@ def _method_rows(cfg: Config) -> str:
     return "<table><tr><th>method</th><th>what the policy sees through</th><th>input</th></tr>" + "".join(rows) + "</table>"
 
 
-def carried_rows(results: dict[str, Any]) -> tuple[list[str], list[float], list[tuple[str, list[float | None]]]]:
-    """(factor names, chance per factor, [(encoder, DCI test accuracy per factor)]) of every scored
-    encoder: which ground-truth factors a policy on its latents can read at all."""
+def carried_rows(
+    results: dict[str, Any], probe: bool = False
+) -> tuple[list[str], list[float], list[tuple[str, list[float | None]]]]:
+    """(factor names, chance per factor, [(encoder, test accuracy per factor)]) of every scored
+    encoder: which ground-truth factors a policy on its latents can read at all.
+
+    The accuracies are DCI's classifier's, or with ``probe`` the MLP probe's
+    (:mod:`vision.metrics.probe`); an encoder without them has no row.
+    """
     from vision.metrics.dci import accuracy_by_factor
 
     blocks = [("vision", results["vision"]), *results.get("encoders", {}).items()]
@@ -308,33 +316,43 @@ def carried_rows(results: dict[str, Any]) -> tuple[list[str], list[float], list[
     chance: list[float] = []
     rows = []
     for label, numbers in blocks:
-        dci = numbers.get("metrics", {}).get("dci", {})
-        acc = dci.get("informativeness_test_per_factor")
         factors = numbers.get("factors")
-        if not acc or not factors:
+        if probe:
+            by_name = numbers.get("probe")
+            by_factor = {j: by_name.get(n) for j, n in enumerate(factors["names"])} if by_name and factors else None
+        else:
+            dci = numbers.get("metrics", {}).get("dci", {})
+            by_factor = accuracy_by_factor(dci) if dci.get("informativeness_test_per_factor") and factors else None
+        if by_factor is None:
             continue
         if not names:
             names, chance = factors["names"], [1.0 / s for s in factors["sizes"]]
-        by_factor = accuracy_by_factor(dci)
         rows.append((label, [by_factor.get(j) for j in range(len(names))]))
     return names, chance, rows
 
 
 def _carried_table(results: dict[str, Any], vision_label: str) -> str:
     names, chance, rows = carried_rows(results)
-    if not rows:
+    p_names, p_chance, p_rows = carried_rows(results, probe=True)
+    if not rows and not p_rows:
         return ""
+    names, chance = names or p_names, chance or p_chance
+    probed = dict(p_rows)
     cell = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
     head = "<tr><th>encoder</th>" + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr>"
     body = "<tr><td class='note'>chance</td>" + "".join(f"<td class='note'>{c:.2f}</td>" for c in chance) + "</tr>"
-    for label, acc in rows:
-        label = vision_label if label == "vision" else label
-        body += f"<tr><td>{esc(label)}</td>" + "".join(f"<td>{cell(a)}</td>" for a in acc) + "</tr>"
+    for label in dict.fromkeys([lab for lab, _ in rows] + list(probed)):  # encoders in order, once
+        shown = vision_label if label == "vision" else label
+        for suffix, acc in ((", DCI", dict(rows).get(label)), (", MLP probe", probed.get(label))):
+            if acc is not None:
+                body += f"<tr><td>{esc(shown + suffix)}</td>" + "".join(f"<td>{cell(a)}</td>" for a in acc) + "</tr>"
     return (
         "<h3>What each encoder carries</h3><table>" + head + body + "</table>"
-        "<p class='note'>Test accuracy of DCI's classifier from the latent means to each ground-truth factor "
-        "(vision domain; the metric settings below). Near chance, a factor is invisible to a policy on these "
-        "latents however well the RL half works.</p>"
+        "<p class='note'>Test accuracy from the latent means to each ground-truth factor (vision domain): "
+        "of DCI's classifier (boosted trees on the metric's sample, settings below), and of a 256-unit MLP "
+        "probe on its own sample (vision.metrics.probe), which reads a factor spread over several latents "
+        "as a policy would. Near chance in both, a factor is invisible to a policy on these latents however "
+        "well the RL half works.</p>"
     )
 
 

@@ -45,6 +45,7 @@ MALFORMED = [
     (lambda r: r["vision"].update(beta="1e-4"), "vision.beta: expected a number (YAML reads '1e-4' as text: write 1.0e-4), got '1e-4'"),
     (lambda r: r["vision"].update(latent_dim=0), "vision.latent_dim: must be ≥ 1, got 0"),
     (lambda r: r["vision"].update(episode_steps=0), "vision.episode_steps: must be ≥ 1, got 0"),
+    (lambda r: r.update(metrics={"probe": "yes"}), "metrics.probe: expected true or false, got 'yes'"),
     (lambda r: r["vision"].update(steps=2.5), "vision.steps: expected an integer, got 2.5"),
     (lambda r: r["vision"].update(model="beta_vea"), "vision.model: unknown vision model 'beta_vea' (did you mean 'beta_vae'?); choose from "),
     (lambda r: r.update(device="gpu"), "device: must be one of ['auto', 'cpu', 'cuda'], got 'gpu'"),

@@ -249,6 +249,36 @@ def test_metrics_scored_on_the_env_and_shown_with_settings(tiny_raw, tmp_path):
     # ... and in the log, as soon as stage 1 is scored.
     said = [m for m in lines if m.startswith(f"[vision] {cfg.vision.model}: DCI test accuracy per factor (chance): ")]
     assert len(said) == 1 and f"agent_x {acc[names.index('agent_x')]:.2f} (0.17)" in said[0]
+    # With dci, the MLP probe too (metrics.probe unset): the saved model's, on its own sample.
+    from vision.checkpoint import load_checkpoint
+    from vision.metrics.probe import SIZES, mlp_probe
+
+    model = load_checkpoint(rd.root / "vision/model.pt")
+    want = mlp_probe(truth, model.represent, np.random.default_rng((cfg.seed, 1)), *SIZES["fast"])
+    assert m["probe"] == want and res["vision"]["probe"] == want
+    assert carried_rows(res, probe=True)[2] == [("vision", [want[n] for n in names])]
+    assert f"{cfg.vision.model} (vision), MLP probe</td>" in html and f"{cfg.vision.model} (vision), DCI</td>" in html
+    said = [m for m in lines if m.startswith(f"[vision] {cfg.vision.model}: MLP probe test accuracy per factor (chance): ")]
+    assert len(said) == 1 and f"agent_x {want['agent_x']:.2f} (0.17)" in said[0]
+
+
+@pytest.mark.parametrize("enabled, probe, scored", [
+    (["mig"], None, False), (["mig"], True, True), (["mig", "dci"], False, False), ([], True, True),
+])
+def test_metrics_probe_runs_when_asked_or_with_dci(tiny_cfg, tmp_path, enabled, probe, scored):
+    from darla.config import MetricsConfig
+    from envs.registry import get_domain
+    from vision.vae import BetaVAE
+
+    cfg = replace(tiny_cfg, metrics=MetricsConfig(enabled=enabled, probe=probe))
+    torch.manual_seed(0)
+    model = BetaVAE((3, 32, 32), 4, channels=[8, 8, 16])
+    lines: list[str] = []
+    path = pipeline._score_vision(cfg, model, get_domain("seek_avoid", "vision"), tmp_path, lines.append)
+    m = json.loads(path.read_text())
+    assert ("probe" in m) == scored and any("MLP probe" in line for line in lines) == scored
+    if scored:
+        assert sorted(m["probe"]) == sorted(m["factors"]["names"]) and all(0.0 <= a <= 1.0 for a in m["probe"].values())
 
 
 def test_vision_on_dsprites_trains_and_scores_stage_1_only(tiny_raw, tmp_path, capsys):

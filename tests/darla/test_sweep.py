@@ -108,7 +108,7 @@ def test_vision_key_ignores_what_stage_1_never_reads(tmp_path):
                  {"scan__steps": 5}, {"methods": {"px": {"encoder": "pixels"}, "d": {"encoder": "vision", "finetune": True}}}):
         assert key(**same) == ref, same
     for different in ({"vision__beta": 2.0}, {"seed": 1}, {"env__size": 48}, {"metrics": {"enabled": ["mig"]}},
-                      {"vision__episode_steps": 5}, {"env__max_steps": 7},
+                      {"vision__episode_steps": 5}, {"env__max_steps": 7}, {"metrics": {"probe": True}},
                       {"methods": {"b1": {"encoder": "beta_vae", "params": {"beta": 1.0}}}}):
         assert key(**different) != ref, different
 

@@ -22,6 +22,8 @@ from vision.metrics.utils import RepresentFn, generate_batch_factor_code
 
 N_TRAIN, N_TEST = 4000, 2000
 HIDDEN = 256
+#: (n_train, n_test) per metric settings: ``full`` is what README's tables use.
+SIZES: dict[str, tuple[int, int]] = {"fast": (2000, 1000), "full": (N_TRAIN, N_TEST)}
 
 
 def _compute_probe(
