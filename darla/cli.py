@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     vs.add_argument("--settings", default="fast", choices=["fast", "full"])
     vs.add_argument("--domain", default=None, help="score on this domain of the env (e.g. vision, as stage 1 does); default: every scene")
     vs.add_argument("--seed", type=int, default=0)
+    vs.add_argument("--probe", action="store_true", help="also the MLP probe per factor (what a policy can read), under 'probe'")
     vs.add_argument("--out", type=Path, default=None, help="also write the scores as JSON here")
 
     vsel = vsub.add_parser("select", help="rank trained vision models without labels (UDR)")
@@ -245,6 +246,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.checkpoint} takes images {model.obs_shape}, but {args.data} renders {data.observation_shape}")
     names = "all" if args.metrics == "all" else [m.strip() for m in args.metrics.split(",") if m.strip()]
     res = score(data, model.represent, np.random.default_rng(args.seed), metrics=names, settings=args.settings)
+    if args.probe:  # as stage 1 runs it: its own sample, seeded from --seed
+        from vision.metrics.probe import SIZES, mlp_probe
+
+        res["probe"] = mlp_probe(data, model.represent, np.random.default_rng((args.seed, 1)), *SIZES[args.settings])
     text = json.dumps(res, indent=2, sort_keys=True, default=float)
     print(text)
     if args.out:

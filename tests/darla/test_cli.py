@@ -54,6 +54,13 @@ def test_vision_score_on_a_domain_is_stage_1_scoring(tmp_path, capsys):
     want = score(data, load_checkpoint(ckpt).represent, np.random.default_rng(0), ["dci"], "fast")
     assert res["dci"]["informativeness_test_per_factor"] == want["dci"]["informativeness_test_per_factor"]
     assert len(res["dci"]["informativeness_test_per_factor"]) == len(data.factor_names)
+    assert "probe" not in res
+    # --probe: the MLP probe as stage 1 runs it (own sample from (seed, 1), fast sizes)
+    from vision.metrics.probe import SIZES, mlp_probe
+
+    assert main(["vision", "score", str(ckpt), "--metrics", "mig", "--domain", "vision", "--probe", "--out", str(out)]) == 0
+    probe = json.loads(out.read_text())["probe"]
+    assert probe == mlp_probe(data, load_checkpoint(ckpt).represent, np.random.default_rng((0, 1)), *SIZES["fast"])
     capsys.readouterr()
     assert main(["vision", "score", str(ckpt), "--domain", "nowhere"]) == 1
     assert "nowhere" in capsys.readouterr().err
