@@ -28,13 +28,12 @@ import numpy as np
 import torch
 
 from darla.config import load_config
-from darla.pipeline import _model_kwargs, _train_settings
-from envs.collect import collect_frames
-from envs.registry import get_domain, get_env_info
+from darla.pipeline import _model_kwargs, _train_settings, _vision_frames, vision_ground_truth
+from envs.registry import get_domain
 from vision.checkpoint import load_checkpoint
 from vision.metrics import score
 from vision.metrics.dci import accuracy_by_factor
-from vision.metrics.probe import mlp_probe
+from vision.metrics.probe import probe_for_seed
 from vision.registry import get_model_class
 from vision.train import train_vision
 
@@ -56,10 +55,8 @@ def main() -> None:
     out = Path(args.out) / cfg.name
     dom = get_domain(cfg.env.name, cfg.env.domains.vision)
     t0 = time.time()
-    frames = collect_frames(
-        cfg.env.name, dom, v.n_frames, seed=cfg.seed, size=cfg.env.size, max_steps=v.episode_steps or cfg.env.max_steps
-    ).frames
-    data = get_env_info(cfg.env.name).ground_truth(cfg.env.size, dom)
+    frames = _vision_frames(cfg, dom, print)  # stage 1's frames (vision.episode_steps included)
+    data = vision_ground_truth(cfg, dom)
     names, sizes = list(data.factor_names), np.asarray(data.factor_sizes)
     print(f"{len(frames)} frames {frames.shape[1:]} in {time.time() - t0:.0f} s; factors {names}")
     obs_shape = (frames.shape[3], frames.shape[1], frames.shape[2])
@@ -108,7 +105,7 @@ def main() -> None:
             saved = load_checkpoint(res.model_path)
             m = score(data, saved.represent, np.random.default_rng(cfg.seed), ["mig", "dci"], args.settings)
             row = {names[j]: a for j, a in accuracy_by_factor(m["dci"]).items()}
-            probe = mlp_probe(data, saved.represent, np.random.default_rng((cfg.seed, 1)))
+            probe = probe_for_seed(data, saved.represent, cfg.seed)
             point = {
                 "steps": steps, "train_s": round(train_s, 1), "mig": m["mig"]["mig"], "dci": m["dci"]["dci"],
                 "informativeness_test_per_factor": row,

@@ -247,9 +247,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
     names = "all" if args.metrics == "all" else [m.strip() for m in args.metrics.split(",") if m.strip()]
     res = score(data, model.represent, np.random.default_rng(args.seed), metrics=names, settings=args.settings)
     if args.probe:  # as stage 1 runs it: its own sample, seeded from --seed
-        from vision.metrics.probe import SIZES, mlp_probe
+        from vision.metrics.probe import probe_for_seed
 
-        res["probe"] = mlp_probe(data, model.represent, np.random.default_rng((args.seed, 1)), *SIZES[args.settings])
+        res["probe"] = probe_for_seed(data, model.represent, args.seed, args.settings)
     text = json.dumps(res, indent=2, sort_keys=True, default=float)
     print(text)
     if args.out:

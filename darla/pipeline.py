@@ -291,9 +291,9 @@ def _score_vision(cfg: Config, model, vision_dom: Domain, out: Path, log: Log) -
     factors = {"names": list(data.factor_names), "sizes": [int(s) for s in data.factor_sizes]}
     probe = None
     if cfg.metrics.probe or (cfg.metrics.probe is None and "dci" in results):
-        from vision.metrics.probe import SIZES, mlp_probe
+        from vision.metrics.probe import probe_for_seed
 
-        probe = mlp_probe(data, model.represent, np.random.default_rng((cfg.seed, 1)), *SIZES[cfg.metrics.settings])
+        probe = probe_for_seed(data, model.represent, cfg.seed, cfg.metrics.settings)
     write_json_atomic(path, {
         "data": where, "domain": domain, "settings": cfg.metrics.settings, "factors": factors, "metrics": results,
         **({"probe": probe} if probe is not None else {}),

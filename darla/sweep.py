@@ -418,15 +418,17 @@ def vision_config(cfg: Config) -> Config:
     )
 
 
+#: Stage-1 keys added after sweeps existed, whose unset value (None) left stage 1 as it was.
+ADDED_LATER: tuple[tuple[str, str], ...] = (("vision", "episode_steps"), ("metrics", "probe"))
+
+
 def vision_key(cfg: Config) -> str:
     """12 hex digits identifying ``cfg``'s stage-1 inputs (:func:`vision_config`)."""
     d = vision_config(cfg).to_dict()
     del d["name"], d["runs_dir"]
-    # Added after sweeps existed: at their defaults they hash as before, so their stage 1 is still found.
-    if d["vision"].get("episode_steps") is None:
-        d["vision"].pop("episode_steps", None)
-    if d["metrics"].get("probe") is None:
-        d["metrics"].pop("probe", None)
+    for section, key in ADDED_LATER:  # unset, they hash as before, so older sweeps' stage 1 is still found
+        if d[section].get(key) is None:
+            d[section].pop(key, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

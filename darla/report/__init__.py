@@ -337,13 +337,13 @@ def _carried_table(results: dict[str, Any], vision_label: str) -> str:
     if not rows and not p_rows:
         return ""
     names, chance = names or p_names, chance or p_chance
-    probed = dict(p_rows)
+    dci, probed = dict(rows), dict(p_rows)
     cell = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
     head = "<tr><th>encoder</th>" + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr>"
     body = "<tr><td class='note'>chance</td>" + "".join(f"<td class='note'>{c:.2f}</td>" for c in chance) + "</tr>"
-    for label in dict.fromkeys([lab for lab, _ in rows] + list(probed)):  # encoders in order, once
+    for label in dict.fromkeys([*dci, *probed]):  # encoders in order, once
         shown = vision_label if label == "vision" else label
-        for suffix, acc in ((", DCI", dict(rows).get(label)), (", MLP probe", probed.get(label))):
+        for suffix, acc in ((", DCI", dci.get(label)), (", MLP probe", probed.get(label))):
             if acc is not None:
                 body += f"<tr><td>{esc(shown + suffix)}</td>" + "".join(f"<td>{cell(a)}</td>" for a in acc) + "</tr>"
     return (

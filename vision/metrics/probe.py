@@ -49,6 +49,12 @@ def _compute_probe(
     return acc
 
 
+def probe_for_seed(data: GroundTruthData, represent: RepresentFn, seed: int, settings: str = "full") -> dict[str, float]:
+    """:func:`mlp_probe` as stage 1, ``darla vision score`` and the perception curve run it: its own
+    sample from the generator ``(seed, 1)`` (never the metrics' ``seed`` stream), sized by ``settings``."""
+    return mlp_probe(data, represent, np.random.default_rng((seed, 1)), *SIZES[settings])
+
+
 def mlp_probe(
     data: GroundTruthData, represent: RepresentFn, rng: np.random.Generator, n_train: int = N_TRAIN, n_test: int = N_TEST
 ) -> dict[str, float]:
