@@ -8,6 +8,8 @@ policy it is never touched by the optimiser, and all envs' frames are encoded in
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -24,7 +26,13 @@ class VecEncode(VecEnvWrapper):
     SB3 would bootstrap truncated episodes from raw frames.
     """
 
-    def __init__(self, venv: VecEnv, encoder: VisionModel, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        venv: VecEnv,
+        encoder: VisionModel,
+        device: str | torch.device = "cpu",
+        cuda_graphs: bool | None = None,
+    ) -> None:
         obs_space = venv.observation_space
         if not isinstance(obs_space, spaces.Box) or obs_space.dtype != np.uint8 or len(obs_space.shape) != 3:
             raise ValueError(f"VecEncode needs uint8 (H, W, C) image observations, got {obs_space}")
@@ -38,16 +46,30 @@ class VecEncode(VecEnvWrapper):
         for p in self.encoder.parameters():
             p.requires_grad_(False)
         self.device = torch.device(device)
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a CUDA device, got {self.device}")
+        # None: on wherever the encoder runs on CUDA. Replaying a captured graph launches the
+        # encoder's dozen small kernels as one, which is most of an encode at these sizes.
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self._graphs: dict[tuple[int, ...], _GraphedEncode | None] = {}
         latent = spaces.Box(-np.inf, np.inf, shape=(encoder.latent_dim,), dtype=np.float32)
         super().__init__(venv, observation_space=latent)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu, _ = self.encoder.encode(x.permute(0, 3, 1, 2).float().div_(255.0))
+        return mu.float()
 
     @torch.no_grad()
     def encode(self, frames: np.ndarray) -> np.ndarray:
         """(N, H, W, C) uint8 → (N, latent_dim) float32 posterior means."""
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        mu, _ = self.encoder.encode(x)
-        return mu.float().cpu().numpy()
+        frames = np.ascontiguousarray(frames)
+        if self.cuda_graphs:
+            if frames.shape not in self._graphs:  # one graph per batch size: n_envs, plus terminals
+                self._graphs[frames.shape] = _GraphedEncode.capture(self._forward, frames.shape, self.device)
+            graphed = self._graphs[frames.shape]
+            if graphed is not None:
+                return graphed(frames)
+        return self._forward(torch.from_numpy(frames).to(self.device)).cpu().numpy()
 
     def reset(self) -> VecEnvObs:
         return self.encode(self.venv.reset())
@@ -64,3 +86,43 @@ class VecEncode(VecEnvWrapper):
         for j, i in enumerate(terminal_idx):
             infos[i]["terminal_observation"] = z[n + j]
         return z[:n], rewards, dones, infos
+
+
+class _GraphedEncode:
+    """One CUDA graph of ``fn`` for one uint8 batch shape, fed and read through pinned buffers.
+
+    The graph reads a static device input and writes a static device output; a call copies the
+    frames into the pinned host buffer, then host → device, replays, copies device → host, and
+    synchronises once. Same kernels as the eager forward, so the same numbers.
+    """
+
+    def __init__(self, graph, host_in, dev_in, dev_out, host_out) -> None:
+        self.graph, self.host_in, self.dev_in, self.dev_out, self.host_out = graph, host_in, dev_in, dev_out, host_out
+
+    @classmethod
+    def capture(cls, fn, shape: tuple[int, ...], device: torch.device) -> _GraphedEncode | None:
+        try:
+            dev_in = torch.zeros(shape, dtype=torch.uint8, device=device)
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # warm-up off the capture stream, as torch's docs ask
+                for _ in range(3):
+                    fn(dev_in)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                dev_out = fn(dev_in)
+        except RuntimeError as e:  # an encoder with a capture-unsafe op: stay eager
+            warnings.warn(f"VecEncode: CUDA graph capture failed ({e}); encoding eagerly", stacklevel=3)
+            return None
+        host_in = torch.empty(shape, dtype=torch.uint8).pin_memory()
+        host_out = torch.empty(dev_out.shape, dtype=dev_out.dtype).pin_memory()
+        return cls(graph, host_in, dev_in, dev_out, host_out)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        self.host_in.numpy()[...] = frames
+        self.dev_in.copy_(self.host_in, non_blocking=True)
+        self.graph.replay()
+        self.host_out.copy_(self.dev_out, non_blocking=True)
+        torch.cuda.current_stream(self.dev_in.device).synchronize()
+        return self.host_out.numpy().copy()

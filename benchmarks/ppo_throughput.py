@@ -3,7 +3,9 @@
 The baseline, measured in the same run, is the same PPO (same hyperparameters, same number of
 envs) on a "free" vector env whose observations are random vectors of the latent size: no
 rendering, no encoder. The ratio is what seeing through a frozen conv encoder costs (issue goal
-≥ 0.6). Also prints evaluation episodes/s of the transfer stage.
+≥ 0.6). With ``--device cuda`` it measures VecEncode twice, eager and with its CUDA graph (the
+default on CUDA), and prints each one's encode time per vector step. Also prints evaluation
+episodes/s of the transfer stage.
 
     python benchmarks/ppo_throughput.py [--steps 8192] [--size 64] [--latent 10] [--threads 2] [--device cuda]
 """
@@ -74,8 +76,21 @@ def main() -> None:
     free = DummyVecEnv([lambda: FreeLatentEnv(args.latent) for _ in range(args.n_envs)])
     free.seed(0)
     base, _ = ppo_rate(free, args.steps)
-    enc_env = VecEncode(make_vec_env("seek_avoid", source, args.n_envs, 0, args.size), encoder, args.device)
-    enc, model = ppo_rate(enc_env, args.steps)
+    # On CUDA, the eager encoder and the CUDA-graphed one (VecEncode's default there), in turn.
+    variants = [False, True] if args.device.startswith("cuda") else [False]
+    rows = []
+    for graphs in variants:
+        enc_env = VecEncode(
+            make_vec_env("seek_avoid", source, args.n_envs, 0, args.size), encoder, args.device, cuda_graphs=graphs
+        )
+        frames = enc_env.venv.reset()
+        enc_env.encode(frames)
+        t0 = time.perf_counter()
+        for _ in range(200):
+            enc_env.encode(frames)
+        encode_ms = (time.perf_counter() - t0) / 200 * 1e3
+        rate, model = ppo_rate(enc_env, args.steps)
+        rows.append((graphs, rate, encode_ms))
 
     target = get_domain("seek_avoid", "target_floor_object")
     t0 = time.perf_counter()
@@ -85,7 +100,9 @@ def main() -> None:
     print(f"PPO, {args.n_envs} envs, {args.steps} steps, {args.threads} torch threads, {args.size}px, {args.latent} latents, encoder on {args.device}")
     print(f"{'what':<46}{'steps/s':>10}{'ratio':>8}")
     print(f"{'free latent-sized vector env (baseline)':<46}{base:>10,.0f}{1.0:>8.2f}")
-    print(f"{'seek_avoid frames → VecEncode(β-VAE)':<46}{enc:>10,.0f}{enc / base:>8.2f}")
+    for graphs, rate, encode_ms in rows:
+        what = "seek_avoid frames → VecEncode(β-VAE)" + (", CUDA graph" if graphs else "")
+        print(f"{what:<46}{rate:>10,.0f}{rate / base:>8.2f}   (encode {encode_ms:.3f} ms per {args.n_envs} frames)")
     print(f"transfer evaluation: {eps:.2f} episodes/s ({args.episodes} episodes of 100 steps, one batch)")
 
 

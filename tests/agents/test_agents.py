@@ -67,6 +67,58 @@ def test_vec_encode_rejects_size_mismatch():
         VecEncode(venv, tiny_encoder())
 
 
+def test_vec_encode_cuda_graphs_need_cuda():
+    venv = make_vec_env("seek_avoid", get_domain("seek_avoid", "source"), 1, seed=0, size=SIZE)
+    with pytest.raises(ValueError, match="cuda_graphs=True needs a CUDA device"):
+        VecEncode(venv, tiny_encoder(), "cpu", cuda_graphs=True)
+    assert VecEncode(venv, tiny_encoder(), "cpu").cuda_graphs is False  # the default follows the device
+
+
+def _rollout(env, steps: int = 12) -> list[np.ndarray]:
+    """Observations, then encoded terminal observations, of a fixed random action sequence."""
+    out = [env.reset()]
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        obs, _, done, infos = env.step(rng.integers(env.action_space.n, size=env.num_envs))
+        out.append(obs)
+        out += [info["terminal_observation"] for i, info in enumerate(infos) if done[i]]
+    return out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_vec_encode_cuda_graph_equals_eager():
+    def env(graphs):
+        venv = make_vec_env("seek_avoid", get_domain("seek_avoid", "source"), 3, seed=0, size=SIZE, max_steps=5)
+        return VecEncode(venv, tiny_encoder(), "cuda", cuda_graphs=graphs)
+
+    graphed, eager = env(None), env(False)
+    assert graphed.cuda_graphs and not eager.cuda_graphs
+    a, b = _rollout(graphed), _rollout(eager)
+    assert len(a) > 13  # terminal observations were encoded in the larger, terminal-carrying batches
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    assert len(graphed._graphs) >= 2 and all(g is not None for g in graphed._graphs.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_vec_encode_cuda_graph_capture_failure_falls_back_to_eager():
+    class SyncingEncoder(BetaVAE):  # .item() synchronises, which a capture forbids
+        def encode(self, x):
+            mu, logvar = super().encode(x)
+            return mu * (1.0 + 0.0 * float(mu.sum().item())), logvar
+
+    torch.manual_seed(0)
+    enc = SyncingEncoder((3, SIZE, SIZE), 4, channels=[8, 8, 16, 16], hidden=32)
+    venv = make_vec_env("seek_avoid", get_domain("seek_avoid", "source"), 2, seed=0, size=SIZE)
+    env = VecEncode(venv, enc, "cuda")
+    with pytest.warns(UserWarning, match="CUDA graph capture failed"):
+        z = env.reset()
+    frames = make_vec_env("seek_avoid", get_domain("seek_avoid", "source"), 2, seed=0, size=SIZE).reset()
+    np.testing.assert_allclose(z, enc.represent(to_chw_float(frames)), rtol=1e-5, atol=1e-6)
+    z2 = env.reset()  # the failed shape is remembered: no second capture, no second warning
+    assert z2.shape == (2, 4) and list(env._graphs.values()) == [None]
+
+
 @pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn"])
 def test_train_agent_keeps_encoder_frozen(tmp_path, algo):
     enc = tiny_encoder()
