@@ -19,7 +19,8 @@ check only at log and checkpoint steps (a host sync every step would stall the G
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -143,6 +144,27 @@ def _load_training_state(
     return int(state["step"]), {k: list(v) for k, v in state["history"].items()}, sums, int(state["n_summed"])
 
 
+@contextmanager
+def cudnn_deterministic(enabled: bool = True) -> Iterator[None]:
+    """cuDNN's deterministic convolution algorithms while inside (the flags are restored after).
+
+    cuDNN's default backward algorithms accumulate with atomics, so two GPU runs of one config and
+    seed drift apart: two H100 runs of one 32 px seek-avoid config and seed read the bad object's
+    cell at 0.94 (one, at 20k steps) and at 0.49-0.50 (the other, at 15k and 30k steps; README,
+    "Seek-avoid stage 1 on a GPU"). The standing rule
+    is "same seed, same machine, same results", so stage 1 asks for deterministic ones on CUDA.
+    """
+    if not enabled:
+        yield
+        return
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
 def train_vision(
     model: VisionModel,
     frames: np.ndarray,
@@ -210,7 +232,10 @@ def train_vision(
     batches = batch_indices(len(data), settings.batch_size, settings.seed)
     last_good = start
     t0 = time.perf_counter()
-    with GracefulInterrupt(f"vision training of {model.name!r}") as interrupt:  # Ctrl-C checkpoints, then stops
+    with (
+        GracefulInterrupt(f"vision training of {model.name!r}") as interrupt,  # Ctrl-C checkpoints, then stops
+        cudnn_deterministic(cuda),
+    ):
         try:
             for step in range(start, settings.steps):
                 idx = torch.from_numpy(batches(step)).to(device)

@@ -14,6 +14,7 @@ from vision.train import (
     NonFiniteLossError,
     TrainSettings,
     batch_indices,
+    cudnn_deterministic,
     resolve_device,
     train_vision,
 )
@@ -159,6 +160,23 @@ def test_bad_frames_are_refused(tmp_path):
         train_vision(model(), frames(8), SETTINGS, tmp_path)
     with pytest.raises(ValueError, match="uint8"):
         train_vision(model(), frames().astype(np.float32), SETTINGS, tmp_path)
+
+
+def test_cudnn_deterministic_sets_and_restores_the_flags():
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    try:
+        cudnn.deterministic, cudnn.benchmark = False, True
+        with cudnn_deterministic(True):
+            assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
+        assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+        with pytest.raises(KeyboardInterrupt), cudnn_deterministic(True):
+            raise KeyboardInterrupt  # restored on the way out of an interrupted run too
+        assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+        with cudnn_deterministic(False):  # the CPU path leaves them alone
+            assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
 
 
 def test_resolve_device():
