@@ -151,8 +151,8 @@ def cudnn_deterministic(enabled: bool = True) -> Iterator[None]:
     cuDNN's default backward algorithms accumulate with atomics, so two GPU runs of one config and
     seed drift apart: two H100 runs of one 32 px seek-avoid config and seed read the bad object's
     cell at 0.94 (one, at 20k steps) and at 0.49-0.50 (the other, at 15k and 30k steps; README,
-    "Seek-avoid stage 1 on a GPU"). The standing rule
-    is "same seed, same machine, same results", so stage 1 asks for deterministic ones on CUDA.
+    "The DARLA experiment on a CPU", "Stage 1 on a GPU"). The standing rule is "same seed, same
+    machine, same results", so stage 1 asks for deterministic ones on CUDA.
     """
     if not enabled:
         yield
