@@ -22,7 +22,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set vision.beta=4.0 (repeatable)")
     p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs_dir/name)")
-    p.add_argument("--force", action="store_true", help="discard this run's artifacts and start over")
+    p.add_argument("--force", action="store_true",
+                   help="discard this run's artifacts and start over (only in a directory darla made for a run)")
     p.add_argument("--update", action="store_true",
                    help="accept a changed config that leaves stage 1 alone: keep stage 1, re-run the stages it touches")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -381,7 +382,10 @@ def _cmd_envs(_: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "force", False) and getattr(args, "update", False):
+        parser.error("--force and --update contradict each other: --force starts over, --update keeps stage 1")
     try:
         if args.cmd == "pipeline":
             return _stages_cmd(args, ("vision", "agent", "transfer", "scan", "report"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import inspect
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -606,28 +608,24 @@ def stage_of_key(key: str, old: dict[str, Any], new: dict[str, Any]) -> str | No
     return "vision"
 
 
-def reconcile_config(run: RunDir, cfg: Config, update: bool, log: Log = _print) -> None:
-    """A re-run whose config differs from the run's: accept it where that is safe, else refuse.
+def reconcile_config(run: RunDir, cfg: Config, update: bool) -> tuple[list[str], list[str]]:
+    """A re-run whose config differs from the run's: (changed keys, stages to re-run), or a refusal.
 
     Keys that change no result (:data:`EXECUTION_ONLY`) are accepted. With ``update``, keys
     read only from stage 2 on are accepted too: the stages they touch and everything downstream
-    are discarded (their directories removed: their artifacts belong to the old config) and
-    re-run; stage 1 is kept. A change that touches stage 1 is refused, naming the keys.
+    are to be re-run (:func:`supersede`), stage 1 is kept. A change that touches stage 1 is
+    refused, naming the keys. Nothing is written or deleted here.
     """
-    import shutil
-
     import yaml
 
     from darla.config import diff_configs
-    from darla.runs import write_text_atomic
 
     if not run.config_path.exists():
-        return
-    text = dump_config(cfg)
-    old, new = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}, yaml.safe_load(text)
+        return [], []
+    old, new = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}, yaml.safe_load(dump_config(cfg))
     changed = diff_configs(old, new)
     if not changed:
-        return
+        return [], []
     reads = {k: stage_of_key(k, old, new) for k in changed}
     touched = [s for s in ALL_STAGES if s in reads.values()]
     keys = ", ".join(changed)
@@ -639,18 +637,73 @@ def reconcile_config(run: RunDir, cfg: Config, update: bool, log: Log = _print) 
             f"add --update to keep stage 1 and re-run {', '.join(touched)} and what depends on them, or use --force to start over"
         )
         raise RunDirError(f"{run.root} was run with a different config (changed: {keys}); {how}")
-    redo = [s for s in ALL_STAGES if s in touched or any(s in downstream(t) for t in touched)]
-    if redo:
-        run.invalidate(*redo)
-        for stage in redo:
-            target = run.path(stage)
-            if target.is_dir():
-                shutil.rmtree(target)
-        if "report" in redo:
-            for name in ("report.html", "results.json"):
-                run.path(name).unlink(missing_ok=True)
-        log(f"[run] config changed ({keys}): re-running {', '.join(redo)}; stage 1 is kept")
-    write_text_atomic(run.config_path, text)
+    return changed, [s for s in ALL_STAGES if s in touched or any(s in downstream(t) for t in touched)]
+
+
+#: The files of each stage outside its own directory.
+STAGE_FILES: dict[str, tuple[str, ...]] = {"report": ("report.html", "results.json")}
+
+
+def supersede(run: RunDir, redo: list[str], config_text: str) -> None:
+    """Move the results of ``redo`` aside into ``<run>/.superseded`` and adopt the new config.
+
+    The run's config and manifest as they were go there too, so :func:`restore_superseded` can
+    put the complete run back if the update fails; :func:`discard_superseded` deletes them once
+    every re-run stage is complete. An update on top of a pending one keeps what is already
+    aside (the last complete results) and drops the pending update's own, never-final, output.
+    """
+    from darla.runs import SUPERSEDED, remove_path, write_text_atomic
+
+    aside = run.path(SUPERSEDED)
+    pending = aside.is_dir()
+    aside.mkdir(exist_ok=True)
+    if not pending:
+        for name in ("manifest.json", "config.yaml"):
+            if run.path(name).exists():
+                shutil.copy2(run.path(name), aside / (name + ".tmp"))
+                os.replace(aside / (name + ".tmp"), aside / name)
+    for stage in redo:
+        for name in (stage, *STAGE_FILES.get(stage, ())):
+            src = run.path(name)
+            if not (src.exists() or src.is_symlink()):
+                continue
+            if (aside / name).exists() or (aside / name).is_symlink():
+                remove_path(src)  # the pending update's output; the complete result is already aside
+            else:
+                os.replace(src, aside / name)
+    run.invalidate(*redo)
+    write_text_atomic(run.config_path, config_text)
+
+
+def restore_superseded(run: RunDir) -> bool:
+    """Put a pending update's superseded results, config and manifest back (False: none pending).
+
+    Idempotent, so an interrupted restore is finished by the next run: a ``RESTORING`` mark is
+    written first and removed last.
+    """
+    from darla.runs import SUPERSEDED, remove_path, write_text_atomic
+
+    aside = run.path(SUPERSEDED)
+    if not aside.is_dir():
+        return False
+    write_text_atomic(aside / "RESTORING", "")
+    for item in sorted(aside.iterdir()):
+        if item.name in ("RESTORING", "manifest.json", "config.yaml"):
+            continue
+        remove_path(run.path(item.name))
+        os.replace(item, run.path(item.name))
+    for name in ("config.yaml", "manifest.json"):
+        if (aside / name).exists():
+            os.replace(aside / name, run.path(name))
+    (aside / "RESTORING").unlink()
+    aside.rmdir()
+    return True
+
+
+def discard_superseded(run: RunDir) -> None:
+    from darla.runs import SUPERSEDED, remove_path
+
+    remove_path(run.path(SUPERSEDED))
 
 
 def run_pipeline(
@@ -666,25 +719,49 @@ def run_pipeline(
     """Run (or continue) every stage of ``cfg`` in ``run_dir`` (default ``runs_dir/name``).
 
     ``scan`` runs only when ``scan.enabled`` is true. The run dir is locked for the whole run
-    (:meth:`RunDir.lock`): another process on it raises :class:`RunDirError` at once.
+    (:meth:`RunDir.lock`): another process on it raises :class:`RunDirError` at once. With
+    ``update``, the superseded results stay in ``.superseded`` until every stage is complete,
+    and an update whose stage fails puts the complete run back as it was.
     """
+    from darla.runs import SUPERSEDED, write_text_atomic
+
+    if force and update:
+        raise ValueError("--force and --update contradict each other: --force starts over, --update keeps stage 1")
     if cfg.vision.data == "dsprites" and tuple(stages) != ("vision",):
         raise ValueError("vision.data: dsprites is for stage 1 alone (darla vision train): it has no policy to train")
     run = RunDir(Path(run_dir) if run_dir is not None else Path(cfg.runs_dir) / cfg.name)
     with run.lock():  # one process per run dir; a second one fails at once, naming the first
-        if not force:
-            reconcile_config(run, cfg, update, log)
+        if run.path(SUPERSEDED, "RESTORING").exists():  # a restore that was killed: finish it first
+            restore_superseded(run)
+        changed, redo = ([], []) if force else reconcile_config(run, cfg, update)
+        if redo:
+            supersede(run, redo, dump_config(cfg))
+            log(f"[run] config changed ({', '.join(changed)}): re-running {', '.join(redo)}; stage 1 is kept, "
+                f"the old results wait in {SUPERSEDED}/ until the new ones are complete")
+        elif changed:  # keys that change no result: the run keeps its results under the new config
+            write_text_atomic(run.config_path, dump_config(cfg))
         run.prepare(dump_config(cfg), force=force)
-        for name in stages:
-            if name == "scan" and not cfg.scan.enabled:
-                continue
-            if run.is_complete(name):
-                log(f"[{name}] complete, skipping")
-                continue
-            run.invalidate(*downstream(name))
-            t0 = time.time()
-            STAGE_FUNCS[name](cfg, run, progress=progress, log=log)
-            log(f"[{name}] done in {time.time() - t0:.1f} s")
+        try:
+            for name in stages:
+                if name == "scan" and not cfg.scan.enabled:
+                    continue
+                if run.is_complete(name):
+                    log(f"[{name}] complete, skipping")
+                    continue
+                run.invalidate(*downstream(name))
+                t0 = time.time()
+                STAGE_FUNCS[name](cfg, run, progress=progress, log=log)
+                log(f"[{name}] done in {time.time() - t0:.1f} s")
+        except Exception:
+            # An update that fails (a bad value, a full disk) must not cost the complete run it
+            # replaces. An interrupt is not a failure: it leaves the update to be continued.
+            if restore_superseded(run):
+                log(f"[run] the update failed: {run.root} is back to its last complete results and config")
+            raise
+        if run.path(SUPERSEDED).exists() and all(
+            run.is_complete(s) for s in ALL_STAGES if s != "scan" or cfg.scan.enabled
+        ):
+            discard_superseded(run)
     return run
 
 

@@ -39,6 +39,12 @@ from vision.checkpoint import write_bytes_atomic
 STAGES = ("vision", "agent", "transfer", "report")
 #: The lock file of a run (or sweep) directory; see :meth:`RunDir.lock`.
 LOCK_FILE = ".lock"
+#: The file that marks a directory as darla's own (JSON: kind, created, darla_version). darla
+#: deletes or overwrites only inside a directory that carries it: one darla created, or found
+#: empty and claimed (:func:`claim_dir`).
+MARKER = ".darla-dir"
+#: Superseded results of a pending ``--update``: kept until every re-run stage is complete.
+SUPERSEDED = ".superseded"
 #: The manifest's own content hash (over the rest of it); absent in manifests written by hand.
 MANIFEST_SEAL = "manifest_sha256"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -194,8 +200,12 @@ class RunDir:
 
     # -- one process at a time -------------------------------------------------------------
     @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self, kind: str = "run") -> Iterator[None]:
         """Hold ``<root>/.lock`` (exclusive ``flock``) for the duration; creates ``root``.
+
+        ``root`` must be darla's own directory of ``kind`` (:func:`claim_dir`): a new or empty
+        directory is claimed, a non-empty one that is not darla's is refused before anything is
+        written into it.
 
         Another process holding it is a :class:`RunDirError` at once (no waiting) naming its pid,
         host, start time and command. Re-entrant within one thread (a sweep's run job locks its
@@ -203,7 +213,7 @@ class RunDir:
         is refused like another process. The kernel releases the lock when the process exits,
         even on SIGKILL, so a stale lock file is harmless: it is reused, not obeyed.
         """
-        _make_dir(self.root)
+        claim_dir(self.root, kind)
         path = self.root / LOCK_FILE
         key = os.path.realpath(path)
         me = threading.get_ident()
@@ -235,14 +245,11 @@ class RunDir:
 
         from darla.config import diff_configs
 
-        if force and self.root.exists():
-            for child in ("manifest.json", "vision", "agent", "transfer", "scan", "report.html", "results.json", "config.yaml"):
-                p = self.root / child
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
-        _make_dir(self.root)
+        claim_dir(self.root, "run")  # what --force deletes below is inside darla's own run dir
+        if force:
+            for child in ("manifest.json", "vision", "agent", "transfer", "scan", "report.html", "results.json",
+                          "config.yaml", SUPERSEDED):
+                remove_path(self.root / child)
         check_writable(self.root)
         if self.config_path.exists():
             old = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
@@ -255,6 +262,69 @@ class RunDir:
                 )
         else:
             write_text_atomic(self.config_path, config_text)
+
+
+def remove_path(p: Path) -> None:
+    """Delete a file or a directory tree; a symlink is removed itself, never what it points to."""
+    if p.is_symlink() or p.is_file():
+        p.unlink()
+    elif p.is_dir():
+        shutil.rmtree(p)
+
+
+def _is_darla_run(root: Path) -> bool:
+    """A run directory written before darla marked its directories: a valid darla manifest."""
+    try:
+        data = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "darla_version" in data and _manifest_problem(data) is None
+
+
+def _marker_kind(root: Path) -> str | None:
+    try:
+        data = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "unreadable"
+    return str(data.get("kind")) if isinstance(data, dict) else "unreadable"
+
+
+def claim_dir(root: Path, kind: str) -> None:
+    """Make ``root`` darla's own directory of ``kind`` ("run" or "sweep"), or refuse in one line.
+
+    A missing directory is created and marked; an empty one (or one holding only a lock file)
+    is marked; one already marked with ``kind`` is accepted. A run directory whose valid
+    manifest shows darla wrote it is marked too. Anything else (a source tree, a home
+    directory, a sweep directory given as a run directory) is a :class:`RunDirError`: darla
+    never writes, let alone deletes, in a directory that is not its own.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise RunDirError(f"cannot use {root} as a darla {kind} directory: it exists and is not a directory")
+    found = _marker_kind(root) if root.is_dir() else None
+    if found == kind:
+        return
+    if found is not None:
+        what = f"a darla {found} directory" if found in ("run", "sweep") else f"marked by an unreadable {MARKER}"
+        raise RunDirError(f"{root} is {what}, not a {kind} directory; choose another directory")
+    if root.is_dir():
+        try:
+            entries = {p.name for p in root.iterdir()}
+        except OSError as e:
+            raise RunDirError(f"cannot read directory {root}: {e.strerror or e}") from None
+        legacy = (kind == "run" and _is_darla_run(root)) or (kind == "sweep" and (root / "sweep.json").is_file())
+        if entries - {LOCK_FILE} and not legacy:
+            raise RunDirError(
+                f"{root} is not empty and is not a darla {kind} directory (no {MARKER}); "
+                f"darla writes only into a new or empty directory: choose another"
+            )
+    else:
+        _make_dir(root)
+    info = {"kind": kind, "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "darla_version": darla.__version__}
+    write_json_atomic(root / MARKER, info)
 
 
 def check_writable(root: Path, need_bytes: int = 50 * 2**20) -> None:

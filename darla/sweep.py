@@ -636,7 +636,7 @@ def run_sweep(
 
     # One driver per sweep dir: the lock is the sweep dir's own .lock; each run (and each shared
     # vision dir) is locked separately by whichever process runs it.
-    with RunDir(sweep.sweep_dir).lock():
+    with RunDir(sweep.sweep_dir).lock(kind="sweep"):
         check_writable(sweep.sweep_dir)
         plan, status = plan_sweep(sweep)
         tracker = _Tracker(sweep, status, executor, log)

@@ -328,13 +328,13 @@ def test_disk_full_mid_stage_keeps_earlier_stages_and_is_one_line(tiny_raw, tmp_
 
 # -- the lock ----------------------------------------------------------------------------------------
 @contextmanager
-def held_by_another_thread(root: Path):
-    """Hold ``RunDir(root).lock()`` in another thread (to flock, another thread is another holder)."""
+def held_by_another_thread(root: Path, kind: str = "run"):
+    """Hold ``RunDir(root).lock(kind)`` in another thread (to flock, another thread is another holder)."""
     got, release, errors = threading.Event(), threading.Event(), []
 
     def hold():
         try:
-            with RunDir(root).lock():
+            with RunDir(root).lock(kind):
                 got.set()
                 release.wait(30)
         except BaseException as e:  # noqa: BLE001 — reported below
@@ -415,10 +415,10 @@ def test_sweep_dir_lock_is_its_own(tiny_raw, tmp_path, monkeypatch):
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text(yaml.safe_dump({"base": base.name, "grid": {"vision.beta": [1.0, 2.0]}, "sweep_dir": "sw"}))
     sw = load_sweep(sweep_file)
-    with held_by_another_thread(sw.sweep_dir):
+    with held_by_another_thread(sw.sweep_dir, "sweep"):
         with pytest.raises(RunDirError, match=r"sw is in use by another darla process"):
             run_sweep(sw, log=lambda m: None)
         assert not (sw.sweep_dir / "sweep.json").exists()
-    with RunDir(sw.sweep_dir).lock():  # this thread drives the sweep; a run of it locks its own dir
+    with RunDir(sw.sweep_dir).lock("sweep"):  # this thread drives the sweep; a run of it locks its own dir
         with RunDir(sw.run_dir(sw.runs[0])).lock():
             pass
