@@ -7,7 +7,7 @@ using ``output_padding`` where a stride-2 layer rounded down.
 
 That stack takes a 64 px frame down to a 4×4 map. On smaller frames the default drops trailing
 layers so the map stays at least 4×4 (:func:`default_channels`: 3 layers at 32 px, not a 2×2
-map). Measured on seek-avoid at 32 px (README, "The DARLA experiment on a CPU"): with 4 layers
+map). Measured on seek-avoid at 32 px (docs/experiments/seek-avoid-cpu.md): with 4 layers
 no model placed the 4 px agent in 10k steps; with 3, a β = 0.01 VAE did by 7.5k.
 """
 

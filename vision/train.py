@@ -11,7 +11,7 @@ both are functions of the step alone. A run resumed from a checkpoint at step ``
 takes exactly the steps an uninterrupted run takes after ``k`` (on the same machine).
 
 channels_last on the CPU (oneDNN's convolutions are faster in it) but not on CUDA (these small nets
-ran 1.5× slower in it on an H100: README, "Development"); on CUDA optional bf16 autocast (``amp``,
+ran 1.5× slower in it on an H100: docs/experiments/gpu-throughput.md); on CUDA optional bf16 autocast (``amp``,
 off by default: it did not pay either), optional ``torch.compile`` of the nets, and the finiteness
 check only at log and checkpoint steps (a host sync every step would stall the GPU).
 """
@@ -150,8 +150,8 @@ def cudnn_deterministic(enabled: bool = True) -> Iterator[None]:
 
     cuDNN's default backward algorithms accumulate with atomics, so two GPU runs of one config and
     seed drift apart: two H100 runs of one 32 px seek-avoid config and seed read the bad object's
-    cell at 0.94 (one, at 20k steps) and at 0.49-0.50 (the other, at 15k and 30k steps; README,
-    "The DARLA experiment on a CPU", "Stage 1 on a GPU"). The standing rule is "same seed, same
+    cell at 0.94 (one, at 20k steps) and at 0.49-0.50 (the other, at 15k and 30k steps; docs/experiments/
+    seek-avoid-stage1-gpu.md). The standing rule is "same seed, same
     machine, same results", so stage 1 asks for deterministic ones on CUDA.
     """
     if not enabled:

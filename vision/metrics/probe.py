@@ -4,7 +4,7 @@ DCI's per-factor informativeness uses boosted trees with axis-aligned splits, fi
 metric's small sample. That is right for DCI (its importances must say *which* latent holds a
 factor), but it understates what a policy can read when a factor is spread over several latents:
 on seek-avoid a β = 0.01 VAE's agent position scored 0.85, 0.71 per coordinate under DCI's
-probe and 0.99, 0.99 under this one (README, "The DARLA experiment on a CPU"). A linear probe is
+probe and 0.99, 0.99 under this one (docs/experiments/seek-avoid-cpu.md). A linear probe is
 not enough either: a code can hold the agent's *cell* linearly (0.99, 36-way) while "row 3" is a
 union of six cells, which no hyperplane need separate (0.61 for that coordinate). Stage 2's
 policies are MLPs, so the probe is one: a hidden layer of 256 ReLU units, early stopping on 10 %
