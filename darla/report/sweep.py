@@ -9,8 +9,24 @@ frozen encoder), ``vision/udr.json`` and ``transfer/summary.json``. It writes:
   (mean, IQM [95% CI] over policy seeds), transfer ratios and their mean over targets (the
   transfer score);
 - ``sweep_results.json``: the rows, the per-(model, β) groups and the correlations;
-- ``sweep_report.html``: the same tables, one scatter per metric (base64 PNG) with Spearman's ρ and
-  a bootstrap CI, and which metric predicts transfer best. Every string is html-escaped.
+- ``darla_figure.png``: the DARLA figure, Spearman's ρ with its bootstrap CI for every metric
+  against zero-shot target performance and against the transfer ratio (:func:`darla_figure`);
+- ``sweep_report.html``: the figure and its table, one scatter per metric (base64 PNG) against the
+  target score, which metric predicts transfer best, and the per-group and per-run tables. Every
+  string is html-escaped.
+
+The metrics are the main score of each registry metric in ``vision/metrics.json``, with DCI
+split into its three scores (``dci_disentanglement``, ``dci_completeness``,
+``dci_informativeness``: the test accuracy of its trees), UDR, and ``probe``: the mean over
+factors of the MLP probe's test accuracy (``metrics.json``'s ``probe``; not a disentanglement
+metric, it says how much of the ground truth a policy could read).
+
+Two views of transfer per (run, method), both means over the target domains:
+- ``target_score`` (the first view, whose best metric the report names): the normalised target
+  score, (return − random) ÷ (oracle − random) on the same episodes, the policy seeds' mean. It
+  is zero-shot *performance*, defined whether or not the source return is positive;
+- ``transfer_ratio_mean``: target ÷ source mean return, how much of its source score the policy
+  keeps (undefined where the source return is not positive).
 
 UDR is the score of a run's frozen encoder among the *other seeds of the same stage-1
 hyperparameters* in the sweep (:mod:`darla.report.sweep_udr`, cached in ``udr.json``;
@@ -45,10 +61,28 @@ import yaml  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
 from darla.report.sweep_udr import NUM_IMAGES, cross_run_udr  # noqa: E402
-from darla.runs import write_json_atomic, write_text_atomic  # noqa: E402
+from darla.runs import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 
-#: The transfer score a metric is correlated with: the mean over targets of target ÷ source return.
+#: The transfer ratio of a row: the mean over targets of target ÷ source return.
 TRANSFER_KEY = "transfer_ratio"
+#: The DARLA figure, beside ``sweep_report.html`` (which embeds it).
+FIGURE_FILE = "darla_figure.png"
+#: Zero-shot target performance of a row: the mean over targets of the normalised target score.
+TARGET_KEY = "target_score"
+#: The views of transfer a metric is correlated with: row key → axis label. The first is the main one.
+VIEWS: dict[str, str] = {
+    TARGET_KEY: "normalised target score (mean over targets)",
+    TRANSFER_KEY + "_mean": "transfer ratio (mean over targets)",
+}
+#: The DARLA figure's metrics, in its order; a sweep's other metrics follow them.
+FIGURE_METRICS: tuple[str, ...] = (
+    "beta_vae", "factor_vae", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness",
+    "sap", "modularity", "udr", "probe",
+)
+#: DCI's three scores: row metric name → key in DCI's result.
+DCI_SCORES: dict[str, str] = {
+    "dci_disentanglement": "disentanglement", "dci_completeness": "completeness", "dci_informativeness": "informativeness_test",
+}
 
 
 def esc(x: Any) -> str:
@@ -121,15 +155,41 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _finite(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
 def _main_scores(metrics_json: Any) -> dict[str, float]:
-    """metric name → its main score (the value under its own name)."""
+    """metric name → score: each metric's main score (the value under its own name), DCI as its
+    three scores (:data:`DCI_SCORES`), and ``probe``, the mean over factors of the MLP probe."""
     out = {}
-    metrics = (metrics_json or {}).get("metrics", {})
-    for name, vals in metrics.items():
-        v = vals.get(name) if isinstance(vals, dict) else None
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            out[name] = float(v)
+    metrics_json = metrics_json or {}
+    for name, vals in (metrics_json.get("metrics") or {}).items():
+        if not isinstance(vals, dict):
+            continue
+        if name == "dci":
+            for row_name, key in DCI_SCORES.items():
+                if (v := _finite(vals.get(key))) is not None:
+                    out[row_name] = v
+        elif (v := _finite(vals.get(name))) is not None:
+            out[name] = v
+    probe = metrics_json.get("probe")
+    if isinstance(probe, dict) and probe:
+        accs = [_finite(a) for a in probe.values()]
+        if all(a is not None for a in accs):
+            out["probe"] = float(np.mean(accs))
     return out
+
+
+def _ordered(names: list[str]) -> list[str]:
+    """The figure's metrics in its order, then any others in the order they were met."""
+    return [m for m in FIGURE_METRICS if m in names] + [m for m in names if m not in FIGURE_METRICS]
+
+
+def _target_score(normalised: dict[str, Any], targets: Sequence[str]) -> float | None:
+    """Mean over targets of the normalised score (policy seeds' mean); None unless every target has one."""
+    vals = [_finite((normalised.get(t) or {}).get("mean")) for t in targets]
+    return float(np.mean(vals)) if vals and all(v is not None for v in vals) else None
 
 
 def _udr(run_dir: Path) -> float | None:
@@ -198,9 +258,11 @@ def collect_sweep(sweep_dir: Path, *, udr_images: int = NUM_IMAGES) -> dict[str,
             metric_names += [m for m in scores if m not in metric_names]
             rows.append({**base, "method": "", "encoder": "", "model": vision.get("model", ""), "beta": vision.get("beta"),
                          "frozen": False, "metrics": scores, **_row_udr(rdir, run["name"], "", cross),
-                         "domains": {}, "transfer_ratio": {}, TRANSFER_KEY + "_mean": None})
+                         "domains": {}, "normalised": {}, "source_score": None, TARGET_KEY: None,
+                         "transfer_ratio": {}, TRANSFER_KEY + "_mean": None})
             continue
-        for t in summary["domains"][1:]:
+        run_targets = list(summary["domains"][1:])
+        for t in run_targets:
             if t not in targets:
                 targets.append(t)
         methods = _methods(cfg)
@@ -218,40 +280,55 @@ def collect_sweep(sweep_dir: Path, *, udr_images: int = NUM_IMAGES) -> dict[str,
             metric_names += [k for k in scores if k not in metric_names]
             ratios = {t: r for t, r in res.get("transfer_ratio", {}).items()}
             valid = [r for r in ratios.values() if r is not None and math.isfinite(r)]
+            norm = {d: {k: s.get(k) for k in ("mean", "iqm", "iqm_ci")} for d, s in (res.get("normalised") or {}).items()}
             rows.append({
                 **base, "method": method, "encoder": enc, "model": model, "beta": beta,
                 "frozen": enc != "pixels" and not finetune,
                 "metrics": scores,
                 **(_row_udr(rdir, run["name"], "" if enc == "vision" else method, cross) if folder else NO_UDR),
                 "domains": {d: {k: s.get(k) for k in ("mean", "std", "iqm", "iqm_ci", "n_seeds")} for d, s in res["domains"].items()},
+                "normalised": norm, "source_score": _finite((norm.get("source") or {}).get("mean")),
+                TARGET_KEY: _target_score(norm, run_targets),
                 "transfer_ratio": ratios, TRANSFER_KEY + "_mean": float(np.mean(valid)) if valid else None,
             })
     udr = {k: v for k, v in cross.items() if k != "scores"}  # the rest is JSON: populations, settings
-    return {"name": state.get("name", sweep_dir.name), "keys": keys, "targets": targets, "metrics": metric_names, "rows": rows,
-            "udr": udr}
+    return {"name": state.get("name", sweep_dir.name), "keys": keys, "targets": targets, "metrics": _ordered(metric_names),
+            "rows": rows, "udr": udr}
+
+
+def _x(row: dict[str, Any], name: str) -> float | None:
+    return row.get("udr") if name == "udr" else row["metrics"].get(name)
 
 
 def correlations(data: dict[str, Any], *, seed: int = 0, reps: int = 2000) -> dict[str, Any]:
-    """Spearman ρ (bootstrap CI) between each metric (and UDR) and the transfer score, and the best.
+    """Spearman ρ (bootstrap CI) between each metric (and UDR) and each view of transfer, and the best.
+
+    ``views`` has one entry per :data:`VIEWS` key: ``per_metric`` (ρ, p, CI, n and the points) and
+    ``best``. ``per_metric`` and ``best`` at the top level are the first view's (zero-shot target
+    performance); ``y`` names it. Points are the rows whose policy saw a frozen encoder, with both
+    values defined. Every metric and view uses the same bootstrap seed.
 
     "Best" is the largest ρ: DARLA's claim is that *more* disentangled models transfer *better*, so
     a metric that anti-correlates is not a predictor to select models by. UDR needs no labels.
     """
-    y_key = TRANSFER_KEY + "_mean"
-    out: dict[str, Any] = {}
-    for name in [*data["metrics"], "udr"]:
-        pts = []
-        for r in data["rows"]:
-            x = r["udr"] if name == "udr" else r["metrics"].get(name)
-            if r["frozen"] and x is not None and r[y_key] is not None:
-                pts.append((x, r[y_key]))
-        if name == "udr" and not pts:
-            continue
-        xs, ys = (np.array([p[i] for p in pts], dtype=np.float64) for i in (0, 1))
-        out[name] = {**spearman_bootstrap(xs, ys, reps=reps, seed=seed), "x": xs.tolist(), "y": ys.tolist()}
-    ranked = [(v["rho"], k) for k, v in out.items() if v["rho"] is not None]
-    best = max(ranked)[1] if ranked else None
-    return {"per_metric": out, "best": best, "y": y_key}
+    names = _ordered([*data["metrics"], "udr"])
+    views: dict[str, Any] = {}
+    for y_key in VIEWS:
+        out: dict[str, Any] = {}
+        for name in names:
+            pts = [(x, r[y_key]) for r in data["rows"]
+                   if r["frozen"] and (x := _x(r, name)) is not None and r.get(y_key) is not None]
+            if name == "udr" and not pts:
+                continue
+            xs, ys = (np.array([p[i] for p in pts], dtype=np.float64) for i in (0, 1))
+            out[name] = {**spearman_bootstrap(xs, ys, reps=reps, seed=seed), "x": xs.tolist(), "y": ys.tolist()}
+        ranked = [(v["rho"], k) for k, v in out.items() if v["rho"] is not None]
+        views[y_key] = {"per_metric": out, "best": max(ranked)[1] if ranked else None, "label": VIEWS[y_key]}
+    main = next(iter(VIEWS))
+    missing = [m for m in FIGURE_METRICS if m not in views[main]["per_metric"]]
+    order = [m for m in names if any(m in v["per_metric"] for v in views.values())]
+    return {"per_metric": views[main]["per_metric"], "best": views[main]["best"], "y": main, "views": views,
+            "order": order, "missing": missing, "seed": seed, "reps": reps}
 
 
 def groups(data: dict[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:
@@ -270,6 +347,7 @@ def groups(data: dict[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:
         g["udr"] = float(np.mean(udrs)) if udrs else None
         for d in ["source", *data["targets"]]:
             g[d] = _iqm_ci([r["domains"].get(d, {}).get("mean") for r in rows if d in r["domains"]], seed)
+        g[TARGET_KEY] = _iqm_ci([r.get(TARGET_KEY) for r in rows], seed)
         g[TRANSFER_KEY] = _iqm_ci([r[TRANSFER_KEY + "_mean"] for r in rows], seed)
         out.append(g)
     return out
@@ -293,6 +371,7 @@ def csv_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     header += [f"metric/{m}" for m in data["metrics"]] + ["udr", "udr_source", "udr_n_models"]
     for d in ["source", *data["targets"]]:
         header += [f"{d}/mean", f"{d}/iqm", f"{d}/iqm_ci_lo", f"{d}/iqm_ci_hi"]
+    header += [f"normalised/{d}" for d in ["source", *data["targets"]]] + [TARGET_KEY]
     header += [f"transfer_ratio/{t}" for t in data["targets"]] + [TRANSFER_KEY + "_mean"]
     out = []
     for r in data["rows"]:
@@ -303,6 +382,8 @@ def csv_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
             s = r["domains"].get(d) or {}
             ci = s.get("iqm_ci") or [None, None]
             row += [s.get("mean"), s.get("iqm"), ci[0], ci[1]]
+        norm = r.get("normalised") or {}
+        row += [(norm.get(d) or {}).get("mean") for d in ["source", *data["targets"]]] + [r.get(TARGET_KEY)]
         row += [r["transfer_ratio"].get(t) for t in data["targets"]] + [r[TRANSFER_KEY + "_mean"]]
         out.append(["" if v is None else v for v in row])
     return header, out
@@ -315,17 +396,15 @@ def _png_b64(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _scatter(name: str, corr: dict[str, Any], data: dict[str, Any]) -> str:
-    """One metric: x = its score, y = transfer score, one colour per vision model."""
-    pts = [r for r in data["rows"] if r["frozen"] and r[TRANSFER_KEY + "_mean"] is not None
-           and (r["udr"] if name == "udr" else r["metrics"].get(name)) is not None]
+def _scatter(name: str, corr: dict[str, Any], data: dict[str, Any], y_key: str = TARGET_KEY) -> str:
+    """One metric: x = its score, y = one view of transfer (:data:`VIEWS`), one colour per vision model."""
+    pts = [r for r in data["rows"] if r["frozen"] and r.get(y_key) is not None and _x(r, name) is not None]
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
     models = sorted({str(r["model"]) for r in pts})
     cmap = plt.get_cmap("tab10")
     for i, model in enumerate(models):
         mine = [r for r in pts if str(r["model"]) == model]
-        xs = [r["udr"] if name == "udr" else r["metrics"][name] for r in mine]
-        ax.scatter(xs, [r[TRANSFER_KEY + "_mean"] for r in mine], color=cmap(i % 10), label=model, s=28)
+        ax.scatter([_x(r, name) for r in mine], [r[y_key] for r in mine], color=cmap(i % 10), label=model, s=28)
     rho = corr["rho"]
     ci = corr["ci"]
     title = f"{name}: ρ = {rho:.2f}" if rho is not None else f"{name}: ρ n/a"
@@ -333,7 +412,7 @@ def _scatter(name: str, corr: dict[str, Any], data: dict[str, Any]) -> str:
         title += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
     ax.set_title(title + f", n = {corr['n']}", fontsize=9, usetex=False)
     ax.set_xlabel("UDR (no labels)" if name == "udr" else name, usetex=False)
-    ax.set_ylabel("transfer ratio (mean over targets)")
+    ax.set_ylabel(VIEWS[y_key], fontsize=8)
     for t in (ax.title, ax.xaxis.label):
         t.set_parse_math(False)  # a '$' in a name is text, not mathtext
     if models:
@@ -342,6 +421,48 @@ def _scatter(name: str, corr: dict[str, Any], data: dict[str, Any]) -> str:
             t.set_parse_math(False)
     ax.grid(alpha=0.3)
     return _png_b64(fig)
+
+
+def darla_figure(corr: dict[str, Any]) -> bytes:
+    """The DARLA figure as PNG: per metric, Spearman's ρ with its bootstrap CI against each view of
+    transfer (one marker per view), metrics top to bottom in :data:`FIGURE_METRICS` order."""
+    views = corr["views"]
+    names = corr["order"]
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * max(len(names), 1) + 1.4))
+    styles = [("o", "#1f77b4"), ("s", "#ff7f0e")]
+    for j, view in enumerate(views.values()):
+        marker, colour = styles[j % len(styles)]
+        first = True
+        for i, name in enumerate(names):
+            c = view["per_metric"].get(name)
+            if not c or c["rho"] is None:
+                continue
+            y = i + (j - (len(views) - 1) / 2) * 0.25
+            if c["ci"]:  # a percentile CI need not contain ρ itself, so it is drawn as its own segment
+                ax.plot(c["ci"], [y, y], color=colour, lw=1.5, solid_capstyle="butt")
+                ax.plot(c["ci"], [y, y], ls="none", marker="|", color=colour, ms=7)
+            ax.plot([c["rho"]], [y], ls="none", marker=marker, color=colour, ms=5, label=view["label"] if first else None)
+            first = False
+    labels = []
+    for name in names:
+        cs = [v["per_metric"][name] for v in views.values() if name in v["per_metric"]]
+        undefined = "; ρ n/a" if all(c["rho"] is None for c in cs) else ""
+        labels.append(("UDR (no labels)" if name == "udr" else name) + f"  (n = {' / '.join(str(c['n']) for c in cs)}{undefined})")
+    ax.set_yticks(range(len(names)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0.0, color="#888", lw=0.8)
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel("Spearman ρ with 95% bootstrap CI")
+    ax.set_title("Which representation property predicts zero-shot transfer?", fontsize=10)
+    for t in [*ax.get_yticklabels(), ax.title]:
+        t.set_parse_math(False)
+    if any(h for h in ax.get_legend_handles_labels()[0]):
+        ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.06), ncol=1, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 CSS = """
@@ -398,33 +519,76 @@ def udr_note(data: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def render_sweep_html(data: dict[str, Any], corr: dict[str, Any], grp: list[dict[str, Any]]) -> str:
+def _ci_cell(c: dict[str, Any] | None) -> str:
+    if not c or c["rho"] is None:
+        return "n/a" if c else ""
+    return f"{c['rho']:.2f}" + (f" [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]" if c["ci"] else "")
+
+
+def figure_rows(corr: dict[str, Any]) -> list[list[Any]]:
+    """The DARLA figure's table: per metric, per view: ρ [CI], points, p."""
+    views = corr["views"]
+    names = corr["order"]
+    rows = []
+    for name in names:
+        row: list[Any] = [name]
+        for v in views.values():
+            c = v["per_metric"].get(name)
+            row += [_ci_cell(c), "" if not c else c["n"], "" if not c or c["p"] is None else f"{c['p']:.2g}"]
+        rows.append(row)
+    return rows
+
+
+def _learned_note(data: dict[str, Any], corr: dict[str, Any]) -> str:
+    """How well the policies behind the main view's points did on the source domain."""
+    scores = [r["source_score"] for r in data["rows"] if r["frozen"] and r.get(corr["y"]) is not None
+              and r.get("source_score") is not None]
+    if not scores:
+        return ""
+    q = np.quantile(scores, [0.0, 0.5, 1.0])
+    return (f"Source-domain normalised score of the policies behind these points: min {q[0]:.2f}, median {q[1]:.2f}, "
+            f"max {q[2]:.2f}. Transfer is only meaningful for policies that learned the source task: points near 0 "
+            "are agents at chance, whose target score measures nothing about their vision.")
+
+
+def render_sweep_html(data: dict[str, Any], corr: dict[str, Any], grp: list[dict[str, Any]], figure_png: bytes | None = None) -> str:
     per = corr["per_metric"]
     best = corr["best"]
     if best is None:
-        verdict = "No metric has a defined correlation yet (it needs ≥ 3 finished runs with a scored, frozen encoder and a positive source return)."
+        verdict = ("No metric has a defined correlation yet (it needs ≥ 3 finished runs with a scored, frozen encoder and "
+                   "a normalised target score, i.e. an env with an oracle).")
     else:
         b = per[best]
         ci = b["ci"]
         sure = ci is not None and ci[0] > 0
         verdict = (
-            f"<b>{esc(best)}</b>{' (UDR, no labels)' if best == 'udr' else ''} predicts transfer best: "
+            f"<b>{esc(best)}</b>{' (UDR, no labels)' if best == 'udr' else ''} predicts zero-shot target performance best: "
             f"Spearman ρ = {b['rho']:.2f}" + (f", 95% bootstrap CI [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
             + f" over {b['n']} points. "
             + ("Its CI excludes 0." if sure else "Its CI includes 0: with this many runs it is not distinguishable from no correlation.")
         )
-    corr_rows = [
-        (name, c["n"], c["rho"], "" if not c["ci"] else f"[{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]", "" if c["p"] is None else f"{c['p']:.2g}")
-        for name, c in sorted(per.items(), key=lambda kv: -(kv[1]["rho"] if kv[1]["rho"] is not None else -9))
-    ]
+    view_labels = [v["label"] for v in corr["views"].values()]
+    f_header = ["metric"]
+    for label in view_labels:
+        f_header += [f"ρ vs {label} [95% CI]", "points", "p"]
+    missing = corr.get("missing") or []
+    missing_note = (
+        f"Not in this sweep: {', '.join(missing)}. Enable them with metrics.enabled: [all] (DCI's three scores come "
+        "with dci, the probe with dci or metrics.probe: true); UDR needs ≥ 2 seeds of the same stage-1 settings."
+        if missing else ""
+    )
+    fig_html = (f'<img alt="the DARLA figure" src="data:image/png;base64,{base64.b64encode(figure_png).decode("ascii")}">'
+                if figure_png else "")
     figs = "".join(
-        f'<img alt="{esc(name)} vs transfer" src="data:image/png;base64,{_scatter(name, c, data)}">' for name, c in per.items()
+        f'<img alt="{esc(name)} vs target score" src="data:image/png;base64,{_scatter(name, c, data)}">' for name, c in per.items()
     )
     g_header = ["vision model", "β", "runs", *[f"{m}" for m in data["metrics"]], "UDR",
-                "source return IQM [CI]", *[f"{t} return IQM [CI]" for t in data["targets"]], "transfer ratio IQM [CI]"]
+                "source return IQM [CI]", *[f"{t} return IQM [CI]" for t in data["targets"]], "target score IQM [CI]",
+                "transfer ratio IQM [CI]"]
     g_rows = [
         [g["model"], g["beta"], g["n_runs"], *[g["metrics"].get(m) for m in data["metrics"]], g["udr"],
-         _ci_text(g["source"]), *[_ci_text(g[t]) for t in data["targets"]], _ci_text(g[TRANSFER_KEY])]
+         _ci_text(g["source"]), *[_ci_text(g[t]) for t in data["targets"]], _ci_text(g.get(TARGET_KEY)),
+         _ci_text(g[TRANSFER_KEY])]
         for g in grp
     ]
     header, rows = csv_rows(data)
@@ -435,12 +599,25 @@ def render_sweep_html(data: dict[str, Any], corr: dict[str, Any], grp: list[dict
         f"<title>darla sweep — {esc(data['name'])}</title><style>{CSS}</style></head><body>",
         f"<h1>DARLA sweep: {esc(data['name'])}</h1>",
         f"<p>{n_done} of {n_runs} runs have transfer results. Swept keys: {esc(', '.join(data['keys']) or '—')}.</p>",
-        "<h2>Which metric predicts transfer?</h2>", f"<p>{verdict}</p>",
-        _table(["metric", "points", "Spearman ρ", "95% bootstrap CI", "p"], corr_rows),
-        "<p class='note'>Transfer score: the mean over target domains of target ÷ source mean return (per run and method). "
-        "Points: (run, method) pairs whose policy saw a frozen encoder scored by the metric. "
-        "CI: percentile bootstrap over points (seeded). Best = largest ρ: DARLA predicts more disentangled → better transfer.</p>",
+        "<h2>The DARLA figure: which representation property predicts zero-shot transfer?</h2>",
+        "<p>DARLA (Higgins et al. 2017) reports that more disentangled vision transfers better; Dittadi et al. "
+        "(ICLR 2021, 2022) ask which properties of a representation predict out-of-distribution transfer. "
+        "Per metric, Spearman's ρ across this sweep's representations against zero-shot target performance, "
+        "and against the transfer ratio. A CI above 0 supports a positive correlation for that metric; a CI "
+        "that spans 0 supports none.</p>",
+        f"<p>{verdict}</p>", fig_html,
+        _table(f_header, figure_rows(corr)), "<p class='note'>Also in sweep_results.json (correlations.views) and "
+        "darla_figure.png.</p>",
+        f"<p class='note'>{esc(missing_note)}</p>" if missing_note else "",
+        f"<p class='note'>{esc(_learned_note(data, corr))}</p>",
+        "<p class='note'>Target score: the mean over target domains of the normalised score (return − random) ÷ "
+        "(oracle − random), each the mean over policy seeds. Transfer ratio: the mean over targets of target ÷ source mean "
+        "return (undefined where the source return is not positive). Points: (run, method) pairs whose policy saw a "
+        "frozen encoder scored by the metric. DCI's three scores are separate points (informativeness: its trees' "
+        "test accuracy); probe: the MLP probe's mean test accuracy over factors. CI: percentile bootstrap over points "
+        f"(seed {corr.get('seed', 0)}, {corr.get('reps', '')} resamples). Best = largest ρ against the target score.</p>",
         f"<p class='note udr'>{esc(udr_note(data))}</p>",
+        "<h3>Each metric against the target score</h3>",
         f"<div class='figs'>{figs}</div>",
         "<h2>Per vision model and β</h2>", _table(g_header, g_rows),
         "<p class='note'>Metric and UDR columns: mean over runs. Returns and ratio: IQM over runs of each run's mean "
@@ -464,18 +641,30 @@ def write_sweep_report(sweep_dir: Path, *, seed: int = 0, reps: int = 2000, udr_
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
-    paths = [sweep_dir / "sweep_results.csv", sweep_dir / "sweep_results.json", sweep_dir / "sweep_report.html"]
+    figure = darla_figure(corr)
+    paths = [sweep_dir / "sweep_results.csv", sweep_dir / "sweep_results.json", sweep_dir / FIGURE_FILE,
+             sweep_dir / "sweep_report.html"]
     write_text_atomic(paths[0], buf.getvalue())
     write_json_atomic(paths[1], {**data, "groups": grp, "correlations": corr})
-    write_text_atomic(paths[2], render_sweep_html(data, corr, grp))
+    write_bytes_atomic(paths[2], figure)
+    write_text_atomic(paths[3], render_sweep_html(data, corr, grp, figure))
     return paths
 
 
+#: Columns of :func:`summary_lines`.
+SWEEP_SUMMARY_HEADER = ("metric (* best)", "points", "ρ vs target score [95% CI]", "points", "ρ vs transfer ratio [95% CI]")
+
+
 def summary_lines(sweep_dir: Path) -> list[tuple[str, ...]]:
-    """(metric, n, ρ, CI) rows for the console, from ``sweep_results.json``."""
+    """The DARLA figure's table for the console (:data:`SWEEP_SUMMARY_HEADER`), from ``sweep_results.json``."""
     res = json.loads((Path(sweep_dir) / "sweep_results.json").read_text(encoding="utf-8"))
+    corr = res["correlations"]
+    views = list(corr["views"].values())
     out = []
-    for name, c in res["correlations"]["per_metric"].items():
-        ci = "" if not c["ci"] else f"[{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]"
-        out.append((name + (" *" if name == res["correlations"]["best"] else ""), str(c["n"]), _fmt(c["rho"], 2) or "n/a", ci))
+    for name in corr["order"]:
+        row = [name + (" *" if name == corr["best"] else "")]
+        for v in views:
+            c = v["per_metric"].get(name)
+            row += ["" if not c else str(c["n"]), _ci_cell(c)]
+        out.append(tuple(row))
     return out

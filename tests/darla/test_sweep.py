@@ -283,11 +283,13 @@ EVIL = "<script>alert(1)</script>"
 
 
 def fake_sweep_dir(root: Path) -> Path:
-    """Five finished runs on disk (no training): mig tracks transfer exactly, dci does not."""
+    """Five finished runs on disk (no training): mig tracks transfer exactly, DCI disentanglement
+    does not; the normalised target score (random 0, oracle 20 on the target) is ratio / 2."""
     betas = [1.0, 2.0, 4.0, 8.0, 16.0]
     mig = [0.1, 0.2, 0.3, 0.4, 0.5]
     dci = [0.5, 0.1, 0.4, 0.2, 0.3]
     ratio = [0.2, 0.3, 0.5, 0.6, 0.9]
+    probe = [0.9, 0.8, 0.7, 0.6, 0.5]  # mean over two factors: anti-monotone in transfer
     runs = []
     for i, b in enumerate(betas):
         name = f"beta-{b}__r{i}"
@@ -296,11 +298,18 @@ def fake_sweep_dir(root: Path) -> Path:
         (rd / "transfer").mkdir()
         cfg = {"name": name, "seed": 0, "vision": {"model": "beta_vae", "beta": b}, "methods": {"beta_vae": {"encoder": "vision"}}}
         (rd / "config.yaml").write_text(yaml.safe_dump(cfg))
-        (rd / "vision/metrics.json").write_text(json.dumps({"metrics": {"mig": {"mig": mig[i]}, "dci": {"dci": dci[i], "informativeness": 0.9}}}))
+        dci_res = {"dci": dci[i], "disentanglement": dci[i], "completeness": 0.4, "informativeness_test": 0.1 * i,
+                   "informativeness_train": 0.9}
+        (rd / "vision/metrics.json").write_text(json.dumps({
+            "metrics": {"mig": {"mig": mig[i]}, "dci": dci_res},
+            "probe": {"a": probe[i] + 0.05, "b": probe[i] - 0.05},
+        }))
         src = {"mean": 10.0, "std": 0.0, "iqm": 10.0, "iqm_ci": [9.0, 11.0], "n_seeds": 2}
         tgt = {"mean": 10 * ratio[i], "std": 0.0, "iqm": 10 * ratio[i], "iqm_ci": [10 * ratio[i] - 1, 10 * ratio[i] + 1], "n_seeds": 2}
-        summary = {"domains": ["source", EVIL], "references": {},
-                   "methods": {"beta_vae": {"domains": {"source": src, EVIL: tgt}, "normalised": {}, "transfer_ratio": {EVIL: ratio[i]},
+        norm = {"source": {"mean": 0.5, "iqm": 0.5, "iqm_ci": [0.45, 0.55]},
+                EVIL: {"mean": ratio[i] / 2, "iqm": ratio[i] / 2, "iqm_ci": [ratio[i] / 2 - 0.05, ratio[i] / 2 + 0.05]}}
+        summary = {"domains": ["source", EVIL], "references": {"source": {"random": 0.0, "oracle": 20.0}, EVIL: {"random": 0.0, "oracle": 20.0}},
+                   "methods": {"beta_vae": {"domains": {"source": src, EVIL: tgt}, "normalised": norm, "transfer_ratio": {EVIL: ratio[i]},
                                             "transfer_ratio_per_seed": {}}}}
         (rd / "transfer/summary.json").write_text(json.dumps(summary))
         runs.append({"name": name, "dir": f"runs/{name}", "overrides": {"vision.beta": b, "env.domains.source": "<b>src</b>"},
@@ -316,26 +325,66 @@ def test_sweep_report_renders_escaped_and_names_the_best_metric(tmp_path, capsys
     html = (root / "sweep_report.html").read_text()
     assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>src" not in html and "&lt;b&gt;src&lt;/b&gt;" in html
-    assert html.count("data:image/png;base64,") == 2  # one scatter per metric
     res = json.loads((root / "sweep_results.json").read_text())
+    # every stage-1 score reaches the rows: DCI as three scores, the probe as its mean over factors
+    row = next(r for r in res["rows"] if r["method"])
+    assert set(row["metrics"]) == {"mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "probe"}
+    assert row["metrics"]["probe"] == pytest.approx(0.9)
+    assert res["metrics"] == ["mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "probe"]  # figure order
+    # the DARLA figure image, then one scatter per metric against the target score
+    assert html.count("data:image/png;base64,") == 1 + 5
+    assert (root / "darla_figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     corr = res["correlations"]
-    assert corr["best"] == "mig" and corr["per_metric"]["mig"]["rho"] == pytest.approx(1.0)
-    assert corr["per_metric"]["dci"]["rho"] == pytest.approx(sps.spearmanr([0.5, 0.1, 0.4, 0.2, 0.3], [0.2, 0.3, 0.5, 0.6, 0.9]).statistic)
-    assert "<b>mig</b> predicts transfer best" in html
+    assert corr["y"] == "target_score" and corr["per_metric"] == corr["views"]["target_score"]["per_metric"]
+    assert row["target_score"] == pytest.approx(0.1) and row["source_score"] == pytest.approx(0.5)
+    for view in ("target_score", "transfer_ratio_mean"):  # target score = ratio / 2: same ranks, same ρ
+        per = corr["views"][view]["per_metric"]
+        assert corr["views"][view]["best"] == "mig" and per["mig"]["rho"] == pytest.approx(1.0)
+        assert per["mig"]["ci"] == pytest.approx([1.0, 1.0])
+        assert per["dci_disentanglement"]["rho"] == pytest.approx(
+            sps.spearmanr([0.5, 0.1, 0.4, 0.2, 0.3], [0.2, 0.3, 0.5, 0.6, 0.9]).statistic)
+        assert per["dci_informativeness"]["rho"] == pytest.approx(1.0)
+        assert per["probe"]["rho"] == pytest.approx(-1.0) and per["probe"]["ci"] == pytest.approx([-1.0, -1.0])
+        assert per["dci_completeness"]["rho"] is None  # constant metric: ρ undefined, not a number
+    assert corr["missing"] == ["beta_vae", "factor_vae", "sap", "modularity", "udr"]
+    assert "<b>mig</b> predicts zero-shot target performance best" in html
+    assert "Not in this sweep: beta_vae, factor_vae, sap, modularity, udr" in html
+    assert "Dittadi et al." in html and "min 0.50, median 0.50, max 0.50" in html
     lines = (root / "sweep_results.csv").read_text().strip().splitlines()
     assert len(lines) == 1 + 6 and lines[-1].startswith("unfinished,failed")
+    assert "target_score" in lines[0].split(",") and "metric/dci_completeness" in lines[0].split(",")
     assert len(res["groups"]) == 5 and res["groups"][0]["transfer_ratio"]["iqm"] == pytest.approx(0.2)
-    assert [p.name for p in paths] == ["sweep_results.csv", "sweep_results.json", "sweep_report.html"]
-    # through the CLI: a directory with sweep.json is a sweep
+    assert res["groups"][0]["target_score"]["iqm"] == pytest.approx(0.1)
+    assert [p.name for p in paths] == ["sweep_results.csv", "sweep_results.json", "darla_figure.png", "sweep_report.html"]
+    # through the CLI: a directory with sweep.json is a sweep; the console gets the figure's table
     assert main(["report", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "mig *" in out and "sweep_report.html" in out
+    assert "mig *" in out and "1.00 [1.00, 1.00]" in out and "sweep_report.html" in out and "darla_figure.png" in out
 
 
 def test_correlations_skip_unfrozen_and_missing_points():
     rows = [
-        {"metrics": {"mig": 0.1 * i}, "udr": None, "frozen": i != 3, "transfer_ratio_mean": 0.2 * i if i != 1 else None}
+        {"metrics": {"mig": 0.1 * i}, "udr": None, "frozen": i != 3, "transfer_ratio_mean": 0.2 * i if i != 1 else None,
+         "target_score": 0.1 * i if i != 4 else None}
         for i in range(5)
     ]
     c = correlations({"metrics": ["mig"], "rows": rows}, reps=50)
-    assert c["per_metric"]["mig"]["n"] == 3 and "udr" not in c["per_metric"]
+    assert c["views"]["transfer_ratio_mean"]["per_metric"]["mig"]["n"] == 3  # rows 0, 2, 4
+    assert c["per_metric"]["mig"]["n"] == 3 and "udr" not in c["per_metric"]  # target view: rows 0, 1, 2
+
+
+def test_a_perfectly_monotone_metric_gets_rho_one_and_a_collapsed_ci():
+    """ρ is rank-based: any strictly increasing function of the target score gives 1 and every
+    bootstrap resample of monotone pairs does too (ties resample together), so the CI is [1, 1];
+    a strictly decreasing one gives −1 and [−1, −1]; noise gives a CI that is not a point."""
+    rng = np.random.default_rng(3)
+    y = rng.uniform(-0.2, 1.0, size=12)
+    rows = [{"metrics": {"mono": float(np.exp(3 * v)), "anti": float(-v**3), "noise": float(rng.normal())},
+             "udr": None, "frozen": True, "target_score": float(v), "transfer_ratio_mean": None} for v in y]
+    c = correlations({"metrics": ["mono", "anti", "noise"], "rows": rows}, reps=400, seed=5)
+    per = c["per_metric"]
+    assert per["mono"]["rho"] == pytest.approx(1.0) and per["mono"]["ci"] == pytest.approx([1.0, 1.0])
+    assert per["anti"]["rho"] == pytest.approx(-1.0) and per["anti"]["ci"] == pytest.approx([-1.0, -1.0])
+    assert per["noise"]["ci"][1] - per["noise"]["ci"][0] > 0.2 and per["noise"]["ci"][0] <= per["noise"]["rho"] <= per["noise"]["ci"][1]
+    assert c["best"] == "mono" and per["mono"]["n"] == 12
+    assert correlations({"metrics": ["mono", "anti", "noise"], "rows": rows}, reps=400, seed=5) == c  # seeded

@@ -218,3 +218,34 @@ def test_one_model_has_no_udr_and_within_run_udr_is_the_fallback(sweep_dir, monk
     html_paths = write_sweep_report(sweep_dir, reps=20, udr_images=N_IMAGES)
     html = html_paths[-1].read_text()
     assert "vision.select: udr candidates" in html and "UDR: across" not in html
+
+
+def test_darla_figure_on_a_trained_sweep_is_finite_and_a_monotone_metric_gets_rho_one(sweep_dir):
+    """The correlation report on real run directories: every number finite; then a fake metric that
+    is a strictly increasing function of each run's normalised target score gets ρ = 1, CI [1, 1]."""
+    write_sweep_report(sweep_dir, reps=200, udr_images=N_IMAGES)
+    res = json.loads((sweep_dir / "sweep_results.json").read_text())
+    rows = [r for r in res["rows"] if r["method"]]
+    assert len(rows) == 4 and all(np.isfinite(r["target_score"]) for r in rows)
+    assert len({r["target_score"] for r in rows}) > 1  # otherwise no ρ is defined below
+    corr = res["correlations"]
+    assert set(corr["views"]) == {"target_score", "transfer_ratio_mean"}
+    (udr,) = [c for name, c in corr["per_metric"].items() if name == "udr"]
+    assert udr["n"] == 3  # the three β = 1 runs have a seed partner
+    for view in corr["views"].values():
+        for c in view["per_metric"].values():
+            if c["rho"] is not None:  # undefined only where the metric or the score is constant
+                assert np.isfinite([c["rho"], c["p"], *c["ci"]]).all()
+    assert (sweep_dir / "darla_figure.png").stat().st_size > 1000
+
+    by_run = {r["run"]: r["target_score"] for r in rows}
+    for run, y in by_run.items():
+        path = sweep_dir / "runs" / run / "vision/metrics.json"
+        doc = json.loads(path.read_text()) if path.exists() else {"metrics": {}}
+        doc["metrics"]["fake"] = {"fake": 2.0 ** (5 * y)}  # strictly increasing in y
+        path.write_text(json.dumps(doc))
+    write_sweep_report(sweep_dir, reps=200, udr_images=N_IMAGES)
+    corr = json.loads((sweep_dir / "sweep_results.json").read_text())["correlations"]
+    fake = corr["per_metric"]["fake"]
+    assert fake["n"] == 4 and fake["rho"] == pytest.approx(1.0) and fake["ci"] == pytest.approx([1.0, 1.0])
+    assert corr["best"] == "fake"
