@@ -6,8 +6,8 @@ frozen encoder), ``vision/udr.json`` and ``transfer/summary.json``. It writes:
 
 - ``sweep_results.csv``: one row per (run, method): vision model, β, seed, the sweep's keys, each
   metric's main score, UDR (with ``udr_source`` and ``udr_n_models``), source and target returns
-  (mean, IQM [95% CI] over policy seeds), transfer ratios and their mean over targets (the
-  transfer score);
+  (mean, IQM [95% CI] over policy seeds), normalised scores per domain and their mean over
+  targets (``target_score``), transfer ratios and their mean over targets;
 - ``sweep_results.json``: the rows, the per-(model, β) groups and the correlations;
 - ``darla_figure.png``: the DARLA figure, Spearman's ρ with its bootstrap CI for every metric
   against zero-shot target performance and against the transfer ratio (:func:`darla_figure`);
