@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from agents.encode import VecEncode
 from agents.train import make_vec_env
@@ -116,6 +116,61 @@ def evaluate_transfer(
         )
         episodes += [Episode(name, k, s, r, n) for k, (s, (r, n)) in enumerate(zip(seeds, results))]
     return episodes
+
+
+class RecordedEpisode(NamedTuple):
+    frames: np.ndarray
+    """uint8 (T + 1, H, W, C): the reset frame, then the frame after every step (the terminal one included)."""
+    ret: float
+    scene: np.ndarray | None
+    """The episode's scene factor classes (``info["scene"]``), where the env reports them."""
+
+
+class _FrameTap(VecEnvWrapper):
+    """Keeps every raw frame env 0 shows, below any encoder, including its terminal frame."""
+
+    def __init__(self, venv: VecEnv) -> None:
+        super().__init__(venv)
+        self.frames: list[np.ndarray] = []
+        self.scene: np.ndarray | None = None
+
+    def reset(self) -> np.ndarray:
+        obs = self.venv.reset()
+        self.frames = [np.array(obs[0])]
+        scene = self.venv.reset_infos[0].get("scene") if getattr(self.venv, "reset_infos", None) else None
+        self.scene = None if scene is None else np.asarray(scene)
+        return obs
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        # DummyVecEnv auto-resets: the frame of a finished episode is its terminal observation
+        self.frames.append(np.array(infos[0]["terminal_observation"] if dones[0] else obs[0]))
+        return obs, rewards, dones, infos
+
+
+def record_episode(
+    model: BaseAlgorithm,
+    encoder: VisionModel | None,
+    env_name: str,
+    domain: Domain,
+    seed: int,
+    *,
+    size: int = 64,
+    max_steps: int = 100,
+    deterministic: bool = False,
+    device: str | torch.device = "cpu",
+) -> RecordedEpisode:
+    """One episode of ``model`` from reset seed ``seed``, every raw frame kept (for videos)."""
+    tap = _FrameTap(make_vec_env(env_name, domain, 1, seed, size, max_steps))
+    venv: VecEnv = VecEncode(tap, encoder, device) if encoder is not None else tap
+    obs = venv.reset()
+    ret, done = 0.0, False
+    while not done:
+        obs, rewards, dones, _ = venv.step(model.predict(obs, deterministic=deterministic)[0])
+        ret += float(rewards[0])
+        done = bool(dones[0])
+    venv.close()
+    return RecordedEpisode(np.stack(tap.frames), ret, tap.scene)
 
 
 class RandomPolicy:

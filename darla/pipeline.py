@@ -454,6 +454,7 @@ def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log 
     out.mkdir(parents=True, exist_ok=True)
     common = dict(n_episodes=t.n_episodes, seed_base=t.seed_base, size=cfg.env.size, max_steps=cfg.env.max_steps)
     rows = []
+    videos: list[Path] = []
     for method in cfg.methods:
         encoder, sha = load_method_encoder(run, cfg, method)
         if cfg.methods[method].observe == "pixels":
@@ -463,6 +464,8 @@ def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log 
             log(f"[transfer] {method} seed {seed}: {t.n_episodes} episodes in each of {', '.join(domains)}")
             for ep in evaluate_transfer(model, encoder, cfg.env.name, domains, deterministic=t.deterministic, device=device, **common):
                 rows.append({"method": method, "algo": cfg.agent.algo, "seed": seed, **ep._asdict()})
+            if seed == cfg.agent.seeds[0]:
+                videos.append(_record_videos(cfg, model, encoder, domains, out / "videos" / f"{method}.npz", device))
     _write_csv(out / "episodes.csv", rows)
 
     log("[transfer] references: a random policy and the env's oracle on the same episodes")
@@ -478,7 +481,62 @@ def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log 
 
     summary = summarize_transfer(rows, list(domains), list(cfg.methods), list(cfg.agent.seeds), references, seed=cfg.seed)
     write_json_atomic(out / "summary.json", summary)
-    return run.complete("transfer", [out / "episodes.csv", out / "summary.json"], {}, started)
+    _log_transfer_scalars(cfg, rows, references, out / "tb")
+    return run.complete("transfer", [out / "episodes.csv", out / "summary.json", *videos], {}, started)
+
+
+def _record_videos(cfg: Config, model, encoder, domains: dict[str, Domain], path: Path, device) -> Path:
+    """One episode per domain of a method's first seed, every frame kept, for the report's video.
+
+    Each domain's episode starts from the reset seed of its first evaluation episode; the
+    policy acts as in evaluation (``transfer.deterministic``).
+    """
+    from agents.transfer import episode_seeds, record_episode
+    from vision.checkpoint import write_bytes_atomic
+
+    arrays: dict[str, np.ndarray] = {"domains": np.array(list(domains))}
+    for d, (dname, dom) in enumerate(domains.items()):
+        model.set_random_seed(cfg.transfer.seed_base)
+        ep = record_episode(
+            model, encoder, cfg.env.name, dom, episode_seeds(d, 1, cfg.transfer.seed_base)[0], size=cfg.env.size,
+            max_steps=cfg.env.max_steps, deterministic=cfg.transfer.deterministic, device=device,
+        )
+        arrays[f"frames/{dname}"] = ep.frames
+        arrays[f"return/{dname}"] = np.array(ep.ret)
+        if ep.scene is not None:
+            arrays[f"scene/{dname}"] = ep.scene
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, buf.getvalue())
+    return path
+
+
+def _log_transfer_scalars(cfg: Config, rows: list[dict[str, Any]], references: dict[str, dict[str, float | None]], tb: Path) -> None:
+    """TensorBoard: per method and seed (one run each, transfer/tb/<method>_seed<k>), every
+    evaluation episode's return per domain (step = episode index), and the domain's mean return
+    and normalised score at step = agent.total_timesteps, so runs line up with their training."""
+    import shutil
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    if tb.exists():
+        shutil.rmtree(tb)  # a re-run rewrites the events; never two copies of one evaluation
+    for method in cfg.methods:
+        for seed in cfg.agent.seeds:
+            mine = [r for r in rows if r["method"] == method and r["seed"] == seed]
+            with SummaryWriter(str(tb / f"{method}_seed{seed}")) as w:
+                for dname in dict.fromkeys(r["domain"] for r in mine):
+                    rets = [r["ret"] for r in mine if r["domain"] == dname]
+                    for k, ret in enumerate(rets):
+                        w.add_scalar(f"transfer/episode_return/{dname}", ret, k)
+                    w.add_scalar(f"transfer/mean_return/{dname}", float(np.mean(rets)), cfg.agent.total_timesteps)
+                    ref = references.get(dname, {})
+                    if ref.get("oracle") is not None and ref["oracle"] > ref["random"]:
+                        norm = (np.mean(rets) - ref["random"]) / (ref["oracle"] - ref["random"])
+                        w.add_scalar(f"transfer/normalised/{dname}", float(norm), cfg.agent.total_timesteps)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -495,11 +553,13 @@ def summarize_transfer(
     references: dict[str, dict[str, float | None]], *, seed: int = 0,
 ) -> dict[str, Any]:
     """Per method and domain: returns (mean ± std, IQM [CI]), normalised scores, per-seed transfer
-    ratios; per target: probability that each method beats the first one (rliable)."""
+    ratios, whether the source score is at chance (``source_at_chance``: its transfer ratios
+    mean nothing); per target: probability that each method beats the first one (rliable)."""
     from agents.stats import (
         normalise,
         per_seed_ratios,
         probability_of_improvement,
+        source_at_chance,
         summarize_returns,
         transfer_ratio,
     )
@@ -518,8 +578,12 @@ def summarize_transfer(
             seed_means[method][dname] = dict(zip(seeds, res["domains"][dname]["per_seed"]))
             ref = references.get(dname, {})
             if ref.get("oracle") is not None and ref["oracle"] > ref["random"]:
-                norm = normalise(res["domains"][dname]["per_seed"], ref["random"], ref["oracle"])
-                res["normalised"][dname] = summarize_returns({s: [v] for s, v in zip(seeds, norm)}, seed=seed)
+                # episode by episode, so n_episodes and episode_std describe the episodes (the
+                # seed means, and so every seed-level number, are the same as normalising them)
+                norm = {s: normalise(v, ref["random"], ref["oracle"]).tolist() for s, v in per_seed.items()}
+                res["normalised"][dname] = summarize_returns(norm, seed=seed)
+            if dname == "source" and ref.get("random") is not None:
+                res["source_at_chance"] = source_at_chance(per_seed, ref["random"], seed=seed)
         src = res["domains"]["source"]["mean"]
         for dname in domains[1:]:
             res["transfer_ratio"][dname] = transfer_ratio(res["domains"][dname]["mean"], src)
@@ -675,6 +739,10 @@ def run_pipeline(
         if not force:
             reconcile_config(run, cfg, update, log)
         run.prepare(dump_config(cfg), force=force)
+        if any(not run.is_complete(s) for s in stages if s != "scan" or cfg.scan.enabled):
+            from darla.runs import provenance
+
+            run.record_provenance(provenance(str(resolve_device(cfg.device))))
         for name in stages:
             if name == "scan" and not cfg.scan.enabled:
                 continue
