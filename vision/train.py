@@ -67,7 +67,7 @@ class TrainSettings:
     seed: int = 0
     """Seeds batch order and the model's sampling noise."""
     progress: bool = True
-    """Show a tqdm bar."""
+    """Show progress: a tqdm bar on a terminal, a line every 30 s elsewhere (vision.progress)."""
 
 
 class TrainResult(NamedTuple):
@@ -246,9 +246,9 @@ def train_vision(
         writer = SummaryWriter(str(tb_dir), purge_step=start)  # drop events past the checkpoint
     bar = None
     if settings.progress:
-        from tqdm.auto import tqdm
+        from vision.progress import progress_bar
 
-        bar = tqdm(total=settings.steps, initial=start, desc=f"vision {model.name}", unit="step", leave=False)
+        bar = progress_bar(settings.steps, start, f"vision {model.name}", "step")
 
     batches = batch_indices(len(data), settings.batch_size, settings.seed)
     last_good = start
