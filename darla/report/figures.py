@@ -177,8 +177,8 @@ def fig_agent_curves(
             ax.axhline(references["oracle"], color="k", lw=0.8, ls=":", label="oracle (true state)")
         ax.set_title(method, fontsize=9)
         ax.set_xlabel("env steps", fontsize=8)
+        ax.set_ylabel("episode return (source domain)", fontsize=8)
         ax.set_xlim(0, total_timesteps)
-    axes[0][0].set_ylabel("episode return (source domain)", fontsize=8)
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
