@@ -462,10 +462,13 @@ def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log 
         for seed in cfg.agent.seeds:
             model = load_agent(agent_dir(run, method, cfg.agent.algo, seed) / "model.zip", expect_encoder_sha256=sha)
             log(f"[transfer] {method} seed {seed}: {t.n_episodes} episodes in each of {', '.join(domains)}")
-            for ep in evaluate_transfer(model, encoder, cfg.env.name, domains, deterministic=t.deterministic, device=device, **common):
-                rows.append({"method": method, "algo": cfg.agent.algo, "seed": seed, **ep._asdict()})
-            if seed == cfg.agent.seeds[0]:
-                videos.append(_record_videos(cfg, model, encoder, domains, out / "videos" / f"{method}.npz", device))
+            record: dict[str, tuple[np.ndarray, np.ndarray | None]] | None = {} if seed == cfg.agent.seeds[0] else None
+            eps = evaluate_transfer(model, encoder, cfg.env.name, domains, deterministic=t.deterministic, device=device,
+                                    record=record, **common)
+            rows += [{"method": method, "algo": cfg.agent.algo, "seed": seed, **ep._asdict()} for ep in eps]
+            if record is not None:  # the first seed's episode 0 per domain, for the report's video
+                returns = {ep.domain: ep.ret for ep in eps if ep.episode == 0}
+                videos.append(_write_videos(out / "videos" / f"{method}.npz", record, returns))
     _write_csv(out / "episodes.csv", rows)
 
     log("[transfer] references: a random policy and the env's oracle on the same episodes")
@@ -485,28 +488,19 @@ def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log 
     return run.complete("transfer", [out / "episodes.csv", out / "summary.json", *videos], {}, started)
 
 
-def _record_videos(cfg: Config, model, encoder, domains: dict[str, Domain], path: Path, device) -> Path:
-    """One episode per domain of a method's first seed, every frame kept, for the report's video.
-
-    Each domain's episode starts from the reset seed of its first evaluation episode; the
-    policy acts as in evaluation (``transfer.deterministic``).
-    """
-    from agents.transfer import episode_seeds, record_episode
-    from vision.checkpoint import write_bytes_atomic
-
-    arrays: dict[str, np.ndarray] = {"domains": np.array(list(domains))}
-    for d, (dname, dom) in enumerate(domains.items()):
-        model.set_random_seed(cfg.transfer.seed_base)
-        ep = record_episode(
-            model, encoder, cfg.env.name, dom, episode_seeds(d, 1, cfg.transfer.seed_base)[0], size=cfg.env.size,
-            max_steps=cfg.env.max_steps, deterministic=cfg.transfer.deterministic, device=device,
-        )
-        arrays[f"frames/{dname}"] = ep.frames
-        arrays[f"return/{dname}"] = np.array(ep.ret)
-        if ep.scene is not None:
-            arrays[f"scene/{dname}"] = ep.scene
+def _write_videos(path: Path, record: dict[str, tuple[np.ndarray, np.ndarray | None]], returns: dict[str, float]) -> Path:
+    """``transfer/videos/<method>.npz``: per domain, every frame of the first seed's evaluation
+    episode 0 (``frames/<domain>``), its return and its scene factor classes; ``domains`` in order."""
     import io
 
+    from vision.checkpoint import write_bytes_atomic
+
+    arrays: dict[str, np.ndarray] = {"domains": np.array(list(record))}
+    for dname, (frames, scene) in record.items():
+        arrays[f"frames/{dname}"] = frames
+        arrays[f"return/{dname}"] = np.array(returns[dname])
+        if scene is not None:
+            arrays[f"scene/{dname}"] = scene
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -219,9 +219,9 @@ def _videos_section(cfg: Config, run: RunDir) -> str:
         return "<p class='note'>No recorded episodes (this run's stage 3 predates them).</p>"
     budget = min(VIDEO_MAX_BYTES, VIDEO_BUDGET_BYTES // len(methods))
     parts = [
-        f"<p class='note'>For each method, one episode of its first seed (seed {cfg.agent.seeds[0]}) in the source domain and "
-        f"in each target, side by side, from the reset seed of each domain's first evaluation episode; actions as in the "
-        f"evaluation ({'deterministic' if cfg.transfer.deterministic else 'sampled'}). Each GIF is at most "
+        f"<p class='note'>For each method, evaluation episode 0 of its first seed (seed {cfg.agent.seeds[0]}) in the source "
+        f"domain and in each target, side by side: the very episodes of the table, actions "
+        f"{'deterministic' if cfg.transfer.deterministic else 'sampled'} as in the evaluation. Each GIF is at most "
         f"{budget / 2**20:.2f} MiB (all of them at most {VIDEO_BUDGET_BYTES / 2**20:.0f} MiB): a longer one shows every "
         "k-th frame, as stated under it. The recorded frames: transfer/videos/&lt;method&gt;.npz.</p>"
     ]

@@ -203,9 +203,14 @@ def test_report_holds_a_bounded_video_per_method_and_provenance(tiny_run):
     assert len(gifs) == len(cfg.methods)
     im = Image.open(io.BytesIO(base64.b64decode(gifs[0])))
     assert im.n_frames == cfg.env.max_steps + 1  # the reset frame and every step (20 steps fit the bound)
-    with np.load(rd.root / "transfer/videos/beta_vae.npz") as z:
+    from darla.report.figures import read_episodes
+
+    first = {e["domain"]: e for e in read_episodes(rd.root / "transfer/episodes.csv") if e["seed"] == 0 and e["episode"] == "0"}
+    with np.load(rd.root / "transfer/videos/beta_vae.npz") as z:  # the video is evaluation episode 0 itself
         assert list(z["domains"]) == ["source", "target_floor_object"]
-        assert z["frames/source"].shape == (cfg.env.max_steps + 1, 32, 32, 3) and z["scene/source"].shape == (4,)
+        for d in z["domains"]:
+            assert z[f"frames/{d}"].shape == (int(first[d]["length"]) + 1, 32, 32, 3) and z[f"scene/{d}"].shape == (4,)
+            assert float(z[f"return/{d}"]) == first[d]["ret"]
     for key in ("darla", "git", "torch", "stable_baselines3", "gymnasium", "time per stage", "command", "CPU"):
         assert key in html, key
     assert "<details><summary>" in html and "scan:" not in html.split("<details>")[1] and "Left out, unused by this run: scan" in html
