@@ -711,6 +711,18 @@ def reconcile_config(run: RunDir, cfg: Config, update: bool, log: Log = _print) 
     write_text_atomic(run.config_path, text)
 
 
+def _has_work(run: RunDir, stages: list[str]) -> bool:
+    """Whether any of ``stages`` will run (a stage whose artifacts fail their check will too: the
+    stage loop below reports it, in order)."""
+    for name in stages:
+        try:
+            if not run.is_complete(name):
+                return True
+        except RunDirError:
+            return True
+    return False
+
+
 def run_pipeline(
     cfg: Config,
     *,
@@ -733,7 +745,7 @@ def run_pipeline(
         if not force:
             reconcile_config(run, cfg, update, log)
         run.prepare(dump_config(cfg), force=force)
-        if any(not run.is_complete(s) for s in stages if s != "scan" or cfg.scan.enabled):
+        if _has_work(run, [s for s in stages if s != "scan" or cfg.scan.enabled]):
             from darla.runs import provenance
 
             run.record_provenance(provenance(str(resolve_device(cfg.device))))
