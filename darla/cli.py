@@ -436,8 +436,37 @@ def _cmd_envs(_: argparse.Namespace) -> int:
         for f in info.scene_space.factors:
             print(f"  factor {f.name}: {', '.join(f'{i}={v}' for i, v in enumerate(f.values))}")
         for dname, dom in info.domains.items():
-            print(f"  domain {dname}: {len(dom)} combinations")
+            print(f"  domain {dname}: {_describe_domain(dom)}")
     return 0
+
+
+def _describe_domain(dom) -> str:
+    """A domain as factor values: a product of value sets, or every combination but one such
+    product (DARLA's held-out pair), else just its size. Factors free in it are not named."""
+    import numpy as np
+
+    space = dom.space
+    everything = space.all_combinations()
+
+    def product(rows: np.ndarray) -> str | None:
+        if not len(rows):
+            return None
+        parts, n = [], 1
+        for j, f in enumerate(space.factors):
+            vals = sorted(set(rows[:, j].tolist()))
+            n *= len(vals)
+            if len(vals) < f.size:
+                parts.append(f"{f.name} in {{{', '.join(f.values[v] for v in vals)}}}")
+        if n != len({tuple(r) for r in rows.tolist()}):
+            return None
+        return " x ".join(parts) or "every combination"
+
+    inside = {tuple(r) for r in np.asarray(dom.combos).tolist()}
+    desc = product(np.asarray(dom.combos))
+    if desc is None:
+        rest = product(np.array([r for r in everything.tolist() if tuple(r) not in inside]).reshape(-1, len(space)))
+        desc = None if rest is None else f"every combination except {rest}"
+    return f"{len(dom)} combinations" + (f": {desc}" if desc else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -312,3 +312,14 @@ def test_vision_training_progress_in_a_pipe_has_no_carriage_returns(tmp_path, ca
     train_vision(model, frames, TrainSettings(steps=4, batch_size=16, checkpoint_every=2, log_every=2, progress=True), tmp_path)
     out, err = capfd.readouterr()
     assert "\r" not in out + err and "vision beta_vae: 4/4 step (100%)" in err
+
+
+def test_envs_shows_what_each_domain_holds_out_as_factor_values(capsys):
+    from darla.cli import main
+
+    assert main(["envs"]) == 0
+    out = capsys.readouterr().out
+    assert ("domain vision: 144 combinations: every combination except floor_colour in {maroon, dark green} "
+            "x object_colour in {green, orange}") in out
+    assert "domain source: 24 combinations: floor_colour in {dark grey, navy} x wall_colour" in out
+    assert "domain target_all_new: 8 combinations: background_colour in {maroon, dark green}" in out
