@@ -106,6 +106,10 @@ def _ci(s: dict[str, Any], key: str = "iqm") -> str:
     return f"{s[key]:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
+#: What a report may weigh: its figures (well under 2 MiB for a few methods) and its videos
+#: (at most media.VIDEO_BUDGET_BYTES together), base64-encoded; tests/darla/test_report.py checks it.
+REPORT_MAX_BYTES = 8 * 2**20
+
 #: The transfer ratio of a method whose source score is at chance (see agents.stats.source_at_chance).
 AT_CHANCE = "n/a (source at chance)"
 
@@ -223,7 +227,8 @@ def _videos_section(cfg: Config, run: RunDir) -> str:
         f"domain and in each target, side by side: the very episodes of the table, actions "
         f"{'deterministic' if cfg.transfer.deterministic else 'sampled'} as in the evaluation. Each GIF is at most "
         f"{budget / 2**20:.2f} MiB (all of them at most {VIDEO_BUDGET_BYTES / 2**20:.0f} MiB): a longer one shows every "
-        "k-th frame, as stated under it. The recorded frames: transfer/videos/&lt;method&gt;.npz.</p>"
+        f"k-th frame, as stated under it, so the whole report stays under {REPORT_MAX_BYTES / 2**20:.0f} MiB. "
+        "The recorded frames: transfer/videos/&lt;method&gt;.npz.</p>"
     ]
     for method in methods:
         with np.load(run.path("transfer", "videos", f"{method}.npz")) as z:

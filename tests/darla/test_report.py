@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from darla.pipeline import summarize_transfer
-from darla.report import AT_CHANCE, at_chance, summary_rows
+from darla.report import AT_CHANCE, REPORT_MAX_BYTES, at_chance, summary_rows
 from darla.report import figures as F
 
 DOMAINS = ["source", "target_a"]
@@ -186,10 +186,6 @@ def tiny_run(tmp_path_factory):
     return cfg, run_pipeline(cfg, run_dir=tmp_path_factory.mktemp("runs") / "tiny", progress=False, log=lambda m: None)
 
 
-#: What a report may weigh: its figures (well under 2 MiB) and every video (media.VIDEO_BUDGET_BYTES), base64.
-REPORT_MAX_BYTES = 8 * 2**20
-
-
 def test_report_holds_a_bounded_video_per_method_and_provenance(tiny_run):
     from PIL import Image
 
@@ -215,7 +211,7 @@ def test_report_holds_a_bounded_video_per_method_and_provenance(tiny_run):
         assert key in html, key
     assert "<details><summary>" in html and "scan:" not in html.split("<details>")[1] and "Left out, unused by this run: scan" in html
     assert "floor colour: <b>" in html and "Key:</b> white plus: the agent" in html  # captions from info["scene"], the env's key
-    assert "This run has one seed" in html
+    assert "This run has one seed" in html and "stays under 8 MiB" in html
     manifest = json.loads((rd.root / "manifest.json").read_text())
     assert manifest["provenance"]["device"] == "cpu" and "command" in manifest["provenance"]
 
