@@ -122,3 +122,30 @@ def probability_of_improvement(
 def per_seed_ratios(target: Mapping[int, float], source: Mapping[int, float]) -> dict[int, float | None]:
     """Transfer ratio (target ÷ source mean return) per training seed."""
     return {s: transfer_ratio(target[s], source[s]) for s in sorted(source) if s in target}
+
+
+def source_at_chance(
+    per_seed: Mapping[int, Sequence[float]], random_mean: float, *, reps: int = 2000, seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, float | bool | str | list[float]]:
+    """Is a policy's source score indistinguishable from (or below) a random policy's?
+
+    True when the lower end of the 95% CI of its mean return is at or below ``random_mean``
+    (normalised: the CI includes 0 or lies below it). A transfer ratio of such a policy divides
+    noise by noise. With two or more seeds the CI is the stratified bootstrap over seed means
+    (as every other CI of the report); with one seed there is no seed-level spread, so it is a
+    percentile bootstrap over that seed's episodes, which is narrower than a seed-level CI
+    would be: a single-seed "above chance" is weaker evidence, and the report says so.
+    """
+    seeds = sorted(per_seed)
+    if len(seeds) >= 2:
+        ci = bootstrap_ci(np.array([np.mean(per_seed[s]) for s in seeds]), reps=reps, seed=seed, confidence=confidence)["mean"]
+        over = "seeds"
+    else:
+        eps = np.asarray(per_seed[seeds[0]], dtype=np.float64)
+        rng = np.random.default_rng(seed)
+        means = eps[rng.integers(0, len(eps), size=(reps, len(eps)))].mean(axis=1)
+        alpha = (1 - confidence) / 2
+        ci = (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
+        over = "episodes"
+    return {"at_chance": bool(ci[0] <= random_mean), "ci": [float(ci[0]), float(ci[1])], "over": over, "random": float(random_mean)}

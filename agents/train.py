@@ -288,16 +288,16 @@ def _truncate_logs(out_dir: Path, state: dict[str, Any]) -> None:
 
 
 class _Progress(BaseCallback):
-    """A tqdm bar over timesteps with the recent mean episode return."""
+    """Progress over timesteps with the recent mean episode return (a bar on a terminal, else lines)."""
 
     def __init__(self, total: int, desc: str) -> None:
         super().__init__()
         self.total, self.desc, self.bar = total, desc, None
 
     def _on_training_start(self) -> None:
-        from tqdm.auto import tqdm
+        from vision.progress import progress_bar
 
-        self.bar = tqdm(total=self.total, initial=self.model.num_timesteps, desc=self.desc, unit="step", leave=False)
+        self.bar = progress_bar(self.total, self.model.num_timesteps, self.desc, "step")
 
     def _on_step(self) -> bool:
         self.bar.update(self.model.num_timesteps - self.bar.n)

@@ -13,60 +13,118 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from darla.config import SCAN_ABLATIONS, Config, ConfigError, load_config
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="YAML config file (see configs/)")
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, unless the help already names one; flags
+    (store_true) and options without a default say nothing more."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text or default is None or default is False or default == argparse.SUPPRESS or default == []
+            or isinstance(action, (argparse._StoreTrueAction, argparse._HelpAction, argparse._VersionAction))
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+_NO_PROGRESS_HELP = (
+    "no progress output at all. Otherwise: a live bar on a terminal; when stdout/stderr is not a terminal "
+    "(a log file, a batch job), one line every 30 s instead"
+)
+
+
+def _config_args(p: argparse.ArgumentParser, update: bool = True) -> None:
+    p.add_argument("config", help="YAML config file (see configs/, e.g. configs/quick.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set vision.beta=4.0 (repeatable)")
-    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs_dir/name)")
+                   help="override a config value by its dotted key, e.g. --set vision.beta=4.0 (repeatable)")
+    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: <runs_dir>/<name> from the config)")
     p.add_argument("--force", action="store_true",
                    help="discard this run's artifacts and start over (only in a directory darla made for a run)")
-    p.add_argument("--update", action="store_true",
-                   help="accept a changed config that leaves stage 1 alone: keep stage 1, re-run the stages it touches")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    if update:
+        p.add_argument("--update", action="store_true",
+                       help="accept a changed config that leaves stage 1 alone: keep stage 1, re-run the stages it touches")
+    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
+
+
+DESCRIPTION = """\
+DARLA (Higgins et al. 2017): learn to see (a beta-VAE on frames of a random policy), learn to act
+(RL on its frozen latents in the source domain), transfer zero-shot to held-out target domains.
+
+  darla pipeline configs/quick.yaml      all three stages and the report, at CPU-sized settings
+  darla envs                             the environments, their factors and domains
+  darla report runs/quick                rewrite a run's report.html
+  darla <command> --help                 what a command does and its options
+
+An interrupted command continues from its last checkpoint when run again.
+"""
+
+
+class _SubParsers(argparse._SubParsersAction):
+    """A subcommand's one-line help is also the description its own --help opens with."""
+
+    def add_parser(self, name: str, **kw: Any) -> argparse.ArgumentParser:
+        if kw.get("help") and "description" not in kw:
+            kw["description"] = kw["help"][0].upper() + kw["help"][1:] + "."
+        return super().add_parser(name, **kw)
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kw)
+        self.register("action", "parsers", _SubParsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="darla", description="DARLA: learn to see, learn to act, transfer zero-shot.")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    import darla
+
+    p = _Parser(prog="darla", description=DESCRIPTION)
+    p.add_argument("--version", action="version", version=f"darla {darla.__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="<command>", title="commands")
 
     pp = sub.add_parser("pipeline", help="run (or continue) all three stages and the report")
     _config_args(pp)
 
     pv = sub.add_parser("vision", help="stage 1 alone, and tools for vision checkpoints")
-    vsub = pv.add_subparsers(dest="vcmd", required=True)
+    vsub = pv.add_subparsers(dest="vcmd", metavar="<command>", title="commands")
+    pv.set_defaults(help_of=pv)
     vt = vsub.add_parser("train", help="train the vision model of CONFIG (stage 1 only)")
-    _config_args(vt)
+    _config_args(vt, update=False)  # --update keeps stage 1: nothing left for this command to do
     vtr = vsub.add_parser("traverse", help="write the latent traversal grid of a checkpoint")
-    vtr.add_argument("checkpoint", type=Path)
-    vtr.add_argument("--env", default="seek_avoid", help="env whose frame is the reference image")
+    vtr.add_argument("checkpoint", type=Path, help="a vision model.pt (e.g. RUN_DIR/vision/model.pt)")
+    vtr.add_argument("--env", default="seek_avoid", help="env whose reset frame (at the checkpoint's image size) is traversed around")
     vtr.add_argument("--out", type=Path, default=None, help="PNG path (default: beside the checkpoint)")
-    vtr.add_argument("--seed", type=int, default=0)
+    vtr.add_argument("--seed", type=int, default=0, help="reset seed of the reference frame")
     vs = vsub.add_parser("score", help="disentanglement metrics of a checkpoint on ground-truth data")
-    vs.add_argument("checkpoint", type=Path)
+    vs.add_argument("checkpoint", type=Path, help="a vision model.pt (e.g. RUN_DIR/vision/model.pt)")
     vs.add_argument("--data", default="seek_avoid", help="an env name (darla envs), dsprites (the procedural replica), or the original dsprites .npz")
     vs.add_argument("--metrics", default="all", help="comma-separated metric names, or all")
-    vs.add_argument("--settings", default="fast", choices=["fast", "full"])
+    vs.add_argument("--settings", default="fast", choices=["fast", "full"],
+                    help="sample sizes of the metrics: fast (seconds to a minute, for runs and tests) or full (the published ones, minutes)")
     vs.add_argument("--domain", default=None, help="score on this domain of the env (e.g. vision, as stage 1 does); default: every scene")
-    vs.add_argument("--seed", type=int, default=0)
+    vs.add_argument("--seed", type=int, default=0, help="seed of the metrics' samples")
     vs.add_argument("--probe", action="store_true", help="also the MLP probe per factor (what a policy can read), under 'probe'")
     vs.add_argument("--out", type=Path, default=None, help="also write the scores as JSON here")
 
     vsel = vsub.add_parser("select", help="rank trained vision models without labels (UDR)")
     vsel.add_argument("models", type=Path, nargs="+", help="run directories or model.pt files (same hyperparameters, different seeds)")
     vsel.add_argument("--env", default="seek_avoid", help="env whose vision-domain renders are encoded")
-    vsel.add_argument("--n-images", type=int, default=1000)
-    vsel.add_argument("--similarity", default="spearman", choices=["spearman", "lasso"])
-    vsel.add_argument("--seed", type=int, default=0)
+    vsel.add_argument("--n-images", type=int, default=1000, help="vision-domain renders every model encodes")
+    vsel.add_argument("--similarity", default="spearman", choices=["spearman", "lasso"], help="UDR's similarity between two models' latents")
+    vsel.add_argument("--seed", type=int, default=0, help="seed of the renders")
     vsel.add_argument("--out", type=Path, default=None, help="also write the ranking as JSON here")
 
     ps = sub.add_parser("scan", help="SCAN: symbols grounded in a trained vision model's latents")
-    ssub = ps.add_subparsers(dest="scmd", required=True)
+    ssub = ps.add_subparsers(dest="scmd", metavar="<command>", title="commands")
+    ps.set_defaults(help_of=ps)
     st = ssub.add_parser("train", help="train SCAN (and its recombination operators) on RUN_DIR's vision model")
-    st.add_argument("run_dir", type=Path)
+    st.add_argument("run_dir", type=Path, help="a run directory whose vision stage is complete")
     st.add_argument("--steps", type=int, default=None, help="default: the run's scan.steps")
     st.add_argument("--recombine-steps", type=int, default=None, help="default: the run's scan.recombine_steps")
     st.add_argument("--compare", action="append", default=None, choices=list(SCAN_ABLATIONS),
@@ -74,23 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seed", type=int, default=None, help="default: the run's scan.seed, else its seed")
     st.add_argument("--set", dest="overrides", action="append", default=[], metavar="scan.KEY=VALUE",
                     help="override a scan setting of the run's config, e.g. --set scan.lam=5.0 (repeatable)")
-    st.add_argument("--no-progress", action="store_true", help="no progress bars")
+    st.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
     si = ssub.add_parser("imagine", help='sym2img: e.g. darla scan imagine RUN_DIR "navy floor AND red object"')
-    si.add_argument("run_dir", type=Path)
-    si.add_argument("expression")
-    si.add_argument("--n", type=int, default=8, help="samples")
-    si.add_argument("--out", type=Path, default=None, help="PNG (default RUN_DIR/scan/imagine.png)")
-    si.add_argument("--seed", type=int, default=0)
+    si.add_argument("run_dir", type=Path, help="a run directory with a trained SCAN (darla scan train)")
+    si.add_argument("expression", help='words joined by AND (see darla scan describe for the words), e.g. "navy floor AND red object"')
+    si.add_argument("--n", type=int, default=8, help="images sampled")
+    si.add_argument("--out", type=Path, default=None, help="PNG path (default: RUN_DIR/scan/imagine.png)")
+    si.add_argument("--seed", type=int, default=0, help="seed of the sampled latents")
     sd = ssub.add_parser("describe", help="img2sym: the words SCAN finds in an image")
-    sd.add_argument("run_dir", type=Path)
-    sd.add_argument("image", type=Path)
+    sd.add_argument("run_dir", type=Path, help="a run directory with a trained SCAN (darla scan train)")
+    sd.add_argument("image", type=Path, help="an RGB image file at the vision model's size (e.g. a PNG of an env frame)")
 
     pa = sub.add_parser("agent", help="stage 2 alone")
-    asub = pa.add_subparsers(dest="acmd", required=True)
+    asub = pa.add_subparsers(dest="acmd", metavar="<command>", title="commands")
+    pa.set_defaults(help_of=pa)
     _config_args(asub.add_parser("train", help="train the policies of CONFIG (runs stage 1 first if needed)"))
 
     pt = sub.add_parser("transfer", help="stage 3 alone")
-    tsub = pt.add_subparsers(dest="tcmd", required=True)
+    tsub = pt.add_subparsers(dest="tcmd", metavar="<command>", title="commands")
+    pt.set_defaults(help_of=pt)
     _config_args(tsub.add_parser("eval", help="zero-shot evaluation in the target domains"))
 
     pr = sub.add_parser("report", help="(re)write report.html and results.json of a run directory, "
@@ -100,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     psw = sub.add_parser("sweep", help="expand a sweep file (grid/list × seeds) into runs and run (or continue) them")
     psw.add_argument("sweep_file", type=Path, help="YAML sweep file (see README, Sweeps)")
     psw.add_argument("--executor", choices=["local", "ray"], default="local",
-                     help="local: processes on this machine; ray: one Ray task per run (pip install 'darla[ray]')")
+                     help="local: processes on this machine; ray: one Ray task per run (pip install -e \".[ray]\")")
     psw.add_argument("--workers", type=_positive_int, default=None,
                      help="runs at a time (local, default 1; ray: CPUs of the local Ray it starts)")
     psw.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
@@ -131,7 +191,7 @@ def _stages_cmd(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
     cfg = _load(args)
     if cfg.vision.data == "dsprites" and stages != ("vision",):
         raise ConfigError(args.config, "vision.data", "dsprites has no policy to train: it is for stage 1 alone (darla vision train)")
-    run = run_pipeline(cfg, run_dir=args.run_dir, force=args.force, update=args.update, progress=not args.no_progress, stages=stages)
+    run = run_pipeline(cfg, run_dir=args.run_dir, force=args.force, update=getattr(args, "update", False), progress=not args.no_progress, stages=stages)
     if "report" in stages:
         _print_summary(run.root)
     return 0
@@ -377,13 +437,48 @@ def _cmd_envs(_: argparse.Namespace) -> int:
         for f in info.scene_space.factors:
             print(f"  factor {f.name}: {', '.join(f'{i}={v}' for i, v in enumerate(f.values))}")
         for dname, dom in info.domains.items():
-            print(f"  domain {dname}: {len(dom)} combinations")
+            print(f"  domain {dname}: {_describe_domain(dom)}")
     return 0
+
+
+def _describe_domain(dom) -> str:
+    """A domain as factor values: a product of value sets, or every combination but one such
+    product (DARLA's held-out pair), else just its size. Factors free in it are not named."""
+    import numpy as np
+
+    space = dom.space
+    everything = space.all_combinations()
+
+    def product(rows: np.ndarray) -> str | None:
+        if not len(rows):
+            return None
+        parts, n = [], 1
+        for j, f in enumerate(space.factors):
+            vals = sorted(set(rows[:, j].tolist()))
+            n *= len(vals)
+            if len(vals) < f.size:
+                parts.append(f"{f.name} in {{{', '.join(f.values[v] for v in vals)}}}")
+        if n != len({tuple(r) for r in rows.tolist()}):
+            return None
+        return " x ".join(parts) or "every combination"
+
+    inside = {tuple(r) for r in np.asarray(dom.combos).tolist()}
+    desc = product(np.asarray(dom.combos))
+    if desc is None:
+        rest = product(np.array([r for r in everything.tolist() if tuple(r) not in inside]).reshape(-1, len(space)))
+        desc = None if rest is None else f"every combination except {rest}"
+    return f"{len(dom)} combinations" + (f": {desc}" if desc else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # a command group without its subcommand (or darla alone): its help, which lists them
+    group = getattr(args, "help_of", parser) if args.cmd is None or not any(
+        getattr(args, k, None) for k in ("vcmd", "scmd", "acmd", "tcmd")) and args.cmd in ("vision", "scan", "agent", "transfer") else None
+    if group is not None:
+        group.print_help()
+        return 0
     if getattr(args, "force", False) and getattr(args, "update", False):
         parser.error("--force and --update contradict each other: --force starts over, --update keeps stage 1")
     try:

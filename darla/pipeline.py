@@ -456,6 +456,7 @@ def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log 
     out.mkdir(parents=True, exist_ok=True)
     common = dict(n_episodes=t.n_episodes, seed_base=t.seed_base, size=cfg.env.size, max_steps=cfg.env.max_steps)
     rows = []
+    videos: list[Path] = []
     for method in cfg.methods:
         encoder, sha = load_method_encoder(run, cfg, method)
         if cfg.methods[method].observe == "pixels":
@@ -463,8 +464,13 @@ def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log 
         for seed in cfg.agent.seeds:
             model = load_agent(agent_dir(run, method, cfg.agent.algo, seed) / "model.zip", expect_encoder_sha256=sha)
             log(f"[transfer] {method} seed {seed}: {t.n_episodes} episodes in each of {', '.join(domains)}")
-            for ep in evaluate_transfer(model, encoder, cfg.env.name, domains, deterministic=t.deterministic, device=device, **common):
-                rows.append({"method": method, "algo": cfg.agent.algo, "seed": seed, **ep._asdict()})
+            record: dict[str, tuple[np.ndarray, np.ndarray | None]] | None = {} if seed == cfg.agent.seeds[0] else None
+            eps = evaluate_transfer(model, encoder, cfg.env.name, domains, deterministic=t.deterministic, device=device,
+                                    record=record, **common)
+            rows += [{"method": method, "algo": cfg.agent.algo, "seed": seed, **ep._asdict()} for ep in eps]
+            if record is not None:  # the first seed's episode 0 per domain, for the report's video
+                returns = {ep.domain: ep.ret for ep in eps if ep.episode == 0}
+                videos.append(_write_videos(out / "videos" / f"{method}.npz", record, returns))
     _write_csv(out / "episodes.csv", rows)
 
     log("[transfer] references: a random policy and the env's oracle on the same episodes")
@@ -480,7 +486,53 @@ def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log 
 
     summary = summarize_transfer(rows, list(domains), list(cfg.methods), list(cfg.agent.seeds), references, seed=cfg.seed)
     write_json_atomic(out / "summary.json", summary)
-    return run.complete("transfer", [out / "episodes.csv", out / "summary.json"], {}, started)
+    _log_transfer_scalars(cfg, rows, references, out / "tb")
+    return run.complete("transfer", [out / "episodes.csv", out / "summary.json", *videos], {}, started)
+
+
+def _write_videos(path: Path, record: dict[str, tuple[np.ndarray, np.ndarray | None]], returns: dict[str, float]) -> Path:
+    """``transfer/videos/<method>.npz``: per domain, every frame of the first seed's evaluation
+    episode 0 (``frames/<domain>``), its return and its scene factor classes; ``domains`` in order."""
+    import io
+
+    from vision.checkpoint import write_bytes_atomic
+
+    arrays: dict[str, np.ndarray] = {"domains": np.array(list(record))}
+    for dname, (frames, scene) in record.items():
+        arrays[f"frames/{dname}"] = frames
+        arrays[f"return/{dname}"] = np.array(returns[dname])
+        if scene is not None:
+            arrays[f"scene/{dname}"] = scene
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, buf.getvalue())
+    return path
+
+
+def _log_transfer_scalars(cfg: Config, rows: list[dict[str, Any]], references: dict[str, dict[str, float | None]], tb: Path) -> None:
+    """TensorBoard: per method and seed (one run each, transfer/tb/<method>_seed<k>), every
+    evaluation episode's return per domain (step = episode index), and the domain's mean return
+    and normalised score at step = agent.total_timesteps, so runs line up with their training."""
+    import shutil
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    if tb.exists():
+        shutil.rmtree(tb)  # a re-run rewrites the events; never two copies of one evaluation
+    for method in cfg.methods:
+        for seed in cfg.agent.seeds:
+            mine = [r for r in rows if r["method"] == method and r["seed"] == seed]
+            with SummaryWriter(str(tb / f"{method}_seed{seed}")) as w:
+                for dname in dict.fromkeys(r["domain"] for r in mine):
+                    rets = [r["ret"] for r in mine if r["domain"] == dname]
+                    for k, ret in enumerate(rets):
+                        w.add_scalar(f"transfer/episode_return/{dname}", ret, k)
+                    w.add_scalar(f"transfer/mean_return/{dname}", float(np.mean(rets)), cfg.agent.total_timesteps)
+                    ref = references.get(dname, {})
+                    if ref.get("oracle") is not None and ref["oracle"] > ref["random"]:
+                        norm = (np.mean(rets) - ref["random"]) / (ref["oracle"] - ref["random"])
+                        w.add_scalar(f"transfer/normalised/{dname}", float(norm), cfg.agent.total_timesteps)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -497,11 +549,13 @@ def summarize_transfer(
     references: dict[str, dict[str, float | None]], *, seed: int = 0,
 ) -> dict[str, Any]:
     """Per method and domain: returns (mean ± std, IQM [CI]), normalised scores, per-seed transfer
-    ratios; per target: probability that each method beats the first one (rliable)."""
+    ratios, whether the source score is at chance (``source_at_chance``: its transfer ratios
+    mean nothing); per target: probability that each method beats the first one (rliable)."""
     from agents.stats import (
         normalise,
         per_seed_ratios,
         probability_of_improvement,
+        source_at_chance,
         summarize_returns,
         transfer_ratio,
     )
@@ -520,8 +574,12 @@ def summarize_transfer(
             seed_means[method][dname] = dict(zip(seeds, res["domains"][dname]["per_seed"]))
             ref = references.get(dname, {})
             if ref.get("oracle") is not None and ref["oracle"] > ref["random"]:
-                norm = normalise(res["domains"][dname]["per_seed"], ref["random"], ref["oracle"])
-                res["normalised"][dname] = summarize_returns({s: [v] for s, v in zip(seeds, norm)}, seed=seed)
+                # episode by episode, so n_episodes and episode_std describe the episodes (the
+                # seed means, and so every seed-level number, are the same as normalising them)
+                norm = {s: normalise(v, ref["random"], ref["oracle"]).tolist() for s, v in per_seed.items()}
+                res["normalised"][dname] = summarize_returns(norm, seed=seed)
+            if dname == "source" and ref.get("random") is not None:
+                res["source_at_chance"] = source_at_chance(per_seed, ref["random"], seed=seed)
         src = res["domains"]["source"]["mean"]
         for dname in domains[1:]:
             res["transfer_ratio"][dname] = transfer_ratio(res["domains"][dname]["mean"], src)
@@ -706,6 +764,18 @@ def discard_superseded(run: RunDir) -> None:
     remove_path(run.path(SUPERSEDED))
 
 
+def _has_work(run: RunDir, stages: list[str]) -> bool:
+    """Whether any of ``stages`` will run (a stage whose artifacts fail their check will too: the
+    stage loop below reports it, in order)."""
+    for name in stages:
+        try:
+            if not run.is_complete(name):
+                return True
+        except RunDirError:
+            return True
+    return False
+
+
 def run_pipeline(
     cfg: Config,
     *,
@@ -741,6 +811,10 @@ def run_pipeline(
         elif changed:  # keys that change no result: the run keeps its results under the new config
             write_text_atomic(run.config_path, dump_config(cfg))
         run.prepare(dump_config(cfg), force=force)
+        if _has_work(run, [s for s in stages if s != "scan" or cfg.scan.enabled]):
+            from darla.runs import provenance
+
+            run.record_provenance(provenance(str(resolve_device(cfg.device))))
         try:
             for name in stages:
                 if name == "scan" and not cfg.scan.enabled:

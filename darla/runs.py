@@ -107,6 +107,50 @@ def versions() -> dict[str, str]:
     }
 
 
+def git_state(where: Path | None = None) -> dict[str, Any] | None:
+    """The commit of the git checkout ``where`` (default: darla's own source) and whether tracked
+    files differ from it; None when it is not a git checkout or git is unavailable."""
+    import subprocess
+
+    where = where or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(device: str) -> dict[str, Any]:
+    """Where and how a run was started: command line, git state, device, CPU, host, time."""
+    import torch
+
+    dev = {"device": device, "cpu": cpu_model(), "cpu_count": os.cpu_count()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        dev["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return {
+        "command": " ".join(sys.argv)[:1000],
+        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "git": git_state(),
+        **dev,
+    }
+
+
 @dataclass
 class RunDir:
     root: Path
@@ -190,6 +234,14 @@ class RunDir:
         m["versions"] = versions()
         self.write_manifest(m)
         return entry
+
+    def record_provenance(self, info: dict[str, Any]) -> None:
+        """Keep ``info`` (:func:`provenance`) as the manifest's ``provenance``: the latest
+        invocation's, as every stage it runs is recorded beside it with its own finish time."""
+        m = self.manifest()
+        m["provenance"] = info
+        m["versions"] = versions()
+        self.write_manifest(m)
 
     def invalidate(self, *names: str) -> None:
         m = self.manifest()

@@ -251,7 +251,14 @@ class ReacherEnv(gym.Env[np.ndarray, np.ndarray]):
     and ``"is_success"`` (within ``REACH_TOLERANCE``; SB3's Monitor and EvalCallback read it).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata = {
+        "render_modes": ["rgb_array"], "render_fps": 20,
+        # what each drawn thing is, for legends (darla's report)
+        "render_key": {
+            "two links in the arm colour": "the arm (fixed at the centre; its free end is the fingertip)",
+            "disc in the target colour": "the target to reach",
+        },
+    }
 
     def __init__(
         self,

@@ -232,7 +232,14 @@ class SeekAvoidEnv(gym.Env[np.ndarray, np.int64]):
     :data:`STATE_NAMES` order (agent x, y, good x, y, bad x, y).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata = {
+        "render_modes": ["rgb_array"], "render_fps": 10,
+        # what each drawn thing is, for legends (darla's report)
+        "render_key": {
+            "white plus": "the agent", "circle in the object colour": "good object (+1)", "square in the object colour": "bad object (−1)",
+            "cells in the wall colour": "border wall and the layout's obstacles",
+        },
+    }
 
     def __init__(
         self,

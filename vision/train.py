@@ -67,7 +67,7 @@ class TrainSettings:
     seed: int = 0
     """Seeds batch order and the model's sampling noise."""
     progress: bool = True
-    """Show a tqdm bar."""
+    """Show progress: a tqdm bar on a terminal, a line every 30 s elsewhere (vision.progress)."""
 
 
 class TrainResult(NamedTuple):
@@ -165,6 +165,27 @@ def cudnn_deterministic(enabled: bool = True) -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
+#: Frames (the first of the dataset, fixed over training) in each checkpoint's TensorBoard images.
+TB_IMAGES = 8
+
+
+@torch.no_grad()
+def _log_images(writer: Any, model: VisionModel, x: torch.Tensor, step: int) -> None:
+    """TensorBoard images at a checkpoint: ``vision/reconstructions`` (top: input, bottom: its
+    reconstruction) and ``vision/traversals`` (one row per latent, most KL first, ±2.5 prior s.d.
+    around the first frame's code; first column: that frame), the pictures stage 1 ends with."""
+    from vision.traverse import reconstruction_grid, traversal_grid
+
+    frames = x.float().div(255.0).contiguous().cpu().numpy()
+    model.eval()
+    try:
+        writer.add_image("vision/reconstructions", reconstruction_grid(model, frames), step, dataformats="HWC")
+        order = np.argsort(-model.kl_per_dim(frames))
+        writer.add_image("vision/traversals", traversal_grid(model, frames[0], order=order), step, dataformats="HWC")
+    finally:
+        model.train()
+
+
 def train_vision(
     model: VisionModel,
     frames: np.ndarray,
@@ -225,9 +246,9 @@ def train_vision(
         writer = SummaryWriter(str(tb_dir), purge_step=start)  # drop events past the checkpoint
     bar = None
     if settings.progress:
-        from tqdm.auto import tqdm
+        from vision.progress import progress_bar
 
-        bar = tqdm(total=settings.steps, initial=start, desc=f"vision {model.name}", unit="step", leave=False)
+        bar = progress_bar(settings.steps, start, f"vision {model.name}", "step")
 
     batches = batch_indices(len(data), settings.batch_size, settings.seed)
     last_good = start
@@ -273,6 +294,8 @@ def train_vision(
                 if is_ckpt:
                     save_training_state(step + 1)
                     last_good = step + 1
+                    if writer is not None:
+                        _log_images(writer, model, data[:TB_IMAGES], step + 1)
                 if bar is not None:
                     bar.update(1)
                 if interrupt.requested and step + 1 < settings.steps:  # Ctrl-C: checkpoint this step, then stop

@@ -7,7 +7,6 @@ Every string that comes from a config, a name or a file is escaped with :func:`h
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -21,6 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from darla.config import Config, dump_config  # noqa: E402
+from darla.report import figures  # noqa: E402
+from darla.report.media import VIDEO_BUDGET_BYTES, VIDEO_MAX_BYTES, compose, encode_gif  # noqa: E402
 from darla.report.scan import scan_results, scan_section  # noqa: E402
 from darla.runs import RunDir, write_json_atomic, write_text_atomic  # noqa: E402
 
@@ -99,14 +100,32 @@ def _vision_numbers(folder: Path) -> dict[str, Any]:
 
 
 def _ci(s: dict[str, Any], key: str = "iqm") -> str:
+    if s.get("n_seeds", 2) < 2:
+        return f"{s[key]:.2f} (1 seed: no CI)"
     lo, hi = s[f"{key}_ci"]
     return f"{s[key]:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
+#: What a report may weigh: its figures (well under 2 MiB for a few methods) and its videos
+#: (at most media.VIDEO_BUDGET_BYTES together), base64-encoded; tests/darla/test_report.py checks it.
+REPORT_MAX_BYTES = 8 * 2**20
+
+#: The transfer ratio of a method whose source score is at chance (see agents.stats.source_at_chance).
+AT_CHANCE = "n/a (source at chance)"
+
+
+def at_chance(results: dict[str, Any]) -> list[str]:
+    """Methods whose source score is indistinguishable from (or below) a random policy's."""
+    t = results["transfer"]
+    return [m for m in t.get("method_order", list(t["methods"])) if t["methods"][m].get("source_at_chance", {}).get("at_chance")]
+
+
 def summary_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
-    """(method, domain, mean ± std, IQM [CI], normalised IQM [CI], transfer ratio, P(> baseline)) rows."""
+    """One row per (method, domain): episode-level spread, seed-level spread, IQM [CI],
+    normalised IQM [CI], transfer ratio, P(> baseline); single-seed statistics say so."""
     t = results["transfer"]
     poi = t.get("probability_of_improvement", {})
+    chance = set(at_chance(results))
     rows = []
     for method in t.get("method_order", list(t["methods"])):
         res = t["methods"][method]
@@ -115,12 +134,20 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
             norm = res["normalised"].get(dname)
             ratio = res["transfer_ratio"].get(dname)
             p = poi.get(dname, {}).get(method)
+            one_seed = s.get("n_seeds", len(s.get("per_seed", []))) < 2
+            if dname == "source":
+                ratio_text = "—"
+            elif method in chance:
+                ratio_text = AT_CHANCE
+            else:
+                ratio_text = "n/a" if ratio is None else f"{ratio:.2f}"
             rows.append((
                 method, dname,
-                f"{s['mean']:.2f} ± {s['std']:.2f}",
+                f"{s['mean']:.2f} ± {s['episode_std']:.2f} (n={s['n_episodes']})",
+                f"{s['mean']:.2f} (1 seed: no spread)" if one_seed else f"{s['mean']:.2f} ± {s['std']:.2f} (n={s['n_seeds']})",
                 _ci(s),
                 "n/a" if norm is None else _ci(norm),
-                "—" if dname == "source" else ("n/a" if ratio is None else f"{ratio:.2f}"),
+                ratio_text,
                 "—" if p is None else f"{p['p']:.2f} [{p['ci'][0]:.2f}, {p['ci'][1]:.2f}]",
             ))
     return rows
@@ -133,123 +160,175 @@ def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
 
 
 SUMMARY_HEADER = (
-    "method", "domain", "return mean ± std (seeds)", "IQM [95% CI]", "normalised IQM [95% CI]", "transfer ratio",
-    "P(> baseline) [95% CI]",
+    "method", "domain", "return: episodes mean ± s.d.", "return: seeds mean ± s.d.", "IQM [95% CI]",
+    "normalised IQM [95% CI]", "transfer ratio", "P(> baseline) [95% CI]",
 )
 
 
-# ---------------------------------------------------------------------------------------------
-def _fig_kl(kl: list[float], order: list[int]):
-    fig, ax = plt.subplots(figsize=(6, 2.6))
-    vals = [kl[i] for i in order]
-    ax.bar(range(len(vals)), vals, color="#4c72b0")
-    ax.set_xticks(range(len(vals)), [f"z{i}" for i in order], rotation=90, fontsize=7)
-    ax.set_ylabel("KL (nats)")
-    ax.set_title("Per-latent KL to the prior (sorted)")
-    return fig
+def _domain_frames(cfg: Config) -> tuple[list[tuple[str, list[tuple[str, str]]]], dict[str, str] | None]:
+    """([(domain, [(frame PNG, caption)] × 4)], the env's render key) from four seeded resets.
 
-
-def _fig_vision_curves(history: dict[str, list[float]]):
-    keys = [k for k in ("loss", "recon", "kl", "tc", "capacity") if history.get(k)]
-    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(3.2 * max(len(keys), 1), 2.6), squeeze=False)
-    steps = history.get("step") or list(range(len(history.get(keys[0], [])) if keys else 0))
-    for ax, k in zip(axes[0], keys):
-        ax.plot(steps[: len(history[k])], history[k], lw=1, marker="o" if len(history[k]) < 10 else None, ms=3)
-        ax.set_title(f"vision/{k}", fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def _monitor_curve(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Episode returns against cumulative env steps, merged over a seed's monitor files."""
-    eps: list[tuple[float, float, int]] = []
-    for f in sorted(folder.glob("*.monitor.csv")):
-        with open(f) as fh:
-            next(fh, None)  # the JSON header line SB3's Monitor writes
-            for row in csv.DictReader(fh):
-                eps.append((float(row["t"]), float(row["r"]), int(row["l"])))
-    if not eps:
-        return np.zeros(0), np.zeros(0)
-    eps.sort()
-    steps = np.cumsum([e[2] for e in eps])
-    return steps, np.array([e[1] for e in eps])
-
-
-def _fig_agent_curves(run: RunDir, cfg: Config):
-    """One panel per method: training-episode returns per seed, and source/target evaluations."""
-    methods = list(cfg.methods)
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods) + 0.6, 2.8), squeeze=False, sharey=True)
-    for ax, method in zip(axes[0], methods):
-        for seed in cfg.agent.seeds:
-            folder = run.path("agent", method, f"{cfg.agent.algo}_seed{seed}")
-            steps, rets = _monitor_curve(folder / "monitor")
-            if len(rets):
-                k = max(1, len(rets) // 20)
-                smooth = np.convolve(rets, np.ones(k) / k, mode="valid")
-                (line,) = ax.plot(steps[k - 1 :], smooth, lw=1, label=f"seed {seed}")
-                evals = folder / "evaluations.jsonl"
-                if evals.exists():
-                    ev = [json.loads(x) for x in evals.read_text().splitlines() if x.strip()]
-                    ax.plot([e["timesteps"] for e in ev], [e["source"] for e in ev], "o", ms=3, color=line.get_color())
-                    for dname in [k for k in (ev[0] if ev else {}) if k not in ("timesteps", "source")]:
-                        ax.plot([e["timesteps"] for e in ev], [e[dname] for e in ev], "x--", ms=3, lw=0.6, color=line.get_color())
-        ax.set_title(method, fontsize=9)
-        ax.set_xlabel("env steps", fontsize=8)
-    axes[0][0].set_ylabel("episode return (source)")
-    if axes[0][0].lines:
-        axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{cfg.agent.algo.upper()} learning curves (lines: training episodes; o: source evaluations; x: targets, logged only)", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def _fig_transfer(results: dict[str, Any]):
-    """Grouped bars: methods on x, one bar per domain (normalised IQM where references exist)."""
-    t = results["transfer"]
-    methods, domains = t.get("method_order", list(t["methods"])), list(t["domains"])
-    use_norm = all(t["methods"][m]["normalised"].get(d) for m in methods for d in domains)
-    key = "normalised" if use_norm else "domains"
-    width = 0.8 / len(domains)
-    fig, ax = plt.subplots(figsize=(1.8 + 1.4 * len(methods) * max(1, len(domains) / 2), 3.2))
-    palette = ["#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd", "#dd8452"]
-    for j, dname in enumerate(domains):
-        vals = [t["methods"][m][key][dname] for m in methods]
-        y = [v["iqm"] for v in vals]
-        err = [[v["iqm"] - v["iqm_ci"][0] for v in vals], [v["iqm_ci"][1] - v["iqm"] for v in vals]]
-        x = np.arange(len(methods)) + (j - (len(domains) - 1) / 2) * width
-        ax.bar(x, y, width, yerr=err, capsize=3, label=dname, color=palette[j % len(palette)])
-    ax.set_xticks(range(len(methods)), methods, rotation=15, fontsize=8)
-    ax.axhline(0, color="k", lw=0.5)
-    if use_norm:
-        ax.axhline(1, color="k", lw=0.5, ls=":")
-    ax.set_ylabel("normalised score (IQM)" if use_norm else "episode return (IQM)")
-    ax.set_title("Source vs zero-shot targets per method (IQM, 95% stratified-bootstrap CI over seeds)", fontsize=9)
-    ax.legend(fontsize=7, ncol=min(len(domains), 4))
-    return fig
-
-
-def _domain_frames(cfg: Config) -> list[tuple[str, str]]:
+    Captions name the scene's factor values, read from the env's ``info["scene"]`` and its
+    registry :class:`~envs.factors.FactorSpace`; the key is the env's ``metadata["render_key"]``
+    (what each drawn thing is), where it has one.
+    """
     from darla.pipeline import domains_of
-    from envs.registry import make_env
+    from envs.registry import get_env_info, make_env
 
+    try:
+        space = get_env_info(cfg.env.name).scene_space
+    except KeyError:  # an external env: no factor names to show
+        space = None
     vision, source, targets = domains_of(cfg)
-    out = []
+    out, key = [], None
     for name, dom in {"vision": vision, "source": source, **targets}.items():
         tiles = []
         for k in range(4):
             env = make_env(cfg.env.name, dom, size=cfg.env.size, max_steps=cfg.env.max_steps)
-            obs, _ = env.reset(seed=cfg.transfer.seed_base + 7919 * k)
+            obs, info = env.reset(seed=cfg.transfer.seed_base + 7919 * k)
+            key = key or env.unwrapped.metadata.get("render_key")
             env.close()
-            tiles.append(obs)
-        strip = np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], axis=1)
-        if strip.shape[0] < 96:
-            import cv2
+            scene = info.get("scene")
+            caption = ""
+            if scene is not None and space is not None:
+                caption = "<br>".join(f"{esc(n.replace('_', ' '))}: <b>{esc(v)}</b>" for n, v in space.describe(scene).items())
+            if obs.shape[0] < 96:
+                import cv2
 
-            f = 96 // strip.shape[0] + 1
-            strip = cv2.resize(strip, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST)
-        out.append((name, _rgb_png_b64(strip)))
-    return out
+                f = -(-96 // obs.shape[0])
+                obs = cv2.resize(obs, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST)
+            tiles.append((_rgb_png_b64(obs), caption))
+        out.append((name, tiles))
+    return out, key
+
+
+def _frames_section(cfg: Config) -> str:
+    domains, key = _domain_frames(cfg)
+    parts = []
+    for name, tiles in domains:
+        figs = "".join(
+            f"<figure>{_img(b, f'reset frame from domain {name}')}<figcaption>{cap}</figcaption></figure>" for b, cap in tiles
+        )
+        parts.append(f"<h3>{esc(name)}</h3><div class='frames'>{figs}</div>")
+    legend = ""
+    if key:
+        legend = "<p><b>Key:</b> " + "; ".join(f"{esc(k)}: {esc(v)}" for k, v in key.items()) + ".</p>"
+    return legend + "".join(parts)
+
+
+def _videos_section(cfg: Config, run: RunDir) -> str:
+    """One GIF per method (stage 3's recorded episodes), every GIF within the report's budget."""
+    methods = [m for m in cfg.methods if run.path("transfer", "videos", f"{m}.npz").exists()]
+    if not methods:
+        return "<p class='note'>No recorded episodes (this run's stage 3 predates them).</p>"
+    budget = min(VIDEO_MAX_BYTES, VIDEO_BUDGET_BYTES // len(methods))
+    parts = [
+        f"<p class='note'>For each method, evaluation episode 0 of its first seed (seed {cfg.agent.seeds[0]}) in the source "
+        f"domain and in each target, side by side: the very episodes of the table, actions "
+        f"{'deterministic' if cfg.transfer.deterministic else 'sampled'} as in the evaluation. Each GIF is at most "
+        f"{budget / 2**20:.2f} MiB (all of them at most {VIDEO_BUDGET_BYTES / 2**20:.0f} MiB): a longer one shows every "
+        f"k-th frame, as stated under it, so the whole report stays under {REPORT_MAX_BYTES / 2**20:.0f} MiB. "
+        "The recorded frames: transfer/videos/&lt;method&gt;.npz.</p>"
+    ]
+    for method in methods:
+        with np.load(run.path("transfer", "videos", f"{method}.npz")) as z:
+            panels = [(f"{d}\nepisode return {float(z[f'return/{d}']):.2f}", z[f"frames/{d}"]) for d in z["domains"]]
+        gif, stride = encode_gif(compose(panels), budget)
+        note = "every frame" if stride == 1 else f"every {stride}th frame (size bound)"
+        parts.append(
+            f"<figure><img alt='{esc(method)}: one episode per domain' src='data:image/gif;base64,"
+            f"{base64.b64encode(gif).decode('ascii')}'><figcaption><b>{esc(method)}</b>: {note}, "
+            f"{len(gif) / 1024:.0f} KiB</figcaption></figure>"
+        )
+    return "".join(parts)
+
+
+def _provenance(cfg: Config, run: RunDir) -> str:
+    """Who ran what, where, with which versions, and how long each stage took (manifest.json)."""
+    from datetime import datetime
+
+    import darla
+
+    m = run.manifest()
+    prov, vers = m.get("provenance", {}), m.get("versions", {})
+    git = prov.get("git")
+    git_text = "not a git checkout" if not git else (
+        f"{git['commit'][:12]}" + (" (uncommitted changes)" if git.get("dirty") else " (clean)" if git.get("dirty") is False else "")
+    )
+    device = prov.get("device", "?")
+    hw = prov.get("gpu") or ""
+    cpu = f"{prov.get('cpu', '?')} × {prov.get('cpu_count', '?')} threads"
+    stages = m.get("stages", {})
+    times = ", ".join(
+        f"{name} {stages[name]['wall_time_s']:.0f} s" for name in ("vision", "agent", "transfer", "scan")
+        if name in stages and "wall_time_s" in stages[name]
+    )
+    rows = [
+        ("report written", datetime.now().astimezone().isoformat(timespec="seconds")),
+        ("run started", prov.get("started", "?") + (f" on {prov['host']}" if prov.get("host") else "")),
+        ("command", prov.get("command", "?")),
+        ("darla", f"{vers.get('darla', darla.__version__)}, git {git_text}"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in vers.items() if k != "darla")),
+        ("device", f"{device}" + (f" ({hw})" if hw else "") + f"; CPU {cpu}"),
+        ("time per stage", times or "?"),
+    ]
+    body = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
+    return f"<table class='prov'>{body}</table>"
+
+
+def _banner(results: dict[str, Any]) -> str:
+    names = at_chance(results)
+    if not names:
+        return ""
+    t = results["transfer"]
+    items = []
+    for m in names:
+        c = t["methods"][m]["source_at_chance"]
+        ref = t["references"].get("source", {})
+        lo, hi = c["ci"]
+        if ref.get("oracle") is not None and ref["oracle"] > ref["random"]:
+            scale = ref["oracle"] - ref["random"]
+            lo, hi, unit = (lo - ref["random"]) / scale, (hi - ref["random"]) / scale, "normalised"
+        else:
+            unit = f"return (random policy: {c['random']:.2f})"
+        over = "over seeds" if c["over"] == "seeds" else "over the episodes of its one seed"
+        items.append(f"<li><b>{esc(m)}</b>: source {unit} 95% CI [{lo:.2f}, {hi:.2f}] ({over})</li>")
+    return (
+        "<div class='banner'><b>At chance in the source domain.</b> These policies do no better than a random policy "
+        f"where they were trained, so their transfer ratios are shown as “{AT_CHANCE}”: a ratio of two chance-level "
+        f"returns measures nothing. Train longer or check stage 1 (What each encoder carries).<ul>{''.join(items)}</ul></div>"
+    )
+
+
+def _config_folded(cfg: Config) -> str:
+    """The resolved config in a <details>, without the sections this run does not use."""
+    import yaml
+
+    data = yaml.safe_load(dump_config(cfg))
+    dropped = []
+    if not cfg.scan.enabled:
+        dropped.append("scan")
+    if not cfg.metrics.enabled and not cfg.metrics.probe:
+        dropped.append("metrics")
+    if not cfg.env.external.gym_id:
+        data["env"].pop("external", None)
+        dropped.append("env.external")
+    uses_dae = any(n == "beta_vae_dae" for n in (cfg.vision.model, *(m.encoder for m in cfg.methods.values())))
+    if not uses_dae:
+        data["vision"].pop("dae", None)
+        dropped.append("vision.dae")
+    if cfg.vision.select != "udr":
+        data["vision"].pop("seeds", None)
+        dropped.append("vision.seeds")
+    for key in ("scan", "metrics"):
+        if key in dropped:
+            data.pop(key, None)
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return (
+        "<details><summary>The resolved config (click to open)</summary>"
+        f"<pre>{esc(text)}</pre><p class='note'>Left out, unused by this run: {esc(', '.join(dropped) or 'nothing')}. "
+        "The whole config: config.yaml in the run directory.</p></details>"
+    )
 
 
 def _metrics_table(metrics: dict[str, Any]) -> str:
@@ -281,6 +360,9 @@ h1{font-size:1.5em} h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bot
 table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.3em .6em;font-size:.9em;text-align:left}
 th{background:#f4f4f4} pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}
 img{image-rendering:pixelated;max-width:100%} .note{color:#666;font-size:.85em}
+.banner{background:#fff3cd;border:1px solid #e0b84c;padding:.6em 1em;margin:1em 0}
+.frames{display:flex;flex-wrap:wrap;gap:.8em} figure{margin:.3em 0} figcaption{font-size:.8em;color:#444}
+table.prov th{text-align:right;font-weight:normal;color:#555;background:none} table.prov td{font-size:.85em}
 """
 
 
@@ -358,15 +440,17 @@ def _carried_table(results: dict[str, Any], vision_label: str) -> str:
 
 def _vision_block(title: str, folder: Path, numbers: dict[str, Any]) -> list[str]:
     summary = json.loads((folder / "summary.json").read_text())
+    kl, order = summary["kl_per_dim"], summary["kl_order"]
     parts = [
-        f"<h3>{esc(title)}: reconstructions (top: input, bottom: reconstruction)</h3>",
-        _img(_png_b64(folder / "recon.png"), f"{title} reconstructions"),
-        f"<h3>{esc(title)}: latent traversals (one row per latent, sorted by KL, ±2.5 around one frame's code)</h3>",
-        _img(_png_b64(folder / "traversals.png"), f"{title} latent traversals"),
-        _img(_png_b64(_fig_kl(summary["kl_per_dim"], summary["kl_order"])), f"{title} per-latent KL"),
+        f"<h3>{esc(title)}: reconstructions</h3>",
+        _img(_png_b64(figures.fig_reconstructions(folder / "recon.png")), f"{title} reconstructions"),
+        f"<h3>{esc(title)}: latent traversals</h3>",
+        _img(_png_b64(figures.fig_traversals(folder / "traversals.png", kl, order)), f"{title} latent traversals"),
+        _img(_png_b64(figures.fig_kl(kl, order)), f"{title} per-latent KL"),
     ]
     if summary.get("history"):
-        parts += [_img(_png_b64(_fig_vision_curves(summary["history"])), f"{title} training curves")]
+        likelihood = summary.get("hparams", {}).get("likelihood")
+        parts += [_img(_png_b64(figures.fig_vision_curves(summary["history"], likelihood)), f"{title} training curves")]
     if numbers.get("metrics"):
         parts += [f"<h3>{esc(title)}: disentanglement metrics on the env's ground-truth factors</h3>", _metrics_table(numbers["metrics"])]
     return parts
@@ -376,33 +460,51 @@ def render_html(cfg: Config, run: RunDir, results: dict[str, Any]) -> str:
     rows = summary_rows(results)
     table = "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in SUMMARY_HEADER) + "</tr>"
     table += "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
-    refs = results["transfer"].get("references", {})
+    t = results["transfer"]
+    refs = t.get("references", {})
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     ref_rows = "".join(f"<tr><td>{esc(d)}</td><td>{fmt(r['random'])}</td><td>{fmt(r['oracle'])}</td></tr>" for d, r in refs.items())
-    frames = "".join(f"<h3>{esc(n)}</h3>{_img(b, f'frames from domain {n}')}" for n, b in _domain_frames(cfg))
-    baseline = results["transfer"].get("probability_of_improvement", {}).get("baseline")
+    baseline = t.get("probability_of_improvement", {}).get("baseline")
+    one_seed = len(cfg.agent.seeds) < 2
+    episodes = figures.read_episodes(run.path("transfer", "episodes.csv"))
+    curves = figures.read_curves(run.path, list(cfg.methods), list(cfg.agent.seeds), cfg.agent.algo)
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>darla report — {esc(cfg.name)}</title><style>{CSS}</style></head><body>",
         f"<h1>DARLA transfer report: {esc(cfg.name)}</h1>",
+        _provenance(cfg, run),
         f"<p>Env <b>{esc(cfg.env.name)}</b> ({cfg.env.size}×{cfg.env.size}); stage-1 vision model <b>{esc(cfg.vision.model)}</b> "
         f"with {cfg.vision.latent_dim} latents; policy <b>{esc(cfg.agent.algo.upper())}</b>, "
         f"{cfg.agent.total_timesteps} steps × {len(cfg.agent.seeds)} seed(s) per method; {cfg.transfer.n_episodes} evaluation "
         f"episodes per domain and seed; policy selection: <b>{esc(cfg.agent.select)}</b> (source evaluations only).</p>",
+        _banner(results),
         "<h2>Methods</h2>", _method_rows(cfg),
         "<h2>Zero-shot transfer</h2>", table,
         "<p class='note'>Seeds are the unit of the statistics: each seed's score is its mean episode return. "
-        "IQM and mean CIs: stratified bootstrap over seeds (rliable; with one seed they collapse to the point estimate). "
+        "“episodes”: mean ± standard deviation over every evaluation episode (n of them, seeds pooled): how much single "
+        "episodes vary. “seeds”: over the seeds' scores. "
+        + ("<b>This run has one seed</b>: there is no seed-level spread or CI, and the numbers say how one training run did, "
+           "not how the method does. " if one_seed else "")
+        + "IQM and mean CIs: stratified bootstrap over seeds (rliable). "
         "Normalised score = (return − random policy) ÷ (oracle − random policy) on the same episodes. "
-        "Transfer ratio = target mean return ÷ source mean return (n/a when the source return is not positive). "
+        "Transfer ratio = target mean return ÷ source mean return (n/a when the source return is not positive, "
+        f"“{AT_CHANCE}” when the source score's 95% CI reaches the random policy's). "
         + (f"P(&gt; baseline) = probability that a seed of the method beats a seed of <b>{esc(baseline)}</b> (rliable's probability of improvement)." if baseline else "")
         + "</p>",
-        _img(_png_b64(_fig_transfer(results)), "transfer bar chart"),
+        _img(_png_b64(figures.fig_transfer(t)), "transfer bar chart"),
+        _img(_png_b64(figures.fig_episodes(t, episodes)), "evaluation episodes per method and domain"),
         "<h3>Score references (mean return on the same evaluation episodes)</h3>",
         "<table><tr><th>domain</th><th>random policy</th><th>oracle (true state)</th></tr>" + ref_rows + "</table>",
-        "<h2>What changed between domains</h2><p class='note'>Four reset frames per domain. Targets are held-out combinations: "
-        "no target frame was used to train a vision model or a policy, or to select one.</p>", frames,
-        "<h2>Learn to act</h2>", _img(_png_b64(_fig_agent_curves(run, cfg)), "agent learning curves"),
+        "<h2>Watch the agent</h2>", _videos_section(cfg, run),
+        "<h2>What changed between domains</h2><p class='note'>Four reset frames per domain, each captioned with its scene's "
+        "factor values. Targets are held-out combinations: no target frame was used to train a vision model or a policy, "
+        "or to select one.</p>", _frames_section(cfg),
+        "<h2>Learn to act</h2>",
+        _img(_png_b64(figures.fig_agent_curves(curves, refs.get("source", {}), cfg.agent.algo, cfg.agent.total_timesteps)),
+             "agent learning curves"),
+        "<p class='note'>Training episodes: returns of the policy while it learns (its exploration included), smoothed as "
+        "the title says. Random-policy and oracle lines: the source references of the table above."
+        + ("" if cfg.agent.eval_every else " No source-evaluation curve: agent.eval_every is 0 in this run.") + "</p>",
         "<h2>Learn to see</h2>",
         _carried_table(results, f"{cfg.vision.model} (vision)"),
         *_vision_block(cfg.vision.model, run.path("vision"), results["vision"]),
@@ -411,9 +513,10 @@ def render_html(cfg: Config, run: RunDir, results: dict[str, Any]) -> str:
         parts += _vision_block(f"{method} ({cfg.methods[method].encoder})", run.path("vision", "encoders", method), numbers)
     parts.append(scan_section(cfg, run))  # "" when no scan stage ran
     parts += [
-        "<h2>Config</h2>", f"<pre>{esc(dump_config(cfg))}</pre>",
+        "<h2>Config</h2>", _config_folded(cfg),
         "<p class='note'>Per-episode returns (every method, seed, domain and episode seed): transfer/episodes.csv; "
-        "numbers: results.json.</p>",
+        "numbers: results.json; TensorBoard: vision/tb (losses, reconstructions and traversals at each checkpoint), "
+        "agent/&lt;method&gt;/&lt;algo&gt;_seed&lt;k&gt;/tb, transfer/tb (returns per domain).</p>",
         "</body></html>",
     ]
     return "\n".join(parts)

@@ -183,6 +183,13 @@ def test_report_renders_in_headless_chromium_without_console_errors(browser, rep
     # Rows are "<method> <domain> …": the tiny run has one method, named after its vision model.
     assert any(r.startswith("beta_vae source") for r in rows) and any(r.startswith("beta_vae target_floor_object") for r in rows), rows
 
+    # the agent's video plays (an animated GIF, decoded above), the config is folded away
+    gifs = browser.execute_script(
+        "return Array.from(document.images).filter(i => i.src.startsWith('data:image/gif')).map(i => i.naturalWidth)")
+    assert gifs and all(w > 0 for w in gifs), gifs
+    details = browser.find_element(By.TAG_NAME, "details")
+    assert details.get_attribute("open") is None and "name: tiny" not in details.text
+
     fetched = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'))")
     assert not fetched, f"the report fetched {fetched}"
