@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from darla.config import SCAN_ABLATIONS, Config, ConfigError, load_config
+from darla.config import SCAN_ABLATIONS, Config, ConfigError, load_config, load_yaml
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -125,9 +125,9 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _stages_cmd(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
+    cfg = _load(args)  # before importing torch (seconds): a bad file is refused at once
     from darla.pipeline import run_pipeline
 
-    cfg = _load(args)
     if cfg.vision.data == "dsprites" and stages != ("vision",):
         raise ConfigError(args.config, "vision.data", "dsprites has no policy to train: it is for stage 1 alone (darla vision train)")
     run = run_pipeline(cfg, run_dir=args.run_dir, force=args.force, update=args.update, progress=not args.no_progress, stages=stages)
@@ -175,6 +175,7 @@ def _cmd_sweep_report(sweep_dir: Path) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    load_yaml(args.sweep_file)  # before importing torch (seconds): a bad file is refused at once
     from darla.report import format_table
     from darla.sweep import SweepError, load_sweep, run_sweep
 

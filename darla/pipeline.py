@@ -618,13 +618,13 @@ def reconcile_config(run: RunDir, cfg: Config, update: bool, log: Log = _print) 
 
     import yaml
 
-    from darla.config import diff_configs
+    from darla.config import diff_configs, load_yaml
     from darla.runs import write_text_atomic
 
     if not run.config_path.exists():
         return
     text = dump_config(cfg)
-    old, new = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}, yaml.safe_load(text)
+    old, new = load_yaml(run.config_path) or {}, yaml.safe_load(text)
     changed = diff_configs(old, new)
     if not changed:
         return
