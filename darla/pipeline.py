@@ -455,11 +455,15 @@ def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log 
     common = dict(n_episodes=t.n_episodes, seed_base=t.seed_base, size=cfg.env.size, max_steps=cfg.env.max_steps)
     rows = []
     for method in cfg.methods:
-        encoder, sha = load_method_encoder(run, cfg, method)
-        if cfg.methods[method].observe == "pixels":
-            encoder = None  # the policy holds its own (fine-tuned or learnt) encoder and sees frames
+        trained_on, sha = load_method_encoder(run, cfg, method)
+        pixels = cfg.methods[method].observe == "pixels"
+        encoder = None if pixels else trained_on  # pixels: the policy holds its own encoder and sees frames
         for seed in cfg.agent.seeds:
-            model = load_agent(agent_dir(run, method, cfg.agent.algo, seed) / "model.zip", expect_encoder_sha256=sha)
+            # weights only, into the policy the run's config describes: nothing in model.zip is unpickled
+            model = load_agent(
+                agent_dir(run, method, cfg.agent.algo, seed) / "model.zip", expect_encoder_sha256=sha,
+                spec=agent_spec(cfg, method, seed, trained_on), latent_dim=None if pixels else trained_on.latent_dim,
+            )
             log(f"[transfer] {method} seed {seed}: {t.n_episodes} episodes in each of {', '.join(domains)}")
             for ep in evaluate_transfer(model, encoder, cfg.env.name, domains, deterministic=t.deterministic, device=device, **common):
                 rows.append({"method": method, "algo": cfg.agent.algo, "seed": seed, **ep._asdict()})

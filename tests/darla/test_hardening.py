@@ -8,12 +8,20 @@ status, and no traceback.
 
 from __future__ import annotations
 
+import base64
+import io
+import json
+import os
+import pickle
+import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from darla.cli import main
 
@@ -67,3 +75,154 @@ def test_oversized_config_is_refused_before_parsing(tmp_path, capsys):
     path.write_text("name: big\n" + "#" * (2 << 20) + "\n")
     assert main(["pipeline", str(path)]) == 2
     assert "a config or sweep file is at most 1024 KiB" in one_line(capsys.readouterr().err)
+
+
+# -- 7. nothing from a run directory is unpickled unless this user's darla signed it -----------------
+class Payload:
+    """Unpickling this runs ``touch MARKER``: what a hostile file in a run directory would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def rewrite_zip(src: Path, dst: Path, members: dict[str, bytes]) -> None:
+    """``src`` with ``members`` replaced or added, as an attacker with the file would make it."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            if info.filename not in members:
+                zout.writestr(info, zin.read(info))
+        for name, data in members.items():
+            zout.writestr(name, data)
+
+
+def poisoned_data(model_zip: Path, marker: Path) -> bytes:
+    """SB3's ``data`` member with a cloudpickled payload where SB3 stores the policy class."""
+    data = json.loads(zipfile.ZipFile(model_zip).read("data"))
+    data["policy_class"][":serialized:"] = base64.b64encode(pickle.dumps(Payload(marker))).decode()
+    return json.dumps(data).encode()
+
+
+def payload_is_live(model_zip: Path, marker: Path) -> None:
+    """Prove a crafted file is dangerous: SB3's own ``load`` (in a child process) runs the payload."""
+    code = "import sys; from stable_baselines3 import PPO\ntry:\n    PPO.load(sys.argv[1])\nexcept Exception:\n    pass\n"
+    subprocess.run([sys.executable, "-c", code, str(model_zip)], cwd=REPO, capture_output=True, timeout=120)
+    assert marker.exists(), "the crafted payload does not run under SB3's load: the test would prove nothing"
+    marker.unlink()
+
+
+def reseal(root: Path, rel: str) -> None:
+    """Re-hash ``rel`` in every manifest entry and re-seal the manifest, as an attacker can."""
+    from darla.runs import RunDir
+    from vision.checkpoint import file_sha256
+
+    rd = RunDir(root)
+    m = rd.manifest()
+    for entry in m["stages"].values():
+        if rel in entry.get("sha256", {}):
+            entry["sha256"][rel] = file_sha256(root / rel)
+    rd.write_manifest(m)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny run through stage 2 (vision + one PPO policy), made by the real CLI."""
+    import yaml
+    from conftest import TINY
+
+    tmp = tmp_path_factory.mktemp("run")
+    raw = json.loads(json.dumps(TINY))
+    raw["runs_dir"] = str(tmp / "runs")
+    cfg = tmp / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["agent", "train", str(cfg), "--no-progress"]) == 0
+    return cfg, tmp / "runs" / "tiny"
+
+
+def copy_run(trained_run, tmp_path: Path) -> tuple[Path, Path]:
+    cfg, root = trained_run
+    shutil.copytree(root, tmp_path / "run")
+    return cfg, tmp_path / "run"
+
+
+POLICY = "agent/beta_vae/ppo_seed0"
+
+
+def test_hostile_vision_pt_is_not_a_darla_checkpoint(tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "model.pt"
+    torch.save({"format": "darla-vision/1", "model": "beta_vae", "state_dict": {}, "x": Payload(marker)}, evil)
+    for argv in (["vision", "traverse", str(evil)], ["vision", "score", str(evil)]):
+        assert main(argv) == 1
+        line = one_line(capsys.readouterr().err, "darla: error: ")
+        assert f"{evil} is not a darla vision checkpoint" in line
+        assert "truncated or corrupted" not in line and "weights_only" not in line
+    assert not marker.exists()
+
+
+def test_hostile_model_zip_never_runs_under_transfer_eval(trained_run, tmp_path, capsys):
+    """A crafted model.zip, manifest re-hashed: the policy is read as weights only, so a payload in
+    SB3's data never runs (transfer goes ahead), and one in policy.pth is refused."""
+    from darla.runs import RunDir
+
+    cfg, root = copy_run(trained_run, tmp_path)
+    marker = tmp_path / "PWNED"
+    model_zip = root / POLICY / "model.zip"
+    evil = tmp_path / "evil.zip"
+    rewrite_zip(model_zip, evil, {"data": poisoned_data(model_zip, marker)})
+    payload_is_live(evil, marker)
+    shutil.copyfile(evil, model_zip)
+    reseal(root, f"{POLICY}/model.zip")
+    assert main(["transfer", "eval", str(cfg), "--run-dir", str(root), "--no-progress"]) == 0, capsys.readouterr().err
+    assert not marker.exists() and (root / "transfer/episodes.csv").exists()
+
+    buf = io.BytesIO()
+    torch.save({"w": Payload(marker)}, buf)
+    rewrite_zip(evil, model_zip, {"policy.pth": buf.getvalue()})
+    reseal(root, f"{POLICY}/model.zip")
+    RunDir(root).invalidate("transfer")
+    capsys.readouterr()
+    assert main(["transfer", "eval", str(cfg), "--run-dir", str(root), "--no-progress"]) == 1
+    line = one_line(capsys.readouterr().err, "darla: error: ")
+    assert f"{model_zip} is not a darla policy" in line and "weights_only" not in line
+    assert not marker.exists()
+
+
+def test_unsigned_checkpoint_zip_is_never_unpickled(trained_run, tmp_path, capsys):
+    """A crafted resume checkpoint (payloads in SB3's data and in darla's resume state, a forged
+    tag): refused before anything in it is unpickled, with one line saying how to go on."""
+    from darla.runs import RunDir
+
+    cfg, root = copy_run(trained_run, tmp_path)
+    marker = tmp_path / "PWNED"
+    model_zip = root / POLICY / "model.zip"
+    ckpt = root / POLICY / "checkpoint.zip"
+    rewrite_zip(model_zip, ckpt, {
+        "data": poisoned_data(model_zip, marker), "darla_resume.pkl": pickle.dumps(Payload(marker)),
+        "darla_hmac": b"0" * 64,
+    })
+    payload_is_live(ckpt, marker)
+    RunDir(root).invalidate("agent")
+    model_zip.unlink()
+    assert main(["agent", "train", str(cfg), "--run-dir", str(root), "--no-progress"]) == 1
+    line = one_line(capsys.readouterr().err, "darla: error: ")
+    assert f"{ckpt} was not written by darla under your key" in line and "delete it to restart" in line
+    assert not marker.exists() and ckpt.exists()
+
+
+def test_weights_only_policy_acts_as_sb3_loaded_one(trained_run, tmp_path):
+    """The rebuilt policy equals what SB3's (unsafe) load gives on a trusted file: same weights, same actions."""
+    import numpy as np
+    from stable_baselines3 import PPO
+
+    from agents.train import load_agent
+
+    _, root = trained_run
+    ours = load_agent(root / POLICY / "model.zip")
+    theirs = PPO.load(root / POLICY / "model.zip")  # a file this test just trained: trusted
+    a, b = ours.policy.state_dict(), theirs.policy.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    obs = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+    assert np.array_equal(ours.predict(obs, deterministic=True)[0], theirs.predict(obs, deterministic=True)[0])
