@@ -12,6 +12,7 @@ domains may be *logged* during training (``log_targets``) but never choose anyth
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import os
@@ -419,10 +420,13 @@ def _build(
 ) -> BaseAlgorithm:
     algo_cls = get_algo(spec.algo)
     policy_kwargs = dict(spec.policy_kwargs)
+    hyperparams = dict(spec.hyperparams)
+    if isinstance(hyperparams.get("train_freq"), list):  # YAML has no tuples; SB3 wants (n, "step" | "episode")
+        hyperparams["train_freq"] = tuple(hyperparams["train_freq"])
     if spec.observe == "latents":
         return algo_cls(
             "MlpPolicy", env, seed=spec.seed, device="cpu", verbose=0, tensorboard_log=tb_dir,
-            policy_kwargs=policy_kwargs or None, **spec.hyperparams,
+            policy_kwargs=policy_kwargs or None, **hyperparams,
         )
     policy_kwargs.update(
         features_extractor_class=VisionFeatures,
@@ -433,7 +437,7 @@ def _build(
     )
     model = algo_cls(
         "CnnPolicy", env, seed=spec.seed, device=device, verbose=0, tensorboard_log=tb_dir,
-        policy_kwargs=policy_kwargs, **spec.hyperparams,
+        policy_kwargs=policy_kwargs, **hyperparams,
     )
     if spec.finetune:
         if encoder is None:
@@ -578,14 +582,17 @@ class _Spaces(gym.Env):
         raise RuntimeError("a policy shell is not stepped")
 
 
-def policy_shell(spec: AgentSpec, latent_dim: int | None, device: str | torch.device = "cpu", n_envs: int = 1) -> BaseAlgorithm:
+def policy_shell(
+    spec: AgentSpec, latent_dim: int | None, device: str | torch.device = "cpu", n_envs: int = 1,
+    spaces: tuple[gym.Space, gym.Space] | None = None,
+) -> BaseAlgorithm:
     """The algorithm ``spec`` trains, built from the spec alone (fresh weights), on the env's real spaces.
 
     What :func:`load_agent` loads weights into, and what the config check builds to test
     ``policy_kwargs`` and hyperparameters against SB3 itself. Off-policy replay buffers get one
     slot and the shell ``n_envs`` envs (not ``spec.n_envs``): the policy's shape depends on neither.
     """
-    image, action = env_spaces(spec.env_name, spec.size, spec.max_steps)
+    image, action = spaces or env_spaces(spec.env_name, spec.size, spec.max_steps)
     if spec.observe == "latents":
         if latent_dim is None:
             raise ValueError("a policy on latents needs the encoder's latent_dim")
@@ -599,6 +606,50 @@ def policy_shell(spec: AgentSpec, latent_dim: int | None, device: str | torch.de
     with warnings.catch_warnings():  # SB3's advice on batch sizes is printed when training, not here
         warnings.simplefilter("ignore")
         return _build(replace(spec, hyperparams=hyper, finetune=False), venv, None, device, None)
+
+
+def check_agent_build(
+    env_name: str, size: int, max_steps: int, algo: str, observe: str, latent_dim: int,
+    pixel_kwargs: dict[str, Any], hyperparams: dict[str, Any], policy_kwargs: dict[str, Any], n_envs: int,
+) -> tuple[str, str | None, str] | None:
+    """Build ``algo`` and its policy as :func:`train_agent` will, on the env's real spaces; None if
+    SB3 accepts them, else ``(part, argument or None, one-line message)`` for the first failure.
+
+    ``part`` is ``"hyperparams"`` (the algorithm, with a default policy) or ``"policy_kwargs"``;
+    the argument is the one whose removal makes the build succeed. The global RNGs are left as
+    they were (SB3 seeds them when it builds).
+    """
+    spaces = env_spaces(env_name, size, max_steps)
+    spec = AgentSpec(env_name, "source", size=size, max_steps=max_steps, algo=algo, n_envs=n_envs, observe=observe,  # type: ignore[arg-type]
+                     pixel_model="vae", pixel_model_kwargs=pixel_kwargs)
+
+    takes_ortho = "ortho_init" in inspect.signature(get_algo(algo).policy_aliases["MlpPolicy"].__init__).parameters
+
+    def attempt(hyper: dict[str, Any], policy: dict[str, Any]) -> str | None:
+        if takes_ortho:  # orthogonal init is QR per layer (seconds for a pixel policy); it changes no shape
+            policy = {**policy, "ortho_init": False}
+        try:  # two envs: SB3's n_steps × n_envs > 1 holds as it will in training
+            policy_shell(replace(spec, hyperparams=hyper, policy_kwargs=policy), latent_dim, "cpu", min(n_envs, 2), spaces)
+        except Exception as e:  # noqa: BLE001 (whatever SB3 or torch raise on a bad argument)
+            return f"{type(e).__name__}: " + " ".join(str(e).split())[:300]
+        return None
+
+    def without(d: dict[str, Any], k: str) -> dict[str, Any]:
+        return {kk: v for kk, v in d.items() if kk != k}
+
+    py, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        problem = attempt(hyperparams, {})
+        if problem is not None:
+            return "hyperparams", next((k for k in hyperparams if attempt(without(hyperparams, k), {}) is None), None), problem
+        problem = attempt(hyperparams, policy_kwargs)
+        if problem is not None:
+            return "policy_kwargs", next((k for k in policy_kwargs if attempt(hyperparams, without(policy_kwargs, k)) is None), None), problem
+        return None
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
 
 
 #: The SB3 zip member holding the policy's ``state_dict`` (tensors only).
@@ -627,7 +678,7 @@ def read_policy_weights(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
-            f"{path} is not a darla policy: its {POLICY_WEIGHTS} holds Python objects beyond tensors, which darla never loads"
+            f"{path} is not a darla policy: a weights-only read refuses its {POLICY_WEIGHTS} (not tensors), and darla loads nothing else"
         ) from None
     except Exception as e:  # noqa: BLE001 (any other failure of torch's reader: damaged bytes)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""

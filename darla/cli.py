@@ -110,6 +110,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class UsageError(ValueError):
+    """A bad command-line argument (not a config key): exit 2, one line naming the argument."""
+
+
+def _out_path(path: Path | None, flag: str = "--out") -> Path | None:
+    """A file path the user named for output: its directory must exist (darla creates directories
+    only inside run directories), and it must not be a directory itself."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise UsageError(f"{flag}: {path} is a directory; name a file in it")
+    if not path.parent.is_dir():
+        raise UsageError(f"{flag}: directory {path.parent} does not exist; create it first (darla creates no directories outside a run)")
+    return path
+
+
+#: ``darla scan imagine --n``: samples tiled into one PNG.
+MAX_IMAGINE = 256
+#: ``darla scan describe``: no vision model takes larger images (env.size ≤ 256; dSprites 64).
+MAX_IMAGE_SIDE = 4096
+
+
 def _positive_int(text: str) -> int:
     try:
         n = int(text)
@@ -125,6 +147,9 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _stages_cmd(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
+    if args.force and args.update:
+        raise UsageError("--update and --force contradict each other (--update keeps stage 1 and re-runs what the "
+                         "changed config touches; --force starts over): give one")
     cfg = _load(args)  # before importing torch (seconds): a bad file is refused at once
     from darla.pipeline import run_pipeline
 
@@ -154,7 +179,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     run = RunDir(args.run_dir)
     if not run.config_path.exists():
         raise FileNotFoundError(f"{args.run_dir} is not a darla run directory (no config.yaml) nor a sweep directory (no sweep.json)")
-    cfg = load_config(run.config_path)
+    cfg = load_config(run.config_path, check_build=False, check_files=False)  # its stages ran
     with run.lock():  # it writes the manifest: not while a pipeline runs here
         for s in ("vision", "agent", "transfer"):
             if not run.is_complete(s):
@@ -200,10 +225,13 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
     import numpy as np
 
     from envs.factors import to_chw_float
-    from envs.registry import get_env_info, make_env
+    from envs.registry import ENVS, get_env_info, make_env
     from vision.checkpoint import load_checkpoint
     from vision.traverse import save_png, traversal_grid
 
+    if args.env not in ENVS:
+        raise UsageError(f"--env: unknown env {args.env!r}; choose from {', '.join(sorted(ENVS))}")
+    _out_path(args.out)
     model = load_checkpoint(args.checkpoint)
     _, h, _ = model.obs_shape
     info = get_env_info(args.env)
@@ -224,6 +252,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from vision.checkpoint import load_checkpoint
     from vision.metrics import score
 
+    _out_path(args.out)
     model = load_checkpoint(args.checkpoint)
     if args.domain is not None and args.data not in ENVS:
         raise ValueError(f"--domain needs --data to be an env ({', '.join(sorted(ENVS))}), not {args.data!r}")
@@ -267,6 +296,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
     if args.env not in ENVS:
         raise ValueError(f"unknown --env {args.env!r}; choose from {', '.join(sorted(ENVS))}")
+    _out_path(args.out)
     paths = [p / "vision" / "model.pt" if p.is_dir() else p for p in args.models]
     models = [load_checkpoint(p) for p in paths]
     info = get_env_info(args.env)
@@ -294,7 +324,7 @@ def _scan_context(run_dir: Path, overrides: Sequence[str] = ()):
     for ov in overrides:
         if not ov.strip().startswith("scan."):
             raise ConfigError("--set", ov.partition("=")[0], "darla scan train can only override scan.* keys (the rest describes what already ran)")
-    cfg = load_config(run.config_path, overrides)
+    cfg = load_config(run.config_path, overrides, check_build=False, check_files=False)  # its stages ran
     return run, cfg, scan_context(cfg, run)
 
 
@@ -335,6 +365,15 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
     if args.scmd == "train":
         return _scan_train(args)
+    if args.scmd == "imagine":
+        if not 1 <= args.n <= MAX_IMAGINE:
+            raise UsageError(f"--n: the number of samples must be in 1 … {MAX_IMAGINE}, got {args.n}")
+        _out_path(args.out)
+    else:  # the header only: a bad or huge image is refused before the run is loaded, and never decoded
+        width, height = _image_size(args.image)
+        if max(width, height) > MAX_IMAGE_SIDE:
+            raise UsageError(f"IMAGE: {args.image} is {width}×{height}; vision models take at most {MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} "
+                             "(the run's env.size)")
     from envs.registry import get_env_info
 
     run, cfg, (model, _, _) = _scan_context(args.run_dir)
@@ -355,18 +394,40 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         return 0
     import cv2
 
-    img = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
-    if img is None:
-        raise FileNotFoundError(f"cannot read image {args.image}")
     c, h, w = model.obs_shape
-    if img.shape[:2] != (h, w):
-        raise ValueError(f"{args.image} is {img.shape[1]}×{img.shape[0]}; the vision model takes {w}×{h}")
+    width, height = _image_size(args.image)
+    if (height, width) != (h, w):  # decided from the header: a huge image is never decoded
+        raise UsageError(f"IMAGE: {args.image} is {width}×{height}; the vision model takes {w}×{h}")
+    img = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+    if img is None or img.shape[:2] != (h, w):
+        raise UsageError(f"IMAGE: cannot decode {args.image} as a {w}×{h} image")
     x = torch.from_numpy(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
     probs = scan.img2sym(x.to(device), model)[0].cpu().numpy()
     for word, alias, p in sorted(zip(vocab.words, vocab.aliases, probs), key=lambda t: -t[2]):
         if p >= 0.5:
             print(f"{alias:<24}{word:<32}{p:.2f}")
     return 0
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image from its header alone (Pillow opens lazily; nothing is decoded)."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise UsageError(f"IMAGE: no image file at {path}")
+    try:
+        with warnings.catch_warnings():  # Pillow's decompression-bomb warning: the size check below says it
+            warnings.simplefilter("ignore")
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # darla checks the size itself, next
+            try:
+                with Image.open(path) as im:
+                    return im.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise UsageError(f"IMAGE: {path} is not an image Pillow can read ({type(e).__name__})") from None
 
 
 def _cmd_envs(_: argparse.Namespace) -> int:
@@ -408,6 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_envs(args)
     except ConfigError as e:
         print(f"darla: config error: {e}", file=sys.stderr)
+        return 2
+    except UsageError as e:
+        print(f"darla: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ndarla: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)

@@ -408,7 +408,7 @@ def _agent_job(cfg: Config | dict, root: str | Path, method: str, seed: int, pro
     from darla.config import config_from_dict
 
     if isinstance(cfg, dict):
-        cfg = config_from_dict(cfg, "<worker>")
+        cfg = config_from_dict(cfg, "<worker>", check_build=False, check_files=False)  # checked by the parent
         torch.set_num_threads(1)
     else:
         torch.set_num_threads(min(2, torch.get_num_threads()))

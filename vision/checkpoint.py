@@ -162,11 +162,11 @@ def read_checkpoint(path: str | Path, fmt: str = FORMAT, what: str = "vision") -
             warnings.simplefilter("ignore")
             record = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        # Python objects (code, classes) where darla writes only tensors and plain data: refused
-        # unread. Not "corrupted", and never torch's advice to retry with weights_only=False.
+        # Not tensors and plain data (a pickle of objects, which could run code, or other bytes):
+        # refused unread. Not "corrupted", and never torch's advice to retry with weights_only=False.
         raise CheckpointError(
-            f"{path} is not a darla {what} checkpoint: it holds Python objects beyond tensors and plain data, "
-            "which darla never loads"
+            f"{path} is not a darla {what} checkpoint: a weights-only read refuses it (it is not tensors and "
+            "plain data), and darla loads nothing else"
         ) from None
     except Exception as e:  # a truncated zip, bytes that are no checkpoint at all
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""

@@ -226,3 +226,86 @@ def test_weights_only_policy_acts_as_sb3_loaded_one(trained_run, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     obs = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
     assert np.array_equal(ours.predict(obs, deterministic=True)[0], theirs.predict(obs, deterministic=True)[0])
+
+
+# -- 8. late failures made early: exit 2, one line naming the key or argument -------------------------
+def test_vision_checkpoint_is_checked_at_load_before_any_frame(tiny_raw, tmp_path, capsys, monkeypatch):
+    """Not a checkpoint, a hostile one, one with bogus recorded kwargs, one that does not fit:
+    each refused by `darla pipeline` with exit 2, before stage 1 collects a frame."""
+    import yaml
+
+    import darla.pipeline
+    from vision.checkpoint import save_atomic, save_checkpoint
+    from vision.vae import BetaVAE
+
+    def must_not_collect(*a, **k):
+        raise AssertionError("frames were collected")
+
+    monkeypatch.setattr(darla.pipeline, "collect_frames", must_not_collect)
+    torch.manual_seed(0)
+    good = save_checkpoint(tmp_path / "good.pt", BetaVAE((3, 32, 32), 4, channels=[8, 8, 16, 16], hidden=32))
+    record = torch.load(good, weights_only=True)
+    # resealed (save_atomic), as anyone can: the seal is integrity, not authenticity
+    save_atomic({**record, "kwargs": {**record["kwargs"], "hidden": "wide"}}, tmp_path / "bogus.pt")
+    save_atomic({**record, "kwargs": {**record["kwargs"], "hiden": 32}}, tmp_path / "typo.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint\n")
+    marker = tmp_path / "PWNED"
+    torch.save({"format": "darla-vision/1", "x": Payload(marker)}, tmp_path / "evil.pt")
+    cases = {
+        "text.pt": "is not a darla vision checkpoint",
+        "evil.pt": "is not a darla vision checkpoint",
+        "bogus.pt": "its recorded arguments do not build vision model 'beta_vae'",
+        "typo.pt": "records arguments ['hiden'] that vision model 'beta_vae' does not take",
+    }
+    tiny_raw["runs_dir"] = str(tmp_path / "runs")
+    for name, message in cases.items():
+        tiny_raw["vision"]["checkpoint"] = str(tmp_path / name)
+        cfg = tmp_path / "cfg.yaml"
+        cfg.write_text(yaml.safe_dump(tiny_raw))
+        assert main(["pipeline", str(cfg), "--no-progress"]) == 2, name
+        line = one_line(capsys.readouterr().err)
+        assert line.startswith(f"darla: config error: {cfg}: vision.checkpoint: {tmp_path / name}") and message in line, line
+    tiny_raw["vision"].update(checkpoint=str(good), latent_dim=6)
+    cfg.write_text(yaml.safe_dump(tiny_raw))
+    assert main(["pipeline", str(cfg), "--no-progress"]) == 2
+    assert "does not fit this config: latent_dim: checkpoint has 4, expected 6" in one_line(capsys.readouterr().err)
+    assert not marker.exists() and not (tmp_path / "runs").exists()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width × height`` (a few hundred bytes; decoding it would need GBs)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["vision", "traverse", "CKPT", "--env", "nope"], "--env: unknown env 'nope'; choose from reacher, seek_avoid"),
+    (["scan", "imagine", "RUN", "red object", "--n", "-3"], "--n: the number of samples must be in 1 … 256, got -3"),
+    (["scan", "imagine", "RUN", "red object", "--n", "0"], "--n: the number of samples must be in 1 … 256, got 0"),
+    (["scan", "describe", "RUN", "HUGE"], "IMAGE: HUGE is 60000×60000; vision models take at most 4096×4096"),
+    (["scan", "describe", "RUN", "TEXT"], "IMAGE: TEXT is not an image Pillow can read"),
+    (["vision", "traverse", "CKPT", "--out", "NEW/dir/t.png"], "--out: directory NEW/dir does not exist; create it first"),
+    (["vision", "score", "CKPT", "--out", "NEW/s.json"], "--out: directory NEW does not exist"),
+    (["scan", "imagine", "RUN", "red object", "--out", "NEW/i.png"], "--out: directory NEW does not exist"),
+    (["pipeline", "CFG", "--update", "--force"], "--update and --force contradict each other"),
+])
+def test_bad_arguments_are_exit_2_one_line(argv, message, tmp_path, capsys):
+    paths = {"CKPT": tmp_path / "model.pt", "RUN": tmp_path / "run", "HUGE": tmp_path / "huge.png",
+             "TEXT": tmp_path / "notes.png", "NEW": tmp_path / "new", "CFG": MALFORMED / "_base" / "tiny.yaml"}
+    paths["HUGE"].write_bytes(png_header(60_000, 60_000))
+    paths["TEXT"].write_text("not an image\n")
+
+    def sub(text: str) -> str:
+        for k, v in paths.items():
+            text = text.replace(k, str(v))
+        return text
+
+    assert main([sub(a) for a in argv]) == 2
+    assert sub(message) in one_line(capsys.readouterr().err, "darla: error: ")
+    assert not paths["NEW"].exists() and not paths["RUN"].exists()
