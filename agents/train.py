@@ -348,8 +348,10 @@ def _replace_zip(path: Path, write: Callable[[Path], Any]) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)  # a full disk or a kill leaves no half-written temporary behind
+        if isinstance(e, OSError) and e.filename is None:  # zipfile's write() names no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     os.replace(tmp, path)
 

@@ -484,8 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-#: OSErrors that are the machine's state, not a bug: a full disk or quota, a read-only filesystem.
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+#: OSErrors that are the machine's state, not a bug: a full disk or quota, a read-only filesystem,
+#: no permission.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _is_user_error(e: BaseException) -> bool:
@@ -501,9 +502,10 @@ def _user_message(e: BaseException) -> str:
     """One line for an expected failure; a full disk names the file and says how to go on."""
     if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
         what = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-                errno.EROFS: "read-only file system"}[e.errno]
-        where = f" writing {e.filename}" if e.filename else ""
-        fix = "use another --run-dir" if e.errno == errno.EROFS else "free some space (or use another --run-dir)"
+                errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}[e.errno]
+        where = f" writing {e.filename}" if e.filename else " (no file named by the system)"
+        fix = {errno.EROFS: "use another --run-dir", errno.EACCES: "check the permissions of that path (or use another --run-dir)",
+               errno.EPERM: "check the permissions of that path (or use another --run-dir)"}.get(e.errno, "free some space (or use another --run-dir)")
         return f"{what}{where}; {fix}, then run the same command again to resume"
     return str(e)
 

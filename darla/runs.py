@@ -257,8 +257,12 @@ class RunDir:
             write_text_atomic(self.config_path, config_text)
 
 
-def check_writable(root: Path, need_bytes: int = 50 * 2**20) -> None:
-    """Fail early, before any training, if the run dir cannot take the artifacts."""
+def check_writable(root: Path, need_bytes: int = 2**20, why: str = "") -> None:
+    """Fail early, before any training, if the run dir cannot take the artifacts.
+
+    The default only asks for room to write at all; :func:`darla.pipeline.space_needed` sizes
+    what the stages left to run will write (a resume after a full disk may need little).
+    """
     probe = root / f".write-probe-{os.getpid()}"
     try:
         probe.write_bytes(b"ok")
@@ -268,7 +272,7 @@ def check_writable(root: Path, need_bytes: int = 50 * 2**20) -> None:
     free = shutil.disk_usage(root).free
     if free < need_bytes:
         raise RunDirError(
-            f"only {free / 2**20:.0f} MiB free under {root}; need at least {need_bytes / 2**20:.0f} MiB "
+            f"only {free / 2**20:.0f} MiB free under {root}; need at least {need_bytes / 2**20:.0f} MiB{why} "
             "(free some space, or use another --run-dir)"
         )
 

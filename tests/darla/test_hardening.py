@@ -309,3 +309,101 @@ def test_bad_arguments_are_exit_2_one_line(argv, message, tmp_path, capsys):
     assert main([sub(a) for a in argv]) == 2
     assert sub(message) in one_line(capsys.readouterr().err, "darla: error: ")
     assert not paths["NEW"].exists() and not paths["RUN"].exists()
+
+
+# -- 9. messages that name the path; a preflight sized by what is left ------------------------------
+def fake_stages(monkeypatch, fail: dict[str, OSError] | None = None) -> list[str]:
+    """Stages that only record themselves complete (or raise ``fail[name]``): the bookkeeping, no training."""
+    import darla.pipeline as pipeline
+
+    calls: list[str] = []
+
+    def fake(name):
+        def stage(cfg, rd, **kw):
+            calls.append(name)
+            if fail and name in fail:
+                raise fail[name]
+            return rd.complete(name, [], {})
+        return stage
+
+    for name in pipeline.STAGE_FUNCS:
+        monkeypatch.setitem(pipeline.STAGE_FUNCS, name, fake(name))
+    return calls
+
+
+def free_space(monkeypatch, free: int) -> None:
+    from collections import namedtuple
+
+    import darla.runs
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(darla.runs.shutil, "disk_usage", lambda p: usage(100 * 2**30, 100 * 2**30 - free, free))
+
+
+def test_full_disk_then_a_resume_that_needs_little_space(tiny_raw, tmp_path, capsys, monkeypatch):
+    """ENOSPC from a write() that names no file: the line names the stage's directory. The resume
+    is then sized by the stages left, so freeing a little space is enough; a fresh run is not."""
+    import errno
+
+    import yaml
+
+    from darla.config import load_config
+    from darla.pipeline import ALL_STAGES, space_needed
+    from darla.runs import RunDir
+
+    tiny_raw["runs_dir"] = str(tmp_path / "runs")
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_raw))
+    root = tmp_path / "runs" / "tiny"
+    calls = fake_stages(monkeypatch, {"agent": OSError(errno.ENOSPC, "No space left on device")})
+    assert main(["pipeline", str(cfg_path), "--no-progress"]) == 1
+    line = one_line(capsys.readouterr().err, "darla: error: ")
+    assert line == (f"darla: error: no space left on device writing {root / 'agent'}; free some space "
+                    "(or use another --run-dir), then run the same command again to resume")
+    assert calls == ["vision", "agent"] and RunDir(root).is_complete("vision")
+
+    cfg = load_config(cfg_path)
+    resume, left = space_needed(cfg, RunDir(root), ALL_STAGES)
+    fresh, _ = space_needed(cfg, RunDir(tmp_path / "empty"), ALL_STAGES)
+    assert left == ["agent", "transfer", "report"] and resume < fresh
+    free_space(monkeypatch, (resume + fresh) // 2)  # enough for what is left, not for a whole run
+    calls = fake_stages(monkeypatch)
+    monkeypatch.setattr("darla.cli._print_summary", lambda root: None)  # the fake report wrote no results.json
+    assert main(["pipeline", str(cfg_path), "--no-progress"]) == 0, capsys.readouterr().err
+    assert calls == ["agent", "transfer", "report"]
+    capsys.readouterr()
+    assert main(["pipeline", str(cfg_path), "--no-progress", "--run-dir", str(tmp_path / "fresh")]) == 1
+    line = one_line(capsys.readouterr().err, "darla: error: ")
+    assert f"MiB free under {tmp_path / 'fresh'}; need at least" in line
+    assert "for the stages left (vision, agent, transfer, report)" in line
+
+
+def test_permission_denied_names_the_path(tiny_raw, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import yaml
+
+    tiny_raw["runs_dir"] = str(tmp_path / "runs")
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_raw))
+    fake_stages(monkeypatch, {"transfer": PermissionError(errno.EACCES, "Permission denied")})
+    assert main(["pipeline", str(cfg_path), "--no-progress"]) == 1
+    line = one_line(capsys.readouterr().err, "darla: error: ")
+    assert line.startswith(f"darla: error: permission denied writing {tmp_path / 'runs' / 'tiny' / 'transfer'}; check the permissions")
+
+
+def test_a_zip_write_that_fails_names_the_zip(tmp_path):
+    """SB3 writes its zips itself; zipfile's write() errors carry no file name: the atomic writer adds it."""
+    import errno
+
+    from agents.train import save_atomic
+
+    class Model:
+        def save(self, path):
+            open(path, "wb").close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as info:
+        save_atomic(Model(), tmp_path / "model.zip")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "model.zip")
+    assert list(tmp_path.iterdir()) == []
