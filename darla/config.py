@@ -1000,8 +1000,6 @@ def _check_name(name: str, source: str, key: str, what: str, siblings: Sequence[
     if name.lower() in RESERVED_NAMES:
         raise ConfigError(source, key, f"{what} name {name!r} is reserved: the results already use "
                                        f"{name.lower()!r} for something else ({', '.join(RESERVED_NAMES)} are reserved)")
-    if what == "target" and not _safe_name(name):
-        raise ConfigError(source, key, "target names label results and logs: use letters, digits, '-', '_' and '.'")
     same = [o for o in siblings if o != name and o.lower() == name.lower()]
     if same:  # one directory on a case-insensitive filesystem, one row to a reader
         raise ConfigError(source, key, f"{what} names must differ by more than case: {name!r} and {same[0]!r}")
