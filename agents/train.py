@@ -241,13 +241,9 @@ def read_resume_state(path: Path) -> dict[str, Any]:
     """
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            if "data" not in names:
+            if "data" not in zf.namelist():
                 raise zipfile.BadZipFile("no SB3 'data' member")
-            bad = zf.testzip()  # reads every member and checks its CRC-32
-            if bad is not None:
-                raise zipfile.BadZipFile(f"member {bad!r} fails its CRC-32")
-        signed = verify_zip(path)
+        signed = verify_zip(path)  # reads every member, so each one's CRC-32 is checked too
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
         raise CheckpointError(
             f"{path} is corrupted ({type(e).__name__}: {e}); delete it to restart this policy's training "
@@ -730,6 +726,11 @@ def load_agent(
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         flat = " ".join(str(e).split())
         raise CheckpointError(f"{path}: its weights do not fit the policy its config describes ({flat[:400]})") from None
+    if hasattr(model, "exploration_schedule"):  # DQN acts ε-greedily with the ε it had reached when saved
+        steps = (meta.get("selected") or {}).get("timesteps", meta.get("timesteps", spec.total_timesteps))
+        if type(steps) is not int:
+            raise CheckpointError(f"{meta_path}: timesteps {steps!r} is not a step count; retrain this policy")
+        model.exploration_rate = model.exploration_schedule(1.0 - steps / spec.total_timesteps)
     recorded = meta.get("encoder_sha256")
     if expect_encoder_sha256 is not None and recorded != expect_encoder_sha256:
         raise ValueError(

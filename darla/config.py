@@ -596,6 +596,9 @@ def _check_annotated(value: Any, ann: Any, source: str, key: str) -> Any:
             except ConfigError as e:
                 errors.append(e)
     real = [a for a in arms if a is not type(None)]
+    if not arms:
+        raise ConfigError(source, key, f"SB3 takes a Python object here ({_type_name(ann)}), which a config cannot give; "
+                                       f"remove the key (got {value!r})")
     if not real:
         raise ConfigError(source, key, f"only null here: SB3 takes a Python object ({_type_name(ann)}), which a config cannot give; got {value!r}")
     if len(real) == 1 and errors:
@@ -914,6 +917,10 @@ def _check_agents(cfg: Config, source: str) -> None:
     for name, m in cfg.methods.items():
         arch = {k: cfg.vision.params[k] for k in ("channels", "hidden") if k in cfg.vision.params}
         hyper, policy = {**a.hyperparams, **m.hyperparams}, {**a.policy_kwargs, **m.policy_kwargs}
+        freq = hyper.get("train_freq")
+        if isinstance(freq, list) and freq[1:] == ["episode"] and a.n_envs > 1:  # SB3 asserts it in learn()
+            key = f"methods.{name}.hyperparams.train_freq" if "train_freq" in m.hyperparams else "agent.hyperparams.train_freq"
+            raise ConfigError(source, key, f"SB3 trains per episode with one env only; set agent.n_envs: 1 (it is {a.n_envs})")
         problem = check_agent_build(
             cfg.env.name, cfg.env.size, cfg.env.max_steps, a.algo, m.observe, cfg.vision.latent_dim,
             {"latent_dim": cfg.vision.latent_dim, **arch}, hyper, policy, a.n_envs,

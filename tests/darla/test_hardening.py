@@ -407,3 +407,24 @@ def test_a_zip_write_that_fails_names_the_zip(tmp_path):
         save_atomic(Model(), tmp_path / "model.zip")
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "model.zip")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_only_dqn_keeps_its_exploration_rate(tmp_path):
+    """DQN acts ε-greedily with the ε it had reached; SB3 keeps it in the pickled data darla no longer
+    reads, so load_agent recomputes it from the schedule and meta.json's step count."""
+    from stable_baselines3 import DQN
+
+    from agents.train import AgentSpec, load_agent, train_agent
+    from envs.registry import get_domain
+    from vision.vae import BetaVAE
+
+    torch.manual_seed(0)
+    enc = BetaVAE((3, 32, 32), 4, channels=[8, 8, 16, 16], hidden=32).eval()
+    spec = AgentSpec("seek_avoid", "source", size=32, max_steps=20, algo="dqn", total_timesteps=2000, n_envs=2, seed=0,
+                     hyperparams={"learning_starts": 16, "buffer_size": 500, "train_freq": 8, "exploration_fraction": 2.0,
+                                  "exploration_initial_eps": 1.0, "exploration_final_eps": 0.0},
+                     policy_kwargs={"net_arch": [16]})
+    res = train_agent(spec, enc, "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
+    ours, theirs = load_agent(res.model_path), DQN.load(res.model_path)  # trusted: trained here
+    assert 0.4 < theirs.exploration_rate < 0.6  # mid-schedule: a wrong ε would show
+    assert abs(ours.exploration_rate - theirs.exploration_rate) < 1e-3
