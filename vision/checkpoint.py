@@ -162,11 +162,16 @@ def read_checkpoint(path: str | Path, fmt: str = FORMAT, what: str = "vision") -
             warnings.simplefilter("ignore")
             record = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        # Not tensors and plain data (a pickle of objects, which could run code, or other bytes):
-        # refused unread. Not "corrupted", and never torch's advice to retry with weights_only=False.
+        # Never torch's own message: it advises retrying with weights_only=False.
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head == b"PK" or head[:1] == b"\x80":  # torch's zip, or a raw pickle: objects beyond tensors
+            raise CheckpointError(  # which could run code: refused unread (not "corrupted")
+                f"{path} is not a darla {what} checkpoint: it holds Python objects beyond tensors and plain data, "
+                "which darla never loads"
+            ) from None
         raise CheckpointError(
-            f"{path} is not a darla {what} checkpoint: a weights-only read refuses it (it is not tensors and "
-            "plain data), and darla loads nothing else"
+            f"{path} is not a readable {what} checkpoint (not a torch file); it is truncated or corrupted: delete or replace it"
         ) from None
     except Exception as e:  # a truncated zip, bytes that are no checkpoint at all
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""

@@ -252,7 +252,7 @@ def test_vision_checkpoint_is_checked_at_load_before_any_frame(tiny_raw, tmp_pat
     marker = tmp_path / "PWNED"
     torch.save({"format": "darla-vision/1", "x": Payload(marker)}, tmp_path / "evil.pt")
     cases = {
-        "text.pt": "is not a darla vision checkpoint",
+        "text.pt": "is not a readable vision checkpoint (not a torch file)",
         "evil.pt": "is not a darla vision checkpoint",
         "bogus.pt": "its recorded arguments do not build vision model 'beta_vae'",
         "typo.pt": "records arguments ['hiden'] that vision model 'beta_vae' does not take",
