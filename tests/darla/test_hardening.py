@@ -162,6 +162,7 @@ def test_hostile_vision_pt_is_not_a_darla_checkpoint(tmp_path, capsys):
     assert not marker.exists()
 
 
+@pytest.mark.subprocess  # payload_is_live runs SB3's load in a child
 def test_hostile_model_zip_never_runs_under_transfer_eval(trained_run, tmp_path, capsys):
     """A crafted model.zip, manifest re-hashed: the policy is read as weights only, so a payload in
     SB3's data never runs (transfer goes ahead), and one in policy.pth is refused."""
@@ -190,6 +191,7 @@ def test_hostile_model_zip_never_runs_under_transfer_eval(trained_run, tmp_path,
     assert not marker.exists()
 
 
+@pytest.mark.subprocess  # payload_is_live runs SB3's load in a child
 def test_unsigned_checkpoint_zip_is_never_unpickled(trained_run, tmp_path, capsys):
     """A crafted resume checkpoint (payloads in SB3's data and in darla's resume state, a forged
     tag): refused before anything in it is unpickled, with one line saying how to go on."""
