@@ -12,17 +12,21 @@ domains may be *logged* during training (``log_targets``) but never choose anyth
 
 from __future__ import annotations
 
+import inspect
+import io
 import json
 import os
 import pickle
 import random
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -34,6 +38,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from agents.algos import ACTION_KINDS, get_algo
 from agents.encode import VecEncode
 from agents.features import ColourJitter, VisionFeatures, load_pretrained
+from agents.signing import key_path, sign_zip, verify_zip
 from envs.factors import Domain
 from envs.registry import get_env_info, make_env
 from vision.base import VisionModel
@@ -44,7 +49,8 @@ CHECKPOINT = "checkpoint.zip"
 MODEL = "model.zip"
 BEST = "best_source.zip"
 BUFFER = "checkpoint_buffer.pkl"
-"""Replay buffer file of checkpoints written before the buffer went inside ``checkpoint.zip``."""
+"""Replay buffer file of checkpoints written before the buffer went inside ``checkpoint.zip``
+(unsigned: never loaded, only removed when the policy is done)."""
 LAST = "last.zip"
 
 
@@ -194,10 +200,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def save_resumable(model: BaseAlgorithm, path: Path) -> None:
     """SB3's zip plus the envs, last observations, RNGs and replay buffer; one atomic rename.
 
-    The extra members are pickles, like SB3's own ``data``: a checkpoint is only for resuming
-    your own runs.
+    The extra members are pickles, like SB3's own ``data``; the zip is signed with this user's
+    key (:mod:`agents.signing`), and :func:`read_resume_state` unpickles nothing unsigned.
     """
-    _replace_zip(path, lambda tmp: _write_resumable(model, tmp))
+    def write(tmp: Path) -> None:
+        _write_resumable(model, tmp)
+        sign_zip(tmp)
+
+    _replace_zip(path, write)
 
 
 def _write_resumable(model: BaseAlgorithm, tmp: Path) -> None:
@@ -222,21 +232,32 @@ def _write_resumable(model: BaseAlgorithm, tmp: Path) -> None:
                 pickle.dump(model.replay_buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def read_resume_state(path: Path) -> dict[str, Any] | None:
-    """The extra state of a checkpoint written by :func:`save_resumable` (None for an SB3-only zip).
+def read_resume_state(path: Path) -> dict[str, Any]:
+    """The extra state of a checkpoint written by :func:`save_resumable`, once its signature verifies.
 
-    Raises :class:`~vision.checkpoint.CheckpointError` naming the file if it is corrupted.
+    Raises :class:`~vision.checkpoint.CheckpointError` naming the file if it is corrupted, or if
+    this user's darla cannot show it wrote it (:func:`agents.signing.verify_zip`): then nothing in
+    it is unpickled, neither here nor by SB3.
     """
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            if "data" not in names:
+            if "data" not in zf.namelist():
                 raise zipfile.BadZipFile("no SB3 'data' member")
-            bad = zf.testzip()  # reads every member and checks its CRC-32
-            if bad is not None:
-                raise zipfile.BadZipFile(f"member {bad!r} fails its CRC-32")
-            return pickle.loads(zf.read(RESUME_STATE)) if RESUME_STATE in names else None
-    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, OSError, ValueError) as e:
+        signed = verify_zip(path)  # reads every member, so each one's CRC-32 is checked too
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is corrupted ({type(e).__name__}: {e}); delete it to restart this policy's training "
+            "from step 0"
+        ) from None
+    if not signed:
+        raise CheckpointError(
+            f"{path} was not written by darla under your key ({key_path()}), so it is never unpickled "
+            "(it may run code); delete it to restart this policy's training from step 0"
+        )
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return pickle.loads(zf.read(RESUME_STATE))
+    except (KeyError, zipfile.BadZipFile, EOFError, pickle.UnpicklingError, OSError, ValueError) as e:
         raise CheckpointError(
             f"{path} is corrupted ({type(e).__name__}: {e}); delete it to restart this policy's training "
             "from step 0"
@@ -323,8 +344,10 @@ def _replace_zip(path: Path, write: Callable[[Path], Any]) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)  # a full disk or a kill leaves no half-written temporary behind
+        if isinstance(e, OSError) and e.filename is None:  # zipfile's write() names no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     os.replace(tmp, path)
 
@@ -395,10 +418,13 @@ def _build(
 ) -> BaseAlgorithm:
     algo_cls = get_algo(spec.algo)
     policy_kwargs = dict(spec.policy_kwargs)
+    hyperparams = dict(spec.hyperparams)
+    if isinstance(hyperparams.get("train_freq"), list):  # YAML has no tuples; SB3 wants (n, "step" | "episode")
+        hyperparams["train_freq"] = tuple(hyperparams["train_freq"])
     if spec.observe == "latents":
         return algo_cls(
             "MlpPolicy", env, seed=spec.seed, device="cpu", verbose=0, tensorboard_log=tb_dir,
-            policy_kwargs=policy_kwargs or None, **spec.hyperparams,
+            policy_kwargs=policy_kwargs or None, **hyperparams,
         )
     policy_kwargs.update(
         features_extractor_class=VisionFeatures,
@@ -409,7 +435,7 @@ def _build(
     )
     model = algo_cls(
         "CnnPolicy", env, seed=spec.seed, device=device, verbose=0, tensorboard_log=tb_dir,
-        policy_kwargs=policy_kwargs, **spec.hyperparams,
+        policy_kwargs=policy_kwargs, **hyperparams,
     )
     if spec.finetune:
         if encoder is None:
@@ -462,15 +488,12 @@ def train_agent(
     latents = spec.observe == "latents"
     env = VecEncode(venv, encoder, device=device) if latents else venv
     tb_dir = str(out_dir / "tb") if tensorboard else None
-    if resuming:
+    if resuming:  # signed by this user's darla (read_resume_state verified it): SB3 may unpickle it
         try:
             model = get_algo(spec.algo).load(ckpt, env=env, device="cpu" if latents else device, tensorboard_log=tb_dir)
         except (ValueError, RuntimeError, KeyError) as e:
             raise CheckpointError(f"{ckpt} cannot be loaded ({e}); delete it to restart this policy's training from step 0") from None
-        if state is not None:
-            _apply_resume_state(model, state, ckpt)
-        elif isinstance(model, OffPolicyAlgorithm) and (out_dir / BUFFER).exists():
-            model.load_replay_buffer(out_dir / BUFFER)  # a checkpoint from before the buffer moved into the zip
+        _apply_resume_state(model, state, ckpt)
     else:
         model = _build(spec, env, encoder, device, tb_dir)
     # Recorded inside every saved zip (SB3 saves instance attributes) and in meta.json, so transfer
@@ -517,7 +540,7 @@ def train_agent(
     (out_dir / BEST).unlink(missing_ok=True)
     meta = {
         "spec": asdict(spec), "encoder_sha256": encoder_sha256, "timesteps": int(model.num_timesteps),
-        "selected": selected,
+        "selected": selected, "latent_dim": encoder.latent_dim if latents else None,  # load_agent rebuilds from these
     }
     write_json_atomic(out_dir / "meta.json", meta)
     for done in (ckpt, out_dir / BUFFER):
@@ -532,27 +555,189 @@ def _last_eval(path: Path) -> dict[str, Any] | None:
     return rows[-1] if rows else None
 
 
-def load_agent(path: Path, expect_encoder_sha256: str | None = None) -> BaseAlgorithm:
-    """Load a ``model.zip`` written by :func:`train_agent`.
+def env_spaces(env_name: str, size: int, max_steps: int) -> tuple[gym.Space, gym.Space]:
+    """(image observation space, action space) of an env: the same in every domain."""
+    info = get_env_info(env_name)
+    env = make_env(env_name, next(iter(info.domains.values())), size=size, max_steps=max_steps)
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
 
-    SB3 zips contain pickled objects: only load files you produced yourself.
+
+class _Spaces(gym.Env):
+    """An env that is only its spaces: enough for SB3 to build an algorithm, never stepped."""
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        self.observation_space, self.action_space = observation_space, action_space
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        return self.observation_space.sample(), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        raise RuntimeError("a policy shell is not stepped")
+
+
+def policy_shell(
+    spec: AgentSpec, latent_dim: int | None, device: str | torch.device = "cpu", n_envs: int = 1,
+    spaces: tuple[gym.Space, gym.Space] | None = None,
+) -> BaseAlgorithm:
+    """The algorithm ``spec`` trains, built from the spec alone (fresh weights), on the env's real spaces.
+
+    What :func:`load_agent` loads weights into, and what the config check builds to test
+    ``policy_kwargs`` and hyperparameters against SB3 itself. Off-policy replay buffers get one
+    slot and the shell ``n_envs`` envs (not ``spec.n_envs``): the policy's shape depends on neither.
     """
-    meta_path = path.parent / "meta.json"
+    image, action = spaces or env_spaces(spec.env_name, spec.size, spec.max_steps)
+    if spec.observe == "latents":
+        if latent_dim is None:
+            raise ValueError("a policy on latents needs the encoder's latent_dim")
+        obs = gym.spaces.Box(-np.inf, np.inf, shape=(latent_dim,), dtype=np.float32)
+    else:
+        obs = image
+    hyper = dict(spec.hyperparams)
+    if issubclass(get_algo(spec.algo), OffPolicyAlgorithm):
+        hyper["buffer_size"] = 1
+    venv = DummyVecEnv([lambda: _Spaces(obs, action)] * n_envs)
+    with warnings.catch_warnings():  # SB3's advice on batch sizes is printed when training, not here
+        warnings.simplefilter("ignore")
+        return _build(replace(spec, hyperparams=hyper, finetune=False), venv, None, device, None)
+
+
+def check_agent_build(
+    env_name: str, size: int, max_steps: int, algo: str, observe: str, latent_dim: int,
+    pixel_kwargs: dict[str, Any], hyperparams: dict[str, Any], policy_kwargs: dict[str, Any], n_envs: int,
+) -> tuple[str, str | None, str] | None:
+    """Build ``algo`` and its policy as :func:`train_agent` will, on the env's real spaces; None if
+    SB3 accepts them, else ``(part, argument or None, one-line message)`` for the first failure.
+
+    ``part`` is ``"hyperparams"`` (the algorithm, with a default policy) or ``"policy_kwargs"``;
+    the argument is the one whose removal makes the build succeed. The global RNGs are left as
+    they were (SB3 seeds them when it builds).
+    """
+    spaces = env_spaces(env_name, size, max_steps)
+    spec = AgentSpec(env_name, "source", size=size, max_steps=max_steps, algo=algo, n_envs=n_envs, observe=observe,  # type: ignore[arg-type]
+                     pixel_model="vae", pixel_model_kwargs=pixel_kwargs)
+
+    takes_ortho = "ortho_init" in inspect.signature(get_algo(algo).policy_aliases["MlpPolicy"].__init__).parameters
+
+    def attempt(hyper: dict[str, Any], policy: dict[str, Any]) -> str | None:
+        if takes_ortho:  # orthogonal init is QR per layer (seconds for a pixel policy); it changes no shape
+            policy = {**policy, "ortho_init": False}
+        try:  # two envs: SB3's n_steps × n_envs > 1 holds as it will in training
+            policy_shell(replace(spec, hyperparams=hyper, policy_kwargs=policy), latent_dim, "cpu", min(n_envs, 2), spaces)
+        except Exception as e:  # noqa: BLE001 (whatever SB3 or torch raise on a bad argument)
+            return f"{type(e).__name__}: " + " ".join(str(e).split())[:300]
+        return None
+
+    def without(d: dict[str, Any], k: str) -> dict[str, Any]:
+        return {kk: v for kk, v in d.items() if kk != k}
+
+    py, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        problem = attempt(hyperparams, {})
+        if problem is not None:
+            return "hyperparams", next((k for k in hyperparams if attempt(without(hyperparams, k), {}) is None), None), problem
+        problem = attempt(hyperparams, policy_kwargs)
+        if problem is not None:
+            return "policy_kwargs", next((k for k in policy_kwargs if attempt(hyperparams, without(policy_kwargs, k)) is None), None), problem
+        return None
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
+
+
+#: The SB3 zip member holding the policy's ``state_dict`` (tensors only).
+POLICY_WEIGHTS = "policy.pth"
+_MAX_WEIGHTS_BYTES = 4 << 30
+
+
+def read_policy_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The policy's weights from an SB3 zip, ``weights_only``; SB3's pickled ``data`` is never read.
+
+    Every failure is a :class:`~vision.checkpoint.CheckpointError` naming the file.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(POLICY_WEIGHTS)
+            if info.file_size > _MAX_WEIGHTS_BYTES:
+                raise CheckpointError(f"{path}: {POLICY_WEIGHTS} unpacks to {info.file_size} bytes; not a darla policy")
+            raw = zf.read(info)
+    except KeyError:
+        raise CheckpointError(f"{path} is not a darla policy (no {POLICY_WEIGHTS} member)") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable policy zip ({type(e).__name__}: {e}); it is truncated or corrupted") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} is not a darla policy: a weights-only read refuses its {POLICY_WEIGHTS} (not tensors), and darla loads nothing else"
+        ) from None
+    except Exception as e:  # noqa: BLE001 (any other failure of torch's reader: damaged bytes)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: {POLICY_WEIGHTS} is unreadable ({type(e).__name__}: {first}); it is truncated or corrupted") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path} is not a darla policy: {POLICY_WEIGHTS} is not a mapping of names to tensors")
+    return state
+
+
+def load_agent(
+    path: Path, expect_encoder_sha256: str | None = None, *, spec: AgentSpec | None = None, latent_dim: int | None = None,
+) -> BaseAlgorithm:
+    """A policy written by :func:`train_agent`, loaded as weights only: nothing in the file is unpickled.
+
+    The algorithm is rebuilt from ``spec`` (the run's config; default: the spec recorded in
+    ``meta.json``, which is JSON) on the env's spaces, then the zip's ``policy.pth`` is read with
+    ``torch.load(weights_only=True)`` into it. SB3's own ``load`` would unpickle the zip's
+    ``data`` member, which can run any code, so it is never used on a policy. ``latent_dim``
+    (policies on latents; default: meta.json's) sizes the observation.
+    """
+    path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no trained policy at {path}")
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    algo = meta.get("spec", {}).get("algo")
-    if algo is None:
-        raise ValueError(f"{meta_path} is missing or has no spec.algo; cannot tell which algorithm saved {path}")
-    observe = meta.get("spec", {}).get("observe", "latents")
-    device = "cpu" if observe == "latents" or not torch.cuda.is_available() else "cuda"
-    model = get_algo(algo).load(path, device=device)
-    recorded = getattr(model, "darla_encoder_sha256", meta.get("encoder_sha256"))
+    meta_path = path.parent / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{meta_path} is unreadable ({e}); retrain this policy") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path} is not a darla agent record; retrain this policy")
+    if spec is None:
+        if not isinstance(meta.get("spec"), dict):
+            raise ValueError(f"{meta_path} is missing or has no spec; cannot tell which algorithm saved {path}")
+        try:
+            spec = AgentSpec(**meta["spec"])
+        except TypeError as e:
+            raise CheckpointError(f"{meta_path}: its spec is not an agent spec ({e})") from None
+    if latent_dim is None:
+        latent_dim = meta.get("latent_dim")
+    if spec.observe == "latents" and not (type(latent_dim) is int and 0 < latent_dim <= 4096):
+        raise CheckpointError(f"{meta_path} does not record the policy's latent_dim; pass the encoder's")
+    state = read_policy_weights(path)
+    device = "cpu" if spec.observe == "latents" or not torch.cuda.is_available() else "cuda"
+    try:
+        model = policy_shell(spec, latent_dim, device)
+        model.policy.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        flat = " ".join(str(e).split())
+        raise CheckpointError(f"{path}: its weights do not fit the policy its config describes ({flat[:400]})") from None
+    if hasattr(model, "exploration_schedule"):  # DQN acts ε-greedily with the ε it had reached when saved
+        steps = (meta.get("selected") or {}).get("timesteps", meta.get("timesteps", spec.total_timesteps))
+        if type(steps) is not int:
+            raise CheckpointError(f"{meta_path}: timesteps {steps!r} is not a step count; retrain this policy")
+        model.exploration_rate = model.exploration_schedule(1.0 - steps / spec.total_timesteps)
+    recorded = meta.get("encoder_sha256")
     if expect_encoder_sha256 is not None and recorded != expect_encoder_sha256:
         raise ValueError(
             f"{path} was trained on the vision checkpoint with sha256 {str(recorded)[:12]}…, "
             f"not on the one given ({expect_encoder_sha256[:12]}…); retrain the agent (--force)"
         )
+    model.darla_encoder_sha256 = recorded
     return model
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from darla.config import SCAN_ABLATIONS, Config, ConfigError, load_config
+from darla.config import SCAN_ABLATIONS, Config, ConfigError, load_config, load_yaml
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
@@ -171,6 +171,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class UsageError(ValueError):
+    """A bad command-line argument (not a config key): exit 2, one line naming the argument."""
+
+
+def _out_path(path: Path | None, flag: str = "--out") -> Path | None:
+    """A file path the user named for output: its directory must exist (darla creates directories
+    only inside run directories), and it must not be a directory itself."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise UsageError(f"{flag}: {path} is a directory; name a file in it")
+    if not path.parent.is_dir():
+        raise UsageError(f"{flag}: directory {path.parent} does not exist; create it first (darla creates no directories outside a run)")
+    return path
+
+
+#: ``darla scan imagine --n``: samples tiled into one PNG.
+MAX_IMAGINE = 256
+#: ``darla scan describe``: no vision model takes larger images (env.size ≤ 256; dSprites 64).
+MAX_IMAGE_SIDE = 4096
+
+
 def _positive_int(text: str) -> int:
     try:
         n = int(text)
@@ -186,9 +208,12 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _stages_cmd(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
+    if args.force and getattr(args, "update", False):
+        raise UsageError("--update and --force contradict each other (--update keeps stage 1 and re-runs what the "
+                         "changed config touches; --force starts over): give one")
+    cfg = _load(args)  # before importing torch (seconds): a bad file is refused at once
     from darla.pipeline import run_pipeline
 
-    cfg = _load(args)
     if cfg.vision.data == "dsprites" and stages != ("vision",):
         raise ConfigError(args.config, "vision.data", "dsprites has no policy to train: it is for stage 1 alone (darla vision train)")
     run = run_pipeline(cfg, run_dir=args.run_dir, force=args.force, update=getattr(args, "update", False), progress=not args.no_progress, stages=stages)
@@ -215,7 +240,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     run = RunDir(args.run_dir)
     if not run.config_path.exists():
         raise FileNotFoundError(f"{args.run_dir} is not a darla run directory (no config.yaml) nor a sweep directory (no sweep.json)")
-    cfg = load_config(run.config_path)
+    cfg = load_config(run.config_path, check_build=False, check_files=False)  # its stages ran
     with run.lock():  # it writes the manifest: not while a pipeline runs here
         for s in ("vision", "agent", "transfer"):
             if not run.is_complete(s):
@@ -236,6 +261,7 @@ def _cmd_sweep_report(sweep_dir: Path) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    load_yaml(args.sweep_file)  # before importing torch (seconds): a bad file is refused at once
     from darla.report import format_table
     from darla.sweep import SweepError, load_sweep, run_sweep
 
@@ -260,10 +286,13 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
     import numpy as np
 
     from envs.factors import to_chw_float
-    from envs.registry import get_env_info, make_env
+    from envs.registry import ENVS, get_env_info, make_env
     from vision.checkpoint import load_checkpoint
     from vision.traverse import save_png, traversal_grid
 
+    if args.env not in ENVS:
+        raise UsageError(f"--env: unknown env {args.env!r}; choose from {', '.join(sorted(ENVS))}")
+    _out_path(args.out)
     model = load_checkpoint(args.checkpoint)
     _, h, _ = model.obs_shape
     info = get_env_info(args.env)
@@ -284,6 +313,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from vision.checkpoint import load_checkpoint
     from vision.metrics import score
 
+    _out_path(args.out)
     model = load_checkpoint(args.checkpoint)
     if args.domain is not None and args.data not in ENVS:
         raise ValueError(f"--domain needs --data to be an env ({', '.join(sorted(ENVS))}), not {args.data!r}")
@@ -327,6 +357,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
     if args.env not in ENVS:
         raise ValueError(f"unknown --env {args.env!r}; choose from {', '.join(sorted(ENVS))}")
+    _out_path(args.out)
     paths = [p / "vision" / "model.pt" if p.is_dir() else p for p in args.models]
     models = [load_checkpoint(p) for p in paths]
     info = get_env_info(args.env)
@@ -354,7 +385,7 @@ def _scan_context(run_dir: Path, overrides: Sequence[str] = ()):
     for ov in overrides:
         if not ov.strip().startswith("scan."):
             raise ConfigError("--set", ov.partition("=")[0], "darla scan train can only override scan.* keys (the rest describes what already ran)")
-    cfg = load_config(run.config_path, overrides)
+    cfg = load_config(run.config_path, overrides, check_build=False, check_files=False)  # its stages ran
     return run, cfg, scan_context(cfg, run)
 
 
@@ -395,6 +426,15 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
     if args.scmd == "train":
         return _scan_train(args)
+    if args.scmd == "imagine":
+        if not 1 <= args.n <= MAX_IMAGINE:
+            raise UsageError(f"--n: the number of samples must be in 1 … {MAX_IMAGINE}, got {args.n}")
+        _out_path(args.out)
+    else:  # the header only: a bad or huge image is refused before the run is loaded, and never decoded
+        width, height = _image_size(args.image)
+        if max(width, height) > MAX_IMAGE_SIDE:
+            raise UsageError(f"IMAGE: {args.image} is {width}×{height}; vision models take at most {MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} "
+                             "(the run's env.size)")
     from envs.registry import get_env_info
 
     run, cfg, (model, _, _) = _scan_context(args.run_dir)
@@ -415,18 +455,40 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         return 0
     import cv2
 
-    img = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
-    if img is None:
-        raise FileNotFoundError(f"cannot read image {args.image}")
     c, h, w = model.obs_shape
-    if img.shape[:2] != (h, w):
-        raise ValueError(f"{args.image} is {img.shape[1]}×{img.shape[0]}; the vision model takes {w}×{h}")
+    width, height = _image_size(args.image)
+    if (height, width) != (h, w):  # decided from the header: a huge image is never decoded
+        raise UsageError(f"IMAGE: {args.image} is {width}×{height}; the vision model takes {w}×{h}")
+    img = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+    if img is None or img.shape[:2] != (h, w):
+        raise UsageError(f"IMAGE: cannot decode {args.image} as a {w}×{h} image")
     x = torch.from_numpy(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
     probs = scan.img2sym(x.to(device), model)[0].cpu().numpy()
     for word, alias, p in sorted(zip(vocab.words, vocab.aliases, probs), key=lambda t: -t[2]):
         if p >= 0.5:
             print(f"{alias:<24}{word:<32}{p:.2f}")
     return 0
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image from its header alone (Pillow opens lazily; nothing is decoded)."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise UsageError(f"IMAGE: no image file at {path}")
+    try:
+        with warnings.catch_warnings():  # Pillow's decompression-bomb warning: the size check below says it
+            warnings.simplefilter("ignore")
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # darla checks the size itself, next
+            try:
+                with Image.open(path) as im:
+                    return im.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise UsageError(f"IMAGE: {path} is not an image Pillow can read ({type(e).__name__})") from None
 
 
 def _cmd_envs(_: argparse.Namespace) -> int:
@@ -479,8 +541,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if group is not None:
         group.print_help()
         return 0
-    if getattr(args, "force", False) and getattr(args, "update", False):
-        parser.error("--force and --update contradict each other: --force starts over, --update keeps stage 1")
     try:
         if args.cmd == "pipeline":
             return _stages_cmd(args, ("vision", "agent", "transfer", "scan", "report"))
@@ -507,6 +567,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"darla: config error: {e}", file=sys.stderr)
         return 2
+    except UsageError as e:
+        print(f"darla: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ndarla: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
@@ -518,8 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-#: OSErrors that are the machine's state, not a bug: a full disk or quota, a read-only filesystem.
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+#: OSErrors that are the machine's state, not a bug: a full disk or quota, a read-only filesystem,
+#: no permission.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _is_user_error(e: BaseException) -> bool:
@@ -535,9 +599,10 @@ def _user_message(e: BaseException) -> str:
     """One line for an expected failure; a full disk names the file and says how to go on."""
     if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
         what = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-                errno.EROFS: "read-only file system"}[e.errno]
-        where = f" writing {e.filename}" if e.filename else ""
-        fix = "use another --run-dir" if e.errno == errno.EROFS else "free some space (or use another --run-dir)"
+                errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}[e.errno]
+        where = f" writing {e.filename}" if e.filename else " (no file named by the system)"
+        fix = {errno.EROFS: "use another --run-dir", errno.EACCES: "check the permissions of that path (or use another --run-dir)",
+               errno.EPERM: "check the permissions of that path (or use another --run-dir)"}.get(e.errno, "free some space (or use another --run-dir)")
         return f"{what}{where}; {fix}, then run the same command again to resume"
     return str(e)
 

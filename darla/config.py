@@ -1,4 +1,4 @@
-"""Strict YAML configs: ``yaml.safe_load`` → frozen dataclasses, every key and value checked.
+"""Strict YAML configs: a bounded safe YAML load → frozen dataclasses, every key and value checked.
 
 Errors name the file and the dotted key (``configs/x.yaml: vision.betta: unknown key (did you
 mean 'beta'?)``). ``--set vision.beta=4.0`` overrides are parsed as YAML scalars and applied to
@@ -7,6 +7,12 @@ the raw mapping *before* validation, so they go through exactly the same checks.
 Model- and algorithm-specific settings are checked against the constructor signature of the
 named class: ``vision: {model: beta_vae, beta: 4.0}`` accepts ``beta`` because
 ``BetaVAE.__init__`` takes it, and rejects ``gamma`` with the list of keys it does take.
+
+:func:`load_yaml` is the one reader of config and sweep files. It is ``yaml.SafeLoader`` made
+strict and bounded: a duplicate key is an error (not "last one wins"), a date stays a string,
+tags beyond plain data (``!!binary``, ``!!set``, ``!!timestamp``) are refused, and the nesting
+depth, the node count and the text size *after alias expansion* are capped, so an alias bomb
+("billion laughs") or 100k-deep brackets are refused in milliseconds, before any key is checked.
 """
 
 from __future__ import annotations
@@ -162,7 +168,10 @@ class MethodConfig:
 class TransferConfig:
     n_episodes: int = field(default=20, metadata=_choices(1, 10_000))
     deterministic: bool = False
-    seed_base: int = field(default=1_000_000, metadata={"doc": "evaluation seeds start here; disjoint per domain", **_choices(0)})
+    seed_base: int = field(
+        default=1_000_000,
+        metadata={"doc": "evaluation seeds start here; disjoint per domain (SB3 seeds numpy with it: < 2^32)", **_choices(0, 2**32 - 1)},
+    )
 
 
 @dataclass(frozen=True)
@@ -202,7 +211,7 @@ class ScanConfig:
     held_out_fraction: float = field(default=0.2, metadata={"doc": "concepts never trained on, only scored", **_choices(0.0, 0.9)})
     hidden: list[int] = field(default_factory=lambda: [100, 100], metadata={"doc": "SCAN encoder/decoder MLP widths"})
     recombine_hidden: list[int] = field(default_factory=lambda: [32, 32], metadata={"doc": "recombinator MLP widths"})
-    seed: int | None = field(default=None, metadata={"doc": "concepts, renders, init, batches; null → the run's seed", **_choices(0)})
+    seed: int | None = field(default=None, metadata={"doc": "concepts, renders, init, batches; null → the run's seed", **_choices(0, 2**63 - 1)})
     eval_samples: int = field(default=32, metadata={"doc": "sym2img samples scored per concept", **_choices(1)})
     eval_concepts: int = field(default=50, metadata={"doc": "concepts scored per group (train, held-out, recombined)", **_choices(1)})
     eval_img2sym: int = field(default=500, metadata={"doc": "fresh renders for img2sym accuracy", **_choices(1)})
@@ -212,7 +221,7 @@ class ScanConfig:
 @dataclass(frozen=True)
 class Config:
     name: str = "run"
-    seed: int = field(default=0, metadata=_choices(0))
+    seed: int = field(default=0, metadata=_choices(0, 2**63 - 1))
     device: Literal["auto", "cpu", "cuda"] = "auto"
     runs_dir: str = "runs"
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -232,6 +241,156 @@ class Config:
         params = d["vision"].pop("params")
         d["vision"].update(params)
         return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading YAML, bounded
+# ---------------------------------------------------------------------------------------------
+#: Bounds of a config or sweep file, far above any real one (configs/ hold < 100 lines, depth 5).
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 64
+#: Values (scalars, lists, mappings) and scalar characters once every alias is expanded.
+MAX_YAML_NODES = 100_000
+MAX_YAML_CHARS = 16 << 20
+_YAML_DATA_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map", "merge")}
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: Any) -> None:
+        self.mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose scanner refuses nesting beyond :data:`MAX_YAML_DEPTH` as it reads.
+
+    The check must be in the scanner: PyYAML's scanner is quadratic in flow depth (100k nested
+    ``[`` take minutes to scan) and its composer recursive (a RecursionError at ~1k levels).
+    """
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # noqa: N803 (PyYAML's name)
+        if self.flow_level >= MAX_YAML_DEPTH:
+            raise _TooDeep(self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def add_indent(self, column: int) -> bool:
+        if len(self.indents) >= MAX_YAML_DEPTH:
+            raise _TooDeep(self.get_mark())
+        return super().add_indent(column)
+
+
+# A date stays text: a config never means a timestamp, and a datetime breaks JSON and hashing.
+_BoundedLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _line(node: Any) -> str:
+    return f"line {node.start_mark.line + 1}"
+
+
+def _check_yaml_nodes(root: Any, source: str) -> None:
+    """Bound the expanded size and depth of a composed document; refuse recursive aliases.
+
+    Iterative and memoised per node, so it costs the size of the *file*, not of the expansion
+    (an alias is the same node object wherever it appears).
+    """
+    def children(node: Any) -> list[Any]:
+        if isinstance(node, yaml.MappingNode):
+            return [n for kv in node.value for n in kv]
+        return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+    memo: dict[int, tuple[int, int, int]] = {}  # id → (nodes, scalar chars, depth), expanded
+    open_: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        nid = id(node)
+        if finished:
+            open_.discard(nid)
+            kids = [memo[id(k)] for k in children(node)]
+            nodes = 1 + sum(k[0] for k in kids)
+            chars = (len(node.value) if isinstance(node, yaml.ScalarNode) else 0) + sum(k[1] for k in kids)
+            depth = 1 + max((k[2] for k in kids), default=0)
+            if nodes > MAX_YAML_NODES or chars > MAX_YAML_CHARS:
+                what = f"{MAX_YAML_NODES} values" if nodes > MAX_YAML_NODES else f"{MAX_YAML_CHARS >> 20} MiB of text"
+                raise ConfigError(source, "", f"the value at {_line(node)} expands to more than {what} once its aliases "
+                                              "are expanded (an alias bomb?)")
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(source, "", f"the value at {_line(node)} nests deeper than {MAX_YAML_DEPTH} levels once its aliases are expanded")
+            memo[nid] = (nodes, chars, depth)
+            continue
+        if nid in memo:
+            continue
+        if nid in open_:
+            raise ConfigError(source, "", f"the alias at {_line(node)} refers to a value that contains it (a recursive alias)")
+        open_.add(nid)
+        stack.append((node, True))
+        stack.extend((k, False) for k in children(node))
+
+
+def _check_yaml_keys(node: Any, source: str, path: str, seen: set[int]) -> None:
+    """Plain data only, and no key twice in one mapping (PyYAML would keep the last silently)."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if node.tag not in _YAML_DATA_TAGS:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise ConfigError(source, path, f"YAML tag {tag} at {_line(node)} is not supported: a config holds strings, "
+                                        "numbers, booleans, null, lists and mappings")
+    if isinstance(node, yaml.SequenceNode):
+        for i, child in enumerate(node.value):
+            _check_yaml_keys(child, source, f"{path}[{i}]", seen)
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], Any] = {}
+        for key, value in node.value:
+            name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+            dotted = f"{path}.{name}" if path else name
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if (key.tag, key.value) in first:
+                    raise ConfigError(source, dotted, f"duplicate key (at lines {first[key.tag, key.value].start_mark.line + 1} "
+                                                      f"and {key.start_mark.line + 1}); write each key once")
+                first[key.tag, key.value] = key
+            _check_yaml_keys(key, source, dotted, seen)
+            _check_yaml_keys(value, source, dotted, seen)
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """Parse one YAML document strictly and within bounds (see the module docstring)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(source, "", f"{len(text)} characters; a config or sweep file is at most {MAX_YAML_BYTES >> 10} KiB")
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_yaml_nodes(node, source)
+        _check_yaml_keys(node, source, "", set())
+        return loader.construct_document(node)
+    except _TooDeep as e:
+        raise ConfigError(source, "", f"nesting deeper than {MAX_YAML_DEPTH} levels at line {e.mark.line + 1}, "
+                                      f"column {e.mark.column + 1}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(source, "", f"invalid YAML{where}: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read a config or sweep file with :func:`load_yaml_text`; every problem names the file."""
+    path = Path(path)
+    source = str(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(MAX_YAML_BYTES + 1)  # never more than the bound, whatever the file is
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(source, "", f"cannot read: {e}") from None
+    return load_yaml_text(text, source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,9 +462,11 @@ def _check_value(value: Any, tp: Any, source: str, key: str, meta: Mapping[str, 
         if isinstance(value, str):
             # PyYAML reads 1e-4 (no dot) as a string; say so rather than "expected a number".
             try:
-                float(value)
+                number = float(value)
             except ValueError:
                 raise bad("expected a number") from None
+            if number != number or number in (float("inf"), float("-inf")):  # 'nan', 'inf': YAML text
+                raise bad("expected a finite number")
             raise bad("expected a number (YAML reads '1e-4' as text: write 1.0e-4)")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("expected a number")
@@ -365,10 +526,95 @@ def _signature_params(cls: type, skip: set[str]) -> dict[str, inspect.Parameter]
     return params
 
 
+def _annotation(cls: type, name: str) -> Any:
+    """The resolved annotation of ``cls.__init__``'s argument ``name`` (None if it cannot be resolved).
+
+    Resolved one argument at a time: ``typing.get_type_hints`` fails on the whole signature when
+    one name is imported only for type checking (SB3's ``VecEnv``).
+    """
+    import sys
+
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        p = inspect.signature(klass.__init__).parameters.get(name)
+        if p is None:
+            continue
+        ann = p.annotation
+        if isinstance(ann, str):
+            try:
+                ann = eval(ann, vars(sys.modules[klass.__module__]))  # noqa: S307 (an annotation of installed code)
+            except Exception:  # noqa: BLE001
+                return None
+        return None if ann is inspect.Parameter.empty else ann
+    return None
+
+
+def _yaml_arms(ann: Any) -> list[Any]:
+    """The parts of a type a YAML value can be: classes, callables and objects cannot come from a config."""
+    origin = typing.get_origin(ann)
+    if origin in (Union, types.UnionType):
+        return [arm for a in typing.get_args(ann) for arm in _yaml_arms(a)]
+    if ann is Any or ann in (bool, int, float, str, type(None), dict, list) or origin in (dict, list, tuple):
+        return [ann]
+    return []
+
+
+def _arm_name(arm: Any) -> str:
+    origin = typing.get_origin(arm)
+    if arm is type(None):
+        return "null"
+    if arm is dict or origin is dict:
+        return "a mapping"
+    if arm is list or origin in (list, tuple):
+        return "a list" if origin is not tuple else f"a list of {len(typing.get_args(arm))}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(arm, str(arm))
+
+
+def _check_annotated(value: Any, ann: Any, source: str, key: str) -> Any:
+    """Check a YAML value against an SB3 annotation; only its YAML-representable parts accept anything."""
+    arms = _yaml_arms(ann)
+    if value is None and type(None) in arms:
+        return None
+    errors: list[ConfigError] = []
+    for arm in arms:
+        origin = typing.get_origin(arm)
+        if arm is Any:
+            return value
+        if arm in (bool, int, float, str):
+            try:
+                return _check_value(value, arm, source, key, {})
+            except ConfigError as e:
+                errors.append(e)
+        elif (arm is dict or origin is dict) and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return value
+        elif (arm is list or origin is list) and isinstance(value, list):
+            return value
+        elif origin is tuple and isinstance(value, list) and len(value) == len(typing.get_args(arm)):
+            try:
+                return [_check_value(v, a, source, f"{key}[{i}]", {}) for i, (v, a) in enumerate(zip(value, typing.get_args(arm)))]
+            except ConfigError as e:
+                errors.append(e)
+    real = [a for a in arms if a is not type(None)]
+    if not arms:
+        raise ConfigError(source, key, f"SB3 takes a Python object here ({_type_name(ann)}), which a config cannot give; "
+                                       f"remove the key (got {value!r})")
+    if not real:
+        raise ConfigError(source, key, f"only null here: SB3 takes a Python object ({_type_name(ann)}), which a config cannot give; got {value!r}")
+    if len(real) == 1 and errors:
+        raise errors[0]
+    raise ConfigError(source, key, f"expected {' or '.join(_arm_name(a) for a in arms)}, got {value!r}")
+
+
 def _check_kwargs(
-    raw: Mapping[str, Any], cls: type, skip: set[str], source: str, prefix: str, what: str
+    raw: Mapping[str, Any], cls: type, skip: set[str], source: str, prefix: str, what: str, annotated: bool = False,
 ) -> dict[str, Any]:
-    """Check keyword arguments against ``cls.__init__``: names, and types where a default shows one."""
+    """Check keyword arguments against ``cls.__init__``: names, and types where a default shows one.
+
+    ``annotated`` (SB3 classes): types from the signature's annotations, so an argument whose
+    default is None (``target_kl``) or of another type than it may be (``ent_coef: 'auto'``) is
+    checked too.
+    """
     params = _signature_params(cls, skip)
     out = {}
     for k, v in raw.items():
@@ -378,7 +624,10 @@ def _check_kwargs(
             hint = f"did you mean {close[0]!r}?" if close else f"{what} takes: {', '.join(sorted(params))}"
             raise ConfigError(source, key, f"unknown key for {what} ({hint})")
         default = params[k].default
-        if isinstance(default, bool):
+        ann = _annotation(cls, k) if annotated else None
+        if ann is not None and _yaml_arms(ann) != [Any]:
+            v = _check_annotated(v, ann, source, key)
+        elif isinstance(default, bool):
             v = _check_value(v, bool, source, key, {})
         elif isinstance(default, float):
             v = _check_value(v, float, source, key, {})
@@ -411,13 +660,20 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError("--set", text, "expected KEY=VALUE, e.g. --set vision.beta=4.0")
     key, _, val = text.partition("=")
     try:
-        return key.strip(), yaml.safe_load(val) if val.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError("--set", key, f"cannot parse value {val!r}: {e}") from None
+        return key.strip(), load_yaml_text(val, "--set") if val.strip() else None
+    except ConfigError as e:
+        raise ConfigError("--set", key.strip(), f"cannot parse value {val!r}: {e.message}") from None
 
 
-def config_from_dict(raw: Any, source: str = "<config>", overrides: Sequence[str] = ()) -> Config:
-    """Validate a raw mapping (as from YAML) plus ``KEY=VALUE`` overrides into a :class:`Config`."""
+def config_from_dict(
+    raw: Any, source: str = "<config>", overrides: Sequence[str] = (), *, check_build: bool = True, check_files: bool = True,
+) -> Config:
+    """Validate a raw mapping (as from YAML) plus ``KEY=VALUE`` overrides into a :class:`Config`.
+
+    ``check_build``: also build each method's SB3 algorithm and policy as stage 2 will (tens of
+    ms); ``check_files``: also read ``vision.checkpoint`` (a run's own config.yaml, read back for
+    a report, is checked without both: its stages already ran).
+    """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -464,12 +720,20 @@ def config_from_dict(raw: Any, source: str = "<config>", overrides: Sequence[str
         raise ConfigError(source, "agent.algo", _unknown_name(agent.algo, ALGOS, "algorithm"))
     _check_kwargs(
         agent.hyperparams, ALGOS[agent.algo], _SB3_OWN,
-        source, "agent.hyperparams", f"{agent.algo.upper()}",
+        source, "agent.hyperparams", f"{agent.algo.upper()}", annotated=True,
     )
+    _check_kwargs(agent.policy_kwargs, _policy_class(agent.algo), _POLICY_OWN, source, "agent.policy_kwargs",
+                  f"{agent.algo.upper()}'s policy", annotated=True)
     if not agent.seeds:
         raise ConfigError(source, "agent.seeds", "needs at least one seed")
     if len(set(agent.seeds)) != len(agent.seeds):
         raise ConfigError(source, "agent.seeds", f"seeds must be distinct, got {agent.seeds}")
+    for i, s in enumerate(agent.seeds):  # SB3 seeds numpy's global RNG with it, which takes 32 bits
+        if not 0 <= s < 2**32:
+            raise ConfigError(source, f"agent.seeds[{i}]", f"must be in 0 … 2^32 − 1 (SB3 seeds numpy with it), got {s}")
+    for i, s in enumerate(vision.seeds):
+        if not 0 <= s < 2**63:
+            raise ConfigError(source, f"vision.seeds[{i}]", f"must be in 0 … 2^63 − 1, got {s}")
 
     from envs.registry import ENVS
 
@@ -502,7 +766,13 @@ def config_from_dict(raw: Any, source: str = "<config>", overrides: Sequence[str
     if not _safe_name(cfg.name):
         raise ConfigError(source, "name", f"use letters, digits, '-', '_' and '.', got {cfg.name!r}")
     methods = _check_methods(cfg, vision, source)
-    return dataclasses.replace(cfg, vision=vision, methods=methods)
+    cfg = dataclasses.replace(cfg, vision=vision, methods=methods)
+    _check_sizes(cfg, source)
+    if check_build and vision.data == "env":
+        _check_agents(cfg, source)
+    if check_files and vision.checkpoint:
+        _check_vision_checkpoint(cfg, source)
+    return cfg
 
 
 _SB3_OWN = {"self", "policy", "env", "seed", "device", "policy_kwargs", "tensorboard_log", "verbose", "_init_setup_model"}
@@ -520,6 +790,7 @@ def _check_methods(cfg: Config, vision: VisionConfig, source: str) -> dict[str, 
         key = f"methods.{name}"
         if not _safe_name(name):
             raise ConfigError(source, key, "method names name directories: use letters, digits, '-', '_' and '.'")
+        _check_name(name, source, key, "method", [*cfg.methods])
         if m.encoder not in ENCODER_KINDS and m.encoder not in VISION_MODELS:
             valid = {**{k: None for k in ENCODER_KINDS}, **VISION_MODELS}
             raise ConfigError(source, f"{key}.encoder", _unknown_name(m.encoder, valid, "encoder"))
@@ -532,9 +803,135 @@ def _check_methods(cfg: Config, vision: VisionConfig, source: str) -> dict[str, 
             raise ConfigError(source, f"{key}.finetune", "finetune starts from a trained encoder; encoder: pixels has none")
         if m.augment != "none" and m.observe != "pixels":
             raise ConfigError(source, f"{key}.augment", "augmentation needs pixel input: use encoder: pixels or finetune: true")
-        _check_kwargs(m.hyperparams, ALGOS[cfg.agent.algo], _SB3_OWN, source, f"{key}.hyperparams", cfg.agent.algo.upper())
+        _check_kwargs(m.hyperparams, ALGOS[cfg.agent.algo], _SB3_OWN, source, f"{key}.hyperparams", cfg.agent.algo.upper(), annotated=True)
+        _check_kwargs(m.policy_kwargs, _policy_class(cfg.agent.algo, m.observe), _POLICY_OWN, source, f"{key}.policy_kwargs",
+                      f"{cfg.agent.algo.upper()}'s policy", annotated=True)
         out[name] = dataclasses.replace(m, params=params)
     return out
+
+
+def machine_memory() -> int:
+    """Bytes of memory this process can have: physical RAM, or a smaller cgroup (container) limit."""
+    import os
+
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def _check_sizes(cfg: Config, source: str) -> None:
+    """What a run holds in memory at once, against what the machine has: a size that cannot fit is
+    refused now, naming its key, not as an allocation traceback (or a swap storm) mid-run."""
+    v, s, a = cfg.vision, cfg.scan, cfg.agent
+    side = 64 if v.data == "dsprites" else cfg.env.size
+    channels = 1 if v.data == "dsprites" else 3
+    image = channels * side * side  # one frame, in bytes as uint8
+    # dSprites renders float32 before its uint8 copy; env frames are collected as uint8.
+    needs = [("vision.n_frames", v.n_frames * image * (5 if v.data == "dsprites" else 1), f"{v.n_frames} frames of {side}×{side}×{channels}"),
+             ("vision.batch_size", v.batch_size * image * 4, f"a batch of {v.batch_size} float32 frames")]
+    if s.enabled:
+        renders = {"scan.judge_renders": s.judge_renders, "scan.eval_img2sym": s.eval_img2sym,
+                   "scan.images_per_concept": s.images_per_concept * s.n_concepts, "scan.eval_samples": s.eval_samples * s.eval_concepts}
+        needs += [(k, n * image * 4, f"{n} float32 renders") for k, n in renders.items()]
+    if v.data == "env":
+        from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+        from agents.algos import ALGOS
+
+        off_policy = issubclass(ALGOS[a.algo], OffPolicyAlgorithm)
+        for name, m in cfg.methods.items():
+            obs = image if m.observe == "pixels" else v.latent_dim * 4  # uint8 frames, float32 latents
+            own = {**a.hyperparams, **m.hyperparams}
+            where = f"methods.{name}.hyperparams" if m.hyperparams else "agent.hyperparams"
+            if off_policy:  # the replay buffer fills up to the steps taken: observations and next observations
+                size = min(int(own.get("buffer_size", 1_000_000)), a.total_timesteps)
+                needs.append((f"{where}.buffer_size" if "buffer_size" in own else "agent.total_timesteps",
+                              2 * size * obs, f"a replay buffer of {size} observations for method {name!r}"))
+            else:  # SB3's rollout buffer stores every observation as float32
+                n_steps = int(own.get("n_steps", 2048 if a.algo == "ppo" else 5))
+                needs.append((f"{where}.n_steps" if "n_steps" in own else "agent.n_envs",
+                              n_steps * a.n_envs * (obs if m.observe == "latents" else image * 4),
+                              f"a rollout buffer of {n_steps} steps × {a.n_envs} envs for method {name!r}"))
+    memory = machine_memory()
+    for key, need, what in needs:
+        if need > memory:
+            raise ConfigError(source, key, f"{what}: {_bytes(need)} in memory, and this machine has {_bytes(memory)}")
+
+
+_CHECKED: dict[tuple[Any, ...], None] = {}
+
+
+def _check_vision_checkpoint(cfg: Config, source: str) -> None:
+    """``vision.checkpoint`` must be a darla vision checkpoint that fits the config, before frames are collected."""
+    from vision.checkpoint import CheckpointError, load_checkpoint
+
+    path = Path(cfg.vision.checkpoint)
+    expect: dict[str, Any] = {"model": cfg.vision.model, "latent_dim": cfg.vision.latent_dim}
+    if cfg.vision.data == "env":
+        expect["obs_shape"] = (3, cfg.env.size, cfg.env.size)
+    try:
+        st = path.stat()
+    except OSError:
+        raise ConfigError(source, "vision.checkpoint", f"no vision checkpoint at {path}") from None
+    memo = (str(path.resolve()), st.st_mtime_ns, st.st_size, tuple(expect.items()))
+    if memo in _CHECKED:  # a sweep validates each run: read the file once
+        return
+    try:
+        load_checkpoint(path, expect=expect)
+    except CheckpointError as e:
+        raise ConfigError(source, "vision.checkpoint", str(e)) from None
+    _CHECKED[memo] = None
+
+
+#: Policy arguments darla sets itself (the spaces, the schedule; a pixel policy's features extractor).
+_POLICY_OWN = {"self", "observation_space", "action_space", "lr_schedule"}
+
+
+def _policy_class(algo: str, observe: str = "latents") -> type:
+    from agents.algos import ALGOS
+
+    return ALGOS[algo].policy_aliases["CnnPolicy" if observe == "pixels" else "MlpPolicy"]
+
+
+def _check_agents(cfg: Config, source: str) -> None:
+    """Build every method's algorithm and policy as stage 2 will (SB3 itself, on the env's spaces):
+    what only construction reveals (``net_arch: banana``, an SB3 assertion) is refused now, naming
+    the key, and not after stage 1 has trained."""
+    from agents.train import check_agent_build
+
+    a = cfg.agent
+    for name, m in cfg.methods.items():
+        arch = {k: cfg.vision.params[k] for k in ("channels", "hidden") if k in cfg.vision.params}
+        hyper, policy = {**a.hyperparams, **m.hyperparams}, {**a.policy_kwargs, **m.policy_kwargs}
+        freq = hyper.get("train_freq")
+        if isinstance(freq, list) and freq[1:] == ["episode"] and a.n_envs > 1:  # SB3 asserts it in learn()
+            key = f"methods.{name}.hyperparams.train_freq" if "train_freq" in m.hyperparams else "agent.hyperparams.train_freq"
+            raise ConfigError(source, key, f"SB3 trains per episode with one env only; set agent.n_envs: 1 (it is {a.n_envs})")
+        problem = check_agent_build(
+            cfg.env.name, cfg.env.size, cfg.env.max_steps, a.algo, m.observe, cfg.vision.latent_dim,
+            {"latent_dim": cfg.vision.latent_dim, **arch}, hyper, policy, a.n_envs,
+        )
+        if problem is None:
+            continue
+        part, arg, message = problem
+        where = "hyperparams" if part == "hyperparams" else "policy_kwargs"
+        own = m.hyperparams if where == "hyperparams" else m.policy_kwargs
+        prefix = f"methods.{name}.{where}" if arg in own or (arg is None and own) else f"agent.{where}"
+        raise ConfigError(source, f"{prefix}.{arg}" if arg else prefix, f"SB3 cannot build {a.algo.upper()} with it: {message}")
 
 
 def _register_external(env: EnvConfig, source: str) -> None:
@@ -559,6 +956,8 @@ def _check_domains(env: EnvConfig, source: str) -> None:
     from envs.registry import get_domain
 
     doms = env.domains
+    for name in doms.targets:
+        _check_name(name, source, f"env.domains.targets.{name}", "target", [*doms.targets])
     built = {}
     for key, spec in [("vision", doms.vision), ("source", doms.source), *[(f"targets.{k}", v) for k, v in doms.targets.items()]]:
         try:
@@ -598,6 +997,21 @@ def _check_scan(cfg: Config, source: str) -> None:
                 raise ConfigError(source, f"scan.{key}[{i}]", f"layer widths must be ≥ 1, got {w}")
 
 
+#: Names the results already use for something else: the source and vision domains, and the
+#: step column of evaluations.jsonl. A target or method under one of them would silently take its place.
+RESERVED_NAMES = ("source", "vision", "timesteps")
+
+
+def _check_name(name: str, source: str, key: str, what: str, siblings: Sequence[str]) -> None:
+    """Target and method names label rows, columns and directories: distinct, and not reserved."""
+    if name.lower() in RESERVED_NAMES:
+        raise ConfigError(source, key, f"{what} name {name!r} is reserved: the results already use "
+                                       f"{name.lower()!r} for something else ({', '.join(RESERVED_NAMES)} are reserved)")
+    same = [o for o in siblings if o != name and o.lower() == name.lower()]
+    if same:  # one directory on a case-insensitive filesystem, one row to a reader
+        raise ConfigError(source, key, f"{what} names must differ by more than case: {name!r} and {same[0]!r}")
+
+
 def _unknown_name(name: str, valid: Mapping[str, Any], what: str) -> str:
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -616,24 +1030,12 @@ def _deepcopy(x: Any) -> Any:
     return x
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_build: bool = True, check_files: bool = True) -> Config:
     """Read and validate a YAML config file. Every problem raises :class:`ConfigError`."""
-    path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(source, "", f"cannot read: {e}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ConfigError(source, "", f"invalid YAML{where}: {problem}") from None
-    return config_from_dict(raw, source, overrides)
+    raw = load_yaml(path)
+    if raw is None or raw == {}:  # every default is a run nobody asked for
+        raise ConfigError(str(path), "", "the config is empty; write the settings of the run (see configs/quick.yaml)")
+    return config_from_dict(raw, str(path), overrides, check_build=check_build, check_files=check_files)
 
 
 def dump_config(cfg: Config) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from darla.config import Config, dump_config
-from darla.runs import RunDir, RunDirError, write_json_atomic
+from darla.runs import RunDir, RunDirError, check_writable, write_json_atomic
 from envs.collect import collect_frames
 from envs.factors import Domain, to_chw_float
 from envs.registry import get_domain, get_env_info
@@ -410,7 +410,7 @@ def _agent_job(cfg: Config | dict, root: str | Path, method: str, seed: int, pro
     from darla.config import config_from_dict
 
     if isinstance(cfg, dict):
-        cfg = config_from_dict(cfg, "<worker>")
+        cfg = config_from_dict(cfg, "<worker>", check_build=False, check_files=False)  # checked by the parent
         torch.set_num_threads(1)
     else:
         torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -458,11 +458,15 @@ def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log 
     rows = []
     videos: list[Path] = []
     for method in cfg.methods:
-        encoder, sha = load_method_encoder(run, cfg, method)
-        if cfg.methods[method].observe == "pixels":
-            encoder = None  # the policy holds its own (fine-tuned or learnt) encoder and sees frames
+        trained_on, sha = load_method_encoder(run, cfg, method)
+        pixels = cfg.methods[method].observe == "pixels"
+        encoder = None if pixels else trained_on  # pixels: the policy holds its own encoder and sees frames
         for seed in cfg.agent.seeds:
-            model = load_agent(agent_dir(run, method, cfg.agent.algo, seed) / "model.zip", expect_encoder_sha256=sha)
+            # weights only, into the policy the run's config describes: nothing in model.zip is unpickled
+            model = load_agent(
+                agent_dir(run, method, cfg.agent.algo, seed) / "model.zip", expect_encoder_sha256=sha,
+                spec=agent_spec(cfg, method, seed, trained_on), latent_dim=None if pixels else trained_on.latent_dim,
+            )
             log(f"[transfer] {method} seed {seed}: {t.n_episodes} episodes in each of {', '.join(domains)}")
             record: dict[str, tuple[np.ndarray, np.ndarray | None]] | None = {} if seed == cfg.agent.seeds[0] else None
             eps = evaluate_transfer(model, encoder, cfg.env.name, domains, deterministic=t.deterministic, device=device,
@@ -676,11 +680,11 @@ def reconcile_config(run: RunDir, cfg: Config, update: bool) -> tuple[list[str],
     """
     import yaml
 
-    from darla.config import diff_configs
+    from darla.config import diff_configs, load_yaml
 
     if not run.config_path.exists():
         return [], []
-    old, new = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}, yaml.safe_load(dump_config(cfg))
+    old, new = load_yaml(run.config_path) or {}, yaml.safe_load(dump_config(cfg))
     changed = diff_configs(old, new)
     if not changed:
         return [], []
@@ -815,6 +819,8 @@ def run_pipeline(
             from darla.runs import provenance
 
             run.record_provenance(provenance(str(resolve_device(cfg.device))))
+        need, left = space_needed(cfg, run, stages)
+        check_writable(run.root, need, f" for the stages left ({', '.join(left)})" if left else "")
         try:
             for name in stages:
                 if name == "scan" and not cfg.scan.enabled:
@@ -824,7 +830,12 @@ def run_pipeline(
                     continue
                 run.invalidate(*downstream(name))
                 t0 = time.time()
-                STAGE_FUNCS[name](cfg, run, progress=progress, log=log)
+                try:
+                    STAGE_FUNCS[name](cfg, run, progress=progress, log=log)
+                except OSError as e:
+                    if e.filename is None and e.errno is not None:  # a write() deep in a library names no file
+                        raise OSError(e.errno, e.strerror, str(run.path(name) if name != "report" else run.root)) from e
+                    raise
                 log(f"[{name}] done in {time.time() - t0:.1f} s")
         except Exception:
             # An update that fails (a bad value, a full disk) must not cost the complete run it
@@ -837,6 +848,67 @@ def run_pipeline(
         ):
             discard_superseded(run)
     return run
+
+
+_MIB = 2**20
+
+
+def _vision_params(cfg: Config, model: str, params: dict[str, Any]) -> int:
+    """Parameters of a vision model as configured, counted on the meta device (no memory, no init)."""
+    from vision.registry import VISION_MODELS
+
+    size, channels = (64, 1) if cfg.vision.data == "dsprites" else (cfg.env.size, 3)
+    try:
+        with torch.device("meta"):
+            net = VISION_MODELS[model]((channels, size, size), latent_dim=cfg.vision.latent_dim, **params)
+        return sum(p.numel() for p in net.parameters())
+    except Exception:  # noqa: BLE001 (a model that reads files as it is built: β-VAE-DAE and its DAE, as two VAEs)
+        arch = {k: params[k] for k in ("channels", "hidden") if k in params}
+        return 2 * _vision_params(cfg, "vae", arch) if model != "vae" else 10_000_000
+
+
+def space_needed(cfg: Config, run: RunDir, stages: tuple[str, ...]) -> tuple[int, list[str]]:
+    """Bytes the stages not yet complete will write, generously (×1.5, + 2 MiB); and their names.
+
+    Vision: per model, its weights 4× (model.pt, and the resume checkpoint with Adam's two
+    moments) + figures and logs. Agent: per (method, seed) not yet done, the policy 3× (model.zip,
+    checkpoint.zip with the optimiser) + its replay buffer (off-policy: the observations it will
+    have stored) + logs. A resume after a full disk is sized by what is left, not by a constant.
+    """
+    from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+    from agents.algos import ALGOS
+
+    def done(name: str) -> bool:
+        entry = run.stage(name)
+        return bool(entry) and entry.get("status") == "complete"
+
+    v, a = cfg.vision, cfg.agent
+    vision_params = _vision_params(cfg, v.model, v.params)
+    # a pixel policy's conv encoder: a VAE at vision's architecture (agent_spec), decoder included: generous
+    pixel_params = _vision_params(cfg, "vae", {k: v.params[k] for k in ("channels", "hidden") if k in v.params})
+    image = (1 if v.data == "dsprites" else 3) * cfg.env.size**2
+    need, left = 0, []
+    for name in stages:
+        if (name == "scan" and not cfg.scan.enabled) or done(name):
+            continue
+        left.append(name)
+        if name == "vision":
+            models = [vision_params] * max(1, len(v.seeds))
+            models += [_vision_params(cfg, m.encoder, m.params) for n, m in cfg.methods.items()
+                       if m.encoder not in ("vision", "pixels") and not done(f"vision/encoders/{n}")]
+            need += sum(16 * p + 2 * _MIB for p in models)
+        elif name == "agent":
+            off_policy = issubclass(ALGOS[a.algo], OffPolicyAlgorithm)
+            for method, m in cfg.methods.items():
+                policy = pixel_params if m.observe == "pixels" else 100_000
+                obs = image if m.observe == "pixels" else 4 * v.latent_dim
+                buffer = 2 * obs * min(int({**a.hyperparams, **m.hyperparams}.get("buffer_size", 1_000_000)), a.total_timesteps)
+                per_run = 12 * policy + (buffer if off_policy else 0) + _MIB
+                need += per_run * sum(not done(f"agent/{method}/{a.algo}_seed{s}") for s in a.seeds)
+        else:
+            need += {"transfer": _MIB, "scan": 4 * _MIB, "report": 4 * _MIB}[name]
+    return int(1.5 * need) + 2 * _MIB, left
 
 
 __all__ = ["run_pipeline", "stage_vision", "stage_agent", "stage_transfer", "stage_scan", "stage_report", "RunDirError"]

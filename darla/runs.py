@@ -295,7 +295,7 @@ class RunDir:
         """Create the run dir, or check a re-run uses the same config. ``force`` starts over."""
         import yaml
 
-        from darla.config import diff_configs
+        from darla.config import diff_configs, load_yaml
 
         claim_dir(self.root, "run")  # what --force deletes below is inside darla's own run dir
         if force:
@@ -304,7 +304,7 @@ class RunDir:
                 remove_path(self.root / child)
         check_writable(self.root)
         if self.config_path.exists():
-            old = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+            old = load_yaml(self.config_path) or {}
             new = yaml.safe_load(config_text)
             changed = diff_configs(old, new)
             if changed:
@@ -379,8 +379,12 @@ def claim_dir(root: Path, kind: str) -> None:
     write_json_atomic(root / MARKER, info)
 
 
-def check_writable(root: Path, need_bytes: int = 50 * 2**20) -> None:
-    """Fail early, before any training, if the run dir cannot take the artifacts."""
+def check_writable(root: Path, need_bytes: int = 2**20, why: str = "") -> None:
+    """Fail early, before any training, if the run dir cannot take the artifacts.
+
+    The default only asks for room to write at all; :func:`darla.pipeline.space_needed` sizes
+    what the stages left to run will write (a resume after a full disk may need little).
+    """
     probe = root / f".write-probe-{os.getpid()}"
     try:
         probe.write_bytes(b"ok")
@@ -390,7 +394,7 @@ def check_writable(root: Path, need_bytes: int = 50 * 2**20) -> None:
     free = shutil.disk_usage(root).free
     if free < need_bytes:
         raise RunDirError(
-            f"only {free / 2**20:.0f} MiB free under {root}; need at least {need_bytes / 2**20:.0f} MiB "
+            f"only {free / 2**20:.0f} MiB free under {root}; need at least {need_bytes / 2**20:.0f} MiB{why} "
             "(free some space, or use another --run-dir)"
         )
 

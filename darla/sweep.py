@@ -65,6 +65,7 @@ from darla.config import (
     diff_configs,
     dump_config,
     load_config,
+    load_yaml,
 )
 from darla.runs import RunDir, RunDirError, write_json_atomic
 
@@ -130,16 +131,7 @@ def load_sweep(path: str | Path, sweep_dir: str | Path | None = None) -> Sweep:
     """Read, expand and validate a sweep file. Every problem raises a one-line :class:`ConfigError`."""
     path = Path(path)
     source = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(source, "", f"cannot read: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(source, "", f"invalid YAML{where}: {getattr(e, 'problem', None) or 'invalid YAML'}") from None
+    raw = load_yaml(path)  # bounded and strict, as a config file
     if not isinstance(raw, dict):
         raise ConfigError(source, "(top level)", f"a sweep file is a mapping with base: and grid:/list:/seeds:, got {type(raw).__name__}")
     for k in raw:
@@ -157,7 +149,7 @@ def load_sweep(path: str | Path, sweep_dir: str | Path | None = None) -> Sweep:
         base_cfg = load_config(base)
     except ConfigError as e:
         raise ConfigError(source, "base", str(e)) from None
-    base_raw = yaml.safe_load(base.read_text(encoding="utf-8"))
+    base_raw = load_yaml(base)
 
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not _safe_name(name):
@@ -445,11 +437,11 @@ def run_is_complete(run_dir: Path, cfg: Config) -> bool:
     if not run.config_path.exists():
         return False
     try:
-        old = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) or {}
+        old = load_yaml(run.config_path) or {}
         if diff_configs(old, yaml.safe_load(dump_config(cfg))):
             return False  # the pipeline will say what changed, as a failed run
         return all(run.is_complete(s) for s in required_stages(cfg))
-    except (RunDirError, yaml.YAMLError, OSError):
+    except (RunDirError, ConfigError, yaml.YAMLError, OSError):
         return False  # corrupted: the pipeline reports it, the sweep records the run as failed
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,21 @@ TINY = {
     },
     "transfer": {"n_episodes": 3},
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkpoint_key(tmp_path_factory):
+    """Agent checkpoints are signed with a per-user key (agents.signing): tests use their own,
+    never the user's, and child processes (the CLI tests) inherit it through the environment."""
+    from agents.signing import KEY_ENV
+
+    old = os.environ.get(KEY_ENV)
+    os.environ[KEY_ENV] = str(tmp_path_factory.mktemp("key") / "checkpoint.key")
+    yield Path(os.environ[KEY_ENV])
+    if old is None:
+        del os.environ[KEY_ENV]
+    else:
+        os.environ[KEY_ENV] = old
 
 
 @pytest.fixture

@@ -20,8 +20,11 @@ the key itself breaks the unpickling instead.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import os
+import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -155,8 +158,22 @@ def read_checkpoint(path: str | Path, fmt: str = FORMAT, what: str = "vision") -
     if not path.exists():
         raise CheckpointError(f"no {what} checkpoint at {path}")
     try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, foreign pickle, ... all mean "not usable"
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            record = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # Never torch's own message: it advises retrying with weights_only=False.
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head == b"PK" or head[:1] == b"\x80":  # torch's zip, or a raw pickle: objects beyond tensors
+            raise CheckpointError(  # which could run code: refused unread (not "corrupted")
+                f"{path} is not a darla {what} checkpoint: it holds Python objects beyond tensors and plain data, "
+                "which darla never loads"
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a readable {what} checkpoint (not a torch file); it is truncated or corrupted: delete or replace it"
+        ) from None
+    except Exception as e:  # a truncated zip, bytes that are no checkpoint at all
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(
             f"{path} is not a readable {what} checkpoint ({type(e).__name__}: {first}); "
@@ -179,13 +196,15 @@ def read_checkpoint(path: str | Path, fmt: str = FORMAT, what: str = "vision") -
 
 def _mismatches(record: Mapping[str, Any], expect: Mapping[str, Any]) -> list[str]:
     out = []
+    kwargs = record.get("kwargs") if isinstance(record.get("kwargs"), Mapping) else {}  # build_model says what is wrong
     for key, want in expect.items():
         if key == "model":
-            have = record["model"]
+            have = record.get("model")
         elif key == "obs_shape":
-            have, want = tuple(record["obs_shape"]), tuple(want)
+            shape = record.get("obs_shape")
+            have, want = tuple(shape) if isinstance(shape, (list, tuple)) else shape, tuple(want)
         else:  # any constructor kwarg, e.g. latent_dim
-            have = record["kwargs"].get(key)
+            have = kwargs.get(key)
         if have != want:
             out.append(f"{key}: checkpoint has {have!r}, expected {want!r}")
     return out
@@ -195,10 +214,27 @@ def build_model(record: Mapping[str, Any], path: str | Path = "<record>") -> Vis
     """Rebuild the model of a checkpoint record from the registry and load its weights."""
     from vision.registry import VISION_MODELS
 
-    name = record["model"]
-    if name not in VISION_MODELS:
+    name, shape, kwargs = record.get("model"), record.get("obs_shape"), record.get("kwargs")
+    if not isinstance(name, str) or name not in VISION_MODELS:
         raise CheckpointError(f"{path} holds vision model {name!r}, unknown here; known: {sorted(VISION_MODELS)}")
-    model = VISION_MODELS[name](tuple(record["obs_shape"]), **record["kwargs"])
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(type(n) is int and 0 < n <= 4096 for n in shape)):
+        raise CheckpointError(f"{path}: obs_shape {shape!r} is not a (channels, height, width) image shape")
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise CheckpointError(f"{path}: kwargs {kwargs!r} are not a mapping of constructor arguments")
+    if not isinstance(record.get("state_dict"), Mapping):
+        raise CheckpointError(f"{path} holds no state_dict mapping of weights")
+    cls = VISION_MODELS[name]
+    takes = {q for k in cls.__mro__ if "__init__" in vars(k) for q in inspect.signature(k.__init__).parameters}
+    unknown = sorted(set(kwargs) - takes)
+    if unknown:
+        raise CheckpointError(f"{path} records arguments {unknown} that vision model {name!r} does not take")
+    try:
+        model = cls(tuple(shape), **kwargs)
+    except Exception as e:  # a bogus recorded value (a string for an int, a negative width, ...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(
+            f"{path}: its recorded arguments do not build vision model {name!r} ({type(e).__name__}: {first})"
+        ) from None
     missing, unexpected = model.load_state_dict(record["state_dict"], strict=False)
     if missing or unexpected:
         raise CheckpointError(
@@ -219,5 +255,6 @@ def load_checkpoint(path: str | Path, expect: Mapping[str, Any] | None = None) -
     try:
         model = build_model(record, path)
     except RuntimeError as e:  # size mismatch inside load_state_dict
-        raise CheckpointError(f"{path}: weights do not fit model {record['model']!r}: {e}") from None
+        flat = " ".join(str(e).split())  # torch's message spans lines; the CLI prints one
+        raise CheckpointError(f"{path}: weights do not fit model {record['model']!r}: {flat[:400]}") from None
     return model.eval()

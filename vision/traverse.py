@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from vision.base import VisionModel
+from vision.checkpoint import write_bytes_atomic
 
 
 def to_uint8_hwc(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -80,8 +81,9 @@ def save_png(path: str | Path, rgb: np.ndarray, min_side: int = 256) -> Path:
     factor = max(1, -(-min_side // min(rgb.shape[:2])))
     if factor > 1:
         rgb = cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {path}")
-    tmp.replace(path)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"cannot encode a {rgb.shape} image as PNG for {path}")
+    # the atomic writer: a full disk or a denied permission is an OSError with its errno, naming the path
+    write_bytes_atomic(path, png.tobytes())
     return path

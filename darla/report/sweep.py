@@ -57,9 +57,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
+from darla.config import load_yaml  # noqa: E402
 from darla.report.sweep_udr import NUM_IMAGES, cross_run_udr  # noqa: E402
 from darla.runs import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 
@@ -245,7 +245,7 @@ def collect_sweep(sweep_dir: Path, *, udr_images: int = NUM_IMAGES) -> dict[str,
     metric_names: list[str] = []
     for run in state["runs"]:
         rdir = sweep_dir / run["dir"]
-        cfg = yaml.safe_load((rdir / "config.yaml").read_text(encoding="utf-8")) if (rdir / "config.yaml").exists() else {}
+        cfg = load_yaml(rdir / "config.yaml") if (rdir / "config.yaml").exists() else {}
         cfg = cfg or {}
         vision = cfg.get("vision", {})
         summary = _read_json(rdir / "transfer" / "summary.json")

@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from darla.config import ENCODER_KINDS, Config, ConfigError, config_from_dict
+from darla.config import ENCODER_KINDS, Config, ConfigError, config_from_dict, load_yaml
 from darla.runs import RunDir, RunDirError, write_json_atomic
 
 #: The cache beside ``sweep.json``.
@@ -89,8 +89,7 @@ def _members(sweep_dir: Path, state: Mapping[str, Any]) -> tuple[dict[str, list[
             entry = rd.stage("vision")
             if not entry or entry.get("status") != "complete" or not rd.config_path.exists():
                 continue  # vision not trained yet: nothing to score
-            raw = yaml.safe_load(rd.config_path.read_text(encoding="utf-8"))
-            cfg = config_from_dict(raw, str(rd.config_path))
+            cfg = config_from_dict(load_yaml(rd.config_path), str(rd.config_path), check_build=False, check_files=False)
         except (RunDirError, ConfigError, yaml.YAMLError, OSError) as e:
             skipped.append(f"{run['name']}: {e}")
             continue

@@ -309,9 +309,10 @@ def test_vision_checkpoint_must_match_the_config(tiny_raw, tmp_path, capsys):
     tiny_raw["runs_dir"] = str(tmp_path / "runs")
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(tiny_raw))
-    assert main(["vision", "train", str(p), "--no-progress"]) == 1
+    assert main(["vision", "train", str(p), "--no-progress"]) == 2  # a config error, at load (issue 17)
     err = capsys.readouterr().err
     assert "other.pt does not fit this config: latent_dim: checkpoint has 6, expected 4" in err and err.count("\n") == 1
+    assert err.startswith(f"darla: config error: {p}: vision.checkpoint: ") and not (tmp_path / "runs").exists()
     tiny_raw["vision"]["latent_dim"] = 6  # now it fits: used as is, not trained
     p.write_text(yaml.safe_dump(tiny_raw))
     assert main(["vision", "train", str(p), "--no-progress", "--force"]) == 0

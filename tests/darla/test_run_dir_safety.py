@@ -14,6 +14,7 @@ import yaml
 
 import darla.pipeline as pipeline
 from darla.cli import main
+from darla.config import load_config
 from darla.runs import MARKER, SUPERSEDED, RunDir, RunDirError
 
 
@@ -118,7 +119,7 @@ def complete_run(tmp_path_factory):
     return raw, root
 
 
-def test_update_with_a_bad_value_keeps_the_complete_run(complete_run, tmp_path, capsys):
+def test_update_with_a_bad_value_keeps_the_complete_run(complete_run, tmp_path, capsys, monkeypatch):
     raw, src = complete_run
     root = tmp_path / "run"
     shutil.copytree(src, root)
@@ -127,14 +128,30 @@ def test_update_with_a_bad_value_keeps_the_complete_run(complete_run, tmp_path, 
     bad["agent"]["policy_kwargs"] = {"net_arch": "banana"}
     cfg = write_cfg(tmp_path, bad)
     capsys.readouterr()
-    try:  # the agent stage fails (how it is reported is validation's business, not this test's)
-        main(["pipeline", str(cfg), "--run-dir", str(root), "--update", "--no-progress"])
-    except Exception:
-        pass
+    # a bad value is refused at load, before anything in the run is touched
+    assert main(["pipeline", str(cfg), "--run-dir", str(root), "--update", "--no-progress"]) == 2
+    assert "agent.policy_kwargs" in capsys.readouterr().err
+    assert tree(root) == before
+
+    # a value that only fails inside a re-run stage: the update is undone, the complete run stays
+    good = json.loads(json.dumps(raw))
+    good["agent"]["hyperparams"]["gamma"] = 0.5
+    cfg = write_cfg(tmp_path, good)
+
+    def failing(*a, **kw):
+        raise RuntimeError("the transfer stage failed")
+
+    monkeypatch.setitem(pipeline.STAGE_FUNCS, "transfer", failing)
+    with pytest.raises(RuntimeError, match="transfer stage failed"):
+        pipeline.run_pipeline(
+            load_config(cfg), run_dir=root, update=True,
+            progress=False, log=print,
+        )
     out = capsys.readouterr().out
     assert "re-running agent, transfer, report" in out and "the update failed" in out  # it did start, then failed
     assert tree(root) == before  # config, manifest, agent, transfer and report all as they were
     assert not (root / SUPERSEDED).exists()
+    monkeypatch.undo()
     assert main(["report", str(root)]) == 0  # and it is still a complete run
 
 
@@ -187,6 +204,6 @@ def test_a_killed_restore_is_finished_by_the_next_run(complete_run, tmp_path):
 
 def test_force_and_update_together_are_refused(tiny_raw, tmp_path, capsys):
     cfg = write_cfg(tmp_path, tiny_raw)
-    with pytest.raises(SystemExit) as e:
-        main(["pipeline", str(cfg), "--force", "--update"])
-    assert e.value.code == 2 and "contradict" in capsys.readouterr().err
+    assert main(["pipeline", str(cfg), "--force", "--update"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "contradict" in err
