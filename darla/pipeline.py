@@ -815,12 +815,12 @@ def run_pipeline(
         elif changed:  # keys that change no result: the run keeps its results under the new config
             write_text_atomic(run.config_path, dump_config(cfg))
         run.prepare(dump_config(cfg), force=force)
+        need, left = space_needed(cfg, run, stages)
+        check_writable(run.root, need, f" for the stages left ({', '.join(left)})" if left else "")
         if _has_work(run, [s for s in stages if s != "scan" or cfg.scan.enabled]):
             from darla.runs import provenance
 
             run.record_provenance(provenance(str(resolve_device(cfg.device))))
-        need, left = space_needed(cfg, run, stages)
-        check_writable(run.root, need, f" for the stages left ({', '.join(left)})" if left else "")
         try:
             for name in stages:
                 if name == "scan" and not cfg.scan.enabled:
