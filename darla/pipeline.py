@@ -808,20 +808,20 @@ def run_pipeline(
         if run.path(SUPERSEDED, "RESTORING").exists():  # a restore that was killed: finish it first
             restore_superseded(run)
         changed, redo = ([], []) if force else reconcile_config(run, cfg, update)
-        if redo:
-            supersede(run, redo, dump_config(cfg))
-            log(f"[run] config changed ({', '.join(changed)}): re-running {', '.join(redo)}; stage 1 is kept, "
-                f"the old results wait in {SUPERSEDED}/ until the new ones are complete")
-        elif changed:  # keys that change no result: the run keeps its results under the new config
-            write_text_atomic(run.config_path, dump_config(cfg))
-        run.prepare(dump_config(cfg), force=force)
-        need, left = space_needed(cfg, run, stages)
-        check_writable(run.root, need, f" for the stages left ({', '.join(left)})" if left else "")
-        if _has_work(run, [s for s in stages if s != "scan" or cfg.scan.enabled]):
-            from darla.runs import provenance
-
-            run.record_provenance(provenance(str(resolve_device(cfg.device))))
         try:
+            if redo:
+                supersede(run, redo, dump_config(cfg))
+                log(f"[run] config changed ({', '.join(changed)}): re-running {', '.join(redo)}; stage 1 is kept, "
+                    f"the old results wait in {SUPERSEDED}/ until the new ones are complete")
+            elif changed:  # keys that change no result: the run keeps its results under the new config
+                write_text_atomic(run.config_path, dump_config(cfg))
+            run.prepare(dump_config(cfg), force=force)
+            need, left = space_needed(cfg, run, stages)
+            check_writable(run.root, need, f" for the stages left ({', '.join(left)})" if left else "")
+            if _has_work(run, [s for s in stages if s != "scan" or cfg.scan.enabled]):
+                from darla.runs import provenance
+
+                run.record_provenance(provenance(str(resolve_device(cfg.device))))
             for name in stages:
                 if name == "scan" and not cfg.scan.enabled:
                     continue
