@@ -71,7 +71,9 @@ def selectivity_figure(sel: dict[str, Any], title: str) -> bytes:
     ax.set_xlabel("latent j", fontsize=8)
     ax.set_ylabel("policy k", fontsize=8)
     ax.set_title(title, fontsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="mean |Δf_j| under π_k")
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("mean |Δf_j| under π_k", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
     return _fig_png(fig)
 
 
