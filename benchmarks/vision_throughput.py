@@ -50,7 +50,11 @@ def build(name: str, size: int, latent: int):
         "beta_vae_dae": {"dae_kwargs": {"latent_dim": 100}},  # random DAE weights: same FLOPs as a trained one
     }.get(name, {})
     model = VISION_MODELS[name]((3, size, size), latent, **extra)
-    if hasattr(model, "attach_data"):
+    if getattr(model, "learns_from", "frames") == "transitions":  # ICF: (s, a, s') rendered by the env
+        from envs.transitions import SeekAvoidTransitions
+
+        model.attach_data(SeekAvoidTransitions(size, "vision"), np.random.default_rng(0))
+    elif hasattr(model, "attach_data"):
         from envs.registry import get_domain
         from envs.seek_avoid import SeekAvoidGroundTruth
 

@@ -756,6 +756,7 @@ def config_from_dict(
             if bad:
                 raise ConfigError(source, key, f"{what} need the env's ground-truth factors, and {env.name!r} has none")
 
+    _check_transitions(cfg, vision, source)
     if cfg.metrics.enabled:
         from vision.metrics import METRICS
 
@@ -773,6 +774,24 @@ def config_from_dict(
     if check_files and vision.checkpoint:
         _check_vision_checkpoint(cfg, source)
     return cfg
+
+
+def _check_transitions(cfg: Config, vision: VisionConfig, source: str) -> None:
+    """A model that learns from (s, a, s') (ICF) needs an env that renders one-step transitions."""
+    from envs.transitions import TRANSITION_SOURCES
+    from vision.registry import VISION_MODELS
+
+    users = [("vision.model", vision.model)] + [(f"methods.{n}.encoder", m.encoder) for n, m in cfg.methods.items()]
+    for key, name in users:
+        if getattr(VISION_MODELS.get(name), "learns_from", "frames") != "transitions":
+            continue
+        if vision.data != "env":
+            raise ConfigError(source, "vision.data", f"{name} learns from the env's transitions; vision.data: {vision.data} has no actions")
+        if cfg.env.name not in TRANSITION_SOURCES:
+            raise ConfigError(
+                source, key, f"{name} learns from one-step transitions, which env {cfg.env.name!r} does not render "
+                f"(envs that do: {sorted(TRANSITION_SOURCES)})",
+            )
 
 
 _SB3_OWN = {"self", "policy", "env", "seed", "device", "policy_kwargs", "tensorboard_log", "verbose", "_init_setup_model"}

@@ -104,9 +104,11 @@ def stage_vision(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = 
         info["trained"] = True
 
     model = load_checkpoint(model_path, expect={"obs_shape": obs_shape})
-    summary = _vision_summary(cfg, model, frames, history, out)
+    summary = _vision_summary(cfg, model, frames, history, out, vision_dom)
     write_json_atomic(out / "summary.json", summary)
     artifacts = [model_path, out / "summary.json", out / "recon.png", out / "traversals.png"]
+    if "selectivity" in summary:
+        artifacts.append(out / "icf_traversals.png")
     if v.select == "udr":
         artifacts.append(out / "udr.json")
     if cfg.metrics.enabled:
@@ -150,8 +152,11 @@ def _train_extra_encoder(
         sub = replace(cfg, vision=replace(cfg.vision, model=m.encoder, lr=lr))
         path, history, info = _train_one(sub, cls, params, frames, vision_dom, cfg.seed, out, progress, log)
         model = load_checkpoint(path)
-        write_json_atomic(out / "summary.json", _vision_summary(cfg, model, frames, history, out))
+        summary = _vision_summary(cfg, model, frames, history, out, vision_dom)
+        write_json_atomic(out / "summary.json", summary)
         files = [path, out / "summary.json", out / "recon.png", out / "traversals.png"]
+        if "selectivity" in summary:
+            files.append(out / "icf_traversals.png")
         if cfg.metrics.enabled and cfg.vision.data == "env":
             files.append(_score_vision(cfg, model, vision_dom, out, log))
         run.complete(stage, files, info, t0)
@@ -165,6 +170,14 @@ def vision_ground_truth(cfg: Config, vision_dom: Domain):
 
         return DSprites()
     return get_env_info(cfg.env.name).ground_truth(cfg.env.size, vision_dom)
+
+
+def vision_transitions(cfg: Config, vision_dom: Domain):
+    """The one-step transitions ICF learns from: the env's TransitionSource over the vision domain
+    (every state it draws or reaches is checked to lie there, so no target combination is seen)."""
+    from envs.transitions import transition_source
+
+    return transition_source(cfg.env.name, cfg.env.size, vision_dom)
 
 
 def _vision_frames(cfg: Config, vision_dom: Domain, log: Log) -> np.ndarray:
@@ -190,9 +203,18 @@ def _train_one(
 
     v = cfg.vision
     obs_shape = (frames.shape[3], frames.shape[1], frames.shape[2])
+    transitions = None
+    if getattr(cls, "learns_from", "frames") == "transitions":  # ICF: (s, a, s') from the env, vision domain only
+        from vision.icf import action_kwargs
+
+        transitions = vision_transitions(cfg, vision_dom)
+        if "n_actions" not in params and "action_dim" not in params:
+            params = {**params, **action_kwargs(transitions.action_space)}
     torch.manual_seed(seed)  # here, after any DAE pretraining, so a resumed run inits the same
     model = cls(obs_shape, latent_dim=v.latent_dim, **params)
-    if hasattr(model, "attach_data"):  # DC-IGN draws one-factor-varies batches from the renderer
+    if transitions is not None:
+        model.attach_data(transitions, np.random.default_rng(seed))
+    elif hasattr(model, "attach_data"):  # DC-IGN draws one-factor-varies batches from the renderer
         model.attach_data(vision_ground_truth(cfg, vision_dom), np.random.default_rng(seed))
     resuming = f" (resuming from {CHECKPOINT})" if (out / CHECKPOINT).exists() else ""
     log(f"[vision] training {v.model} ({v.latent_dim} latents, seed {seed}) for {v.steps} steps on {resolve_device(cfg.device)}{resuming}")
@@ -258,7 +280,7 @@ def _pretrain_dae(cfg: Config, run: RunDir, frames: np.ndarray, obs_shape, progr
     return dae_path
 
 
-def _vision_summary(cfg: Config, model, frames: np.ndarray, history: dict, out: Path) -> dict[str, Any]:
+def _vision_summary(cfg: Config, model, frames: np.ndarray, history: dict, out: Path, vision_dom: Domain) -> dict[str, Any]:
     from vision.traverse import reconstruction_grid, save_png, traversal_grid
 
     rng = np.random.default_rng(cfg.seed + 1)
@@ -269,7 +291,7 @@ def _vision_summary(cfg: Config, model, frames: np.ndarray, history: dict, out: 
     save_png(out / "recon.png", reconstruction_grid(model, x[:8]))
     save_png(out / "traversals.png", traversal_grid(model, x[0], order=order))
     tail = {k: [float(vv) for vv in v] for k, v in history.items()}
-    return {
+    summary = {
         "model": model.name,
         "hparams": model.hparams,
         "kl_per_dim": [float(k) for k in kl],
@@ -277,6 +299,27 @@ def _vision_summary(cfg: Config, model, frames: np.ndarray, history: dict, out: 
         "active_dims": int((kl > 0.01).sum()),
         "history": tail,
     }
+    if getattr(model, "learns_from", "frames") == "transitions":
+        summary["selectivity"] = _icf_selectivity(cfg, model, x, out, vision_dom)
+    return summary
+
+
+def _icf_selectivity(cfg: Config, model, x: np.ndarray, out: Path, vision_dom: Domain) -> dict[str, Any]:
+    """ICF: what each policy moves (selectivity matrix, per-latent selectivity, per-action Δf) on
+    fresh vision-domain states, and ``icf_traversals.png``: each latent over the range its codes
+    take on ``x``, most selective latent first."""
+    from vision.icf import code_ranges
+    from vision.traverse import save_png, traversal_grid
+
+    source = vision_transitions(cfg, vision_dom)
+    model.attach_data(source, np.random.default_rng(cfg.seed + 2))
+    report = model.selectivity_report(512, np.random.default_rng(cfg.seed + 3))
+    if getattr(source, "action_names", None):
+        report["action_names"] = list(source.action_names)
+    order = [int(i) for i in np.argsort(-np.asarray(report["selectivity"]), kind="stable")]
+    ranges = code_ranges(model.represent(x))
+    save_png(out / "icf_traversals.png", traversal_grid(model, x[0], order=order, ranges=[ranges[i] for i in order]))
+    return {**report, "order": order, "code_ranges": ranges}
 
 
 def _score_vision(cfg: Config, model, vision_dom: Domain, out: Path, log: Log) -> Path:

@@ -7,6 +7,7 @@ from vision.beta_tcvae import BetaTCVAE
 from vision.dae import DAE, BetaVAEDAE
 from vision.dcign import DCIGN
 from vision.factor_vae import FactorVAE
+from vision.icf import ICF
 from vision.infogan import InfoGAN
 from vision.vae import VAE, BetaVAE, CapacityVAE
 
@@ -20,6 +21,7 @@ VISION_MODELS: dict[str, type[VisionModel]] = {
     "beta_tcvae": BetaTCVAE,
     "infogan": InfoGAN,
     "dcign": DCIGN,
+    "icf": ICF,
 }
 
 

@@ -285,9 +285,9 @@ def train_vision(
                             history.setdefault(k, []).append(float(v))
                             if writer is not None:
                                 writer.add_scalar(f"vision/{k}", float(v), step + 1)
-                        elif writer is not None and k == "kl_per_dim":
+                        elif writer is not None and v.ndim == 1:  # per-latent terms: KL, ICF's selectivity
                             for i, kv in enumerate(v.tolist()):
-                                writer.add_scalar(f"vision/kl_per_dim/z{i:02d}", kv, step + 1)
+                                writer.add_scalar(f"vision/{k}/z{i:02d}", kv, step + 1)
                     if bar is not None:
                         bar.set_postfix(loss=f"{float(means['loss']):.1f}")
                     sums, n_summed = {}, 0

@@ -55,18 +55,22 @@ def traversal_grid(
     order: Sequence[int] | None = None,
     n_steps: int = 9,
     limit: float = 2.5,
+    ranges: Sequence[tuple[float, float]] | None = None,
 ) -> np.ndarray:
     """One row per latent (in ``order``): decode mu(x0) with that latent set to each of ``n_steps``
-    values in [-limit, limit]. The first column of each row is ``x0`` itself, for reference."""
+    values in [-limit, limit], or in row r's ``ranges[r]`` = (low, high) when given (an
+    autoencoder's codes have no prior scale). The first column of each row is ``x0`` itself."""
     model.eval()
     dev = _device(model)
     x = torch.as_tensor(np.asarray(x0, dtype=np.float32)[None], device=dev)
     mu, _ = model.encode(x)
     order = list(range(model.latent_dim)) if order is None else [int(i) for i in order]
-    values = torch.linspace(-limit, limit, n_steps, device=dev)
+    if ranges is not None and len(ranges) != len(order):
+        raise ValueError(f"ranges has {len(ranges)} rows, order {len(order)}")
     z = mu.float().repeat(len(order) * n_steps, 1)
     for r, i in enumerate(order):
-        z[r * n_steps : (r + 1) * n_steps, i] = values
+        lo, hi = (-limit, limit) if ranges is None else ranges[r]
+        z[r * n_steps : (r + 1) * n_steps, i] = torch.linspace(float(lo), float(hi), n_steps, device=dev)
     imgs = to_uint8_hwc(model.render(z))
     ref = to_uint8_hwc(x)
     return tile([np.concatenate([ref, imgs[r * n_steps : (r + 1) * n_steps]]) for r in range(len(order))])

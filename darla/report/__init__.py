@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 from darla.config import Config, dump_config  # noqa: E402
 from darla.report import figures  # noqa: E402
+from darla.report.icf import icf_section  # noqa: E402
 from darla.report.media import VIDEO_BUDGET_BYTES, VIDEO_MAX_BYTES, compose, encode_gif  # noqa: E402
 from darla.report.scan import scan_results, scan_section  # noqa: E402
 from darla.runs import RunDir, write_json_atomic, write_text_atomic  # noqa: E402
@@ -511,6 +512,7 @@ def render_html(cfg: Config, run: RunDir, results: dict[str, Any]) -> str:
     ]
     for method, numbers in results.get("encoders", {}).items():
         parts += _vision_block(f"{method} ({cfg.methods[method].encoder})", run.path("vision", "encoders", method), numbers)
+    parts.append(icf_section(cfg, run, results))  # "" when no ICF encoder was trained
     parts.append(scan_section(cfg, run))  # "" when no scan stage ran
     parts += [
         "<h2>Config</h2>", _config_folded(cfg),

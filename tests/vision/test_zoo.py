@@ -13,6 +13,7 @@ import torch
 
 from envs.registry import get_domain
 from envs.seek_avoid import SeekAvoidGroundTruth
+from envs.transitions import SeekAvoidTransitions
 from vision.checkpoint import load_checkpoint, save_checkpoint
 from vision.dae import DAE
 from vision.registry import VISION_MODELS
@@ -23,6 +24,7 @@ SMALL = {"channels": [8, 8, 16, 16], "hidden": 32}
 LOSS_LOWERS_ELSEWHERE = {
     "infogan": "adversarial: each player's loss is tested in test_infogan.py",
     "dcign": "trains on its own one-factor-varies batches: tested in test_dcign.py",
+    "icf": "trains on its own env transitions: tested in test_icf.py",
 }
 
 
@@ -46,7 +48,9 @@ LATENT = {"dcign": 10}
 def build(name: str, dae_path: str, seed: int = 0):
     torch.manual_seed(seed)
     model = VISION_MODELS[name]((3, SIDE, SIDE), LATENT.get(name, 4), **SMALL, **extra_kwargs(name, dae_path))
-    if hasattr(model, "attach_data"):
+    if getattr(model, "learns_from", "frames") == "transitions":  # ICF: (s, a, s') from the env
+        model.attach_data(SeekAvoidTransitions(SIDE, "vision"), np.random.default_rng(0))
+    elif hasattr(model, "attach_data"):
         model.attach_data(SeekAvoidGroundTruth(SIDE, get_domain("seek_avoid", "vision")), np.random.default_rng(0))
     return model
 
