@@ -109,13 +109,11 @@ def train_pixels(preset: Path, method: str, seed: int, steps: int, eval_every: i
         agent_spec(cfg, method, seed, None), total_timesteps=steps, eval_every=eval_every, select="last", log_targets=False
     )
     _, source, _ = domains_of(cfg)
-    torch.set_num_threads(2)  # a conv policy, as stage 2 runs it
     with tempfile.TemporaryDirectory(prefix="pixels_ceiling_") as tmp:
         res = train_agent(spec, None, None, source, Path(tmp), progress=False, tensorboard=False)
         log = Path(tmp) / "evaluations.jsonl"
         evals = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         model = load_agent(res.model_path)
-    torch.set_num_threads(1)
     return model, evals
 
 
@@ -132,10 +130,12 @@ def main() -> None:
     ap.add_argument("--observe", choices=["state", "pixels"], default="state",
                     help="pixels: the preset's end-to-end pixel method, as stage 2 trains it")
     ap.add_argument("--method", default="pixels", help="with --observe pixels: which of the preset's methods")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: fastest for the MLP; on a shared CPU also for the conv policy)")
     ap.add_argument("--deterministic", choices=["preset", "yes", "no"], default="preset",
                     help="greedy or sampled evaluation actions (default: the preset's transfer.deterministic)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     preset = CONFIGS / PRESETS[args.preset or args.env]
     cfg = yaml.safe_load(preset.read_text())
     pixel_size = int(cfg["env"].get("size", 64))
