@@ -1,9 +1,10 @@
-"""Env throughput: seek-avoid frames/s (single env, DummyVecEnv, ground-truth renders).
+"""Env throughput: seek-avoid v0 and v1 frames/s (single env, DummyVecEnv, ground-truth renders).
 
 Baseline, measured in the same run: gymnasium's CartPole-v1 (no rendering) steps/s — the cost
-of a Python env step with no pixels at all. Ratios show what drawing a 64×64 frame costs.
+of a Python env step with no pixels at all. Ratios show what drawing a frame costs. Each rate
+is one process on one core.
 
-    python benchmarks/env_throughput.py [--size 64] [--seconds 3]
+    python benchmarks/env_throughput.py [--size 64] [--seconds 3] [--envs seek_avoid seek_avoid_v1]
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import time
 import gymnasium as gym
 import numpy as np
 
-from envs.registry import get_domain, make_env
-from envs.seek_avoid import SeekAvoidGroundTruth
+from envs.registry import get_domain, get_env_info, make_env
 
 
 def rate(fn, seconds: float) -> float:
@@ -41,19 +41,12 @@ def env_stepper(env: gym.Env, rng: np.random.Generator):
     return run
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--seconds", type=float, default=3.0)
-    args = ap.parse_args()
-    rng = np.random.default_rng(0)
-
-    base = rate(env_stepper(gym.make("CartPole-v1"), rng), args.seconds)
-    single = rate(env_stepper(make_env("seek_avoid", "vision", size=args.size, max_steps=100), rng), args.seconds)
-
+def measure(env_name: str, size: int, seconds: float, rng: np.random.Generator) -> list[tuple[str, float]]:
+    """(what, per second) rows for one env: single env steps, DummyVecEnv(8) steps, ground-truth renders."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    venv = DummyVecEnv([lambda: make_env("seek_avoid", "vision", size=args.size) for _ in range(8)])
+    single = rate(env_stepper(make_env(env_name, "vision", size=size, max_steps=100), rng), seconds)
+    venv = DummyVecEnv([lambda: make_env(env_name, "vision", size=size) for _ in range(8)])
     venv.seed(0)
     venv.reset()
     vec_actions = rng.integers(4, size=(200, 8))
@@ -63,22 +56,32 @@ def main() -> None:
             venv.step(a)
         return vec_actions.size
 
-    vec = rate(vec_run, args.seconds)
-
-    gt = SeekAvoidGroundTruth(args.size, get_domain("seek_avoid", "vision"))
+    vec = rate(vec_run, seconds)
+    gt = get_env_info(env_name).ground_truth(size, get_domain(env_name, "vision"))
     factors = gt.sample_factors(1000, rng)
-    render = rate(lambda: len(gt.sample_observations_from_factors(factors, rng)), args.seconds)
-
-    print(f"seek_avoid at {args.size}×{args.size}, {args.seconds:.0f} s per measurement")
-    print(f"{'what':<44}{'per s':>12}{'÷ CartPole':>12}")
-    rows = [
-        ("CartPole-v1 steps (baseline, no pixels)", base),
-        ("seek_avoid env steps (1 env, frame rendered)", single),
-        ("seek_avoid DummyVecEnv(8) env steps", vec),
-        ("ground-truth renders → float CHW images", render),
+    render = rate(lambda: len(gt.sample_observations_from_factors(factors, rng)), seconds)
+    return [
+        (f"{env_name} env steps (1 env, frame rendered)", single),
+        (f"{env_name} DummyVecEnv(8) env steps", vec),
+        (f"{env_name} ground-truth renders → float CHW", render),
     ]
-    for name, r in rows:
-        print(f"{name:<44}{r:>12,.0f}{r / base:>12.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--envs", nargs="+", default=["seek_avoid", "seek_avoid_v1"])
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+
+    base = rate(env_stepper(gym.make("CartPole-v1"), rng), args.seconds)
+    print(f"{args.seconds:.0f} s per measurement, {args.size}×{args.size} frames")
+    print(f"{'what':<48}{'per s':>12}{'÷ CartPole':>12}")
+    print(f"{'CartPole-v1 steps (baseline, no pixels)':<48}{base:>12,.0f}{1:>12.2f}")
+    for env_name in args.envs:
+        for name, r in measure(env_name, args.size, args.seconds, rng):
+            print(f"{name:<48}{r:>12,.0f}{r / base:>12.2f}", flush=True)
 
 
 if __name__ == "__main__":

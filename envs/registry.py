@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import gymnasium as gym
 
-from envs import reacher, seek_avoid
+from envs import reacher, seek_avoid, seek_avoid_v1
 from envs.factors import Domain, FactorSpace, GroundTruthData
 
 
@@ -43,6 +43,16 @@ ENVS: dict[str, EnvInfo] = {
         ground_truth=seek_avoid.SeekAvoidGroundTruth,
         action_kind="discrete",
         entry_point="envs.seek_avoid:SeekAvoidEnv",
+    ),
+    # v1 draws the task so that vision can see it (large cells, objects told apart by shape
+    # and colour); v0 stays as it was so that every table measured on it still reproduces.
+    "seek_avoid_v1": EnvInfo(
+        gym_id="darla/SeekAvoid-v1",
+        scene_space=seek_avoid_v1.SCENE_SPACE,
+        domains=seek_avoid_v1.DOMAINS,
+        ground_truth=seek_avoid_v1.SeekAvoidV1GroundTruth,
+        action_kind="discrete",
+        entry_point="envs.seek_avoid_v1:SeekAvoidV1Env",
     ),
     "reacher": EnvInfo(
         gym_id="darla/Reacher-v0",

@@ -51,3 +51,25 @@ def test_curve_resumes_between_points_and_scores_the_model_it_trained(tiny_raw, 
         assert "no trained encoder for ['nope']; choose from ['darla']" in str(e)
     else:
         raise AssertionError("an unknown method was accepted")
+
+
+def test_probe_only_skips_mig_and_dci_and_keeps_the_probe(tiny_raw, tmp_path, monkeypatch, capsys):
+    from envs.registry import get_domain
+    from envs.seek_avoid_v1 import SeekAvoidV1GroundTruth
+    from vision.metrics.probe import mlp_probe
+
+    tiny_raw["env"]["name"] = "seek_avoid_v1"
+    tiny_raw["env"]["size"] = 32
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_raw))
+    out = tmp_path / "pc"
+    argv = ["perception_curve.py", str(cfg_path), "--at", "2", "--out", str(out), "--probe-only"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    printed = capsys.readouterr().out
+    (point,) = json.loads((out / tiny_raw["name"] / "curve.json").read_text())["curve"][tiny_raw["vision"]["model"]]
+    assert point["informativeness_test_per_factor"] == {} and np.isnan(point["mig"]) and np.isnan(point["dci"])
+    model = load_checkpoint(out / tiny_raw["name"] / tiny_raw["vision"]["model"] / "model.pt")
+    data = SeekAvoidV1GroundTruth(32, get_domain("seek_avoid_v1", "vision"))
+    assert point["probe_test_per_factor"] == mlp_probe(data, model.represent, np.random.default_rng((tiny_raw["seed"], 1)))
+    assert "MLP probe" in printed and "good_x" in printed

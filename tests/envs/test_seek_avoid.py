@@ -285,3 +285,39 @@ def test_circle_and_square_differ_at_every_cell_size(cell):
     m = _shape_masks(cell, cell)
     assert not (m["circle"] & ~m["square"]).any()  # the circle sits inside its bounding square
     assert (m["square"] & ~m["circle"]).sum() >= 4  # ... and lacks at least the four corners
+
+
+# -- v0 is frozen ---------------------------------------------------------------------------
+V0_GOLDEN_SHA256 = "927126e2c15927830f1f018b0631d108cbcefe720e41086ea9f78d13176acba9"
+"""sha256 of :func:`v0_digest`. Every table measured on darla/SeekAvoid-v0 reproduces only while
+the env draws, steps, rewards, respawns and samples exactly as it did; a change to v0 belongs in
+a new version (v1 lives in envs/seek_avoid_v1.py)."""
+
+
+def v0_digest() -> str:
+    """Hash frames, rewards, states, scenes and oracle actions of seeded v0 rollouts, plus
+    ground-truth samples and renders, at 32 and 64 px."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for size in (32, 64):
+        env = SeekAvoidEnv(size=size, max_steps=30)
+        obs, info = env.reset(seed=123)
+        h.update(obs.tobytes())
+        for a in np.random.default_rng(0).integers(4, size=80):
+            h.update(np.int64(env.oracle_action()).tobytes())
+            obs, r, _, trunc, info = env.step(a)
+            for part in (obs, np.float64(r), info["state"], info["scene"]):
+                h.update(np.asarray(part).tobytes())
+            if trunc:
+                obs, info = env.reset()
+                h.update(obs.tobytes())
+        data = SeekAvoidGroundTruth(size, domain="vision")
+        f = data.sample_factors(64, np.random.default_rng(1))
+        h.update(f.tobytes())
+        h.update(data.render_factors(f).tobytes())
+    return h.hexdigest()
+
+
+def test_v0_golden_frames_unchanged():
+    assert v0_digest() == V0_GOLDEN_SHA256
