@@ -72,7 +72,7 @@ def test_tool_errors_are_one_line(tmp_path, capsys):
     ckpt = checkpoint(tmp_path)
     assert main(["vision", "score", str(ckpt), "--data", "atari"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("darla: error: unknown --data 'atari'; choose from reacher, seek_avoid, dsprites") and err.count("\n") == 1
+    assert err.startswith("darla: error: unknown --data 'atari'; choose from reacher, seek_avoid, seek_avoid_v1, dsprites") and err.count("\n") == 1
     assert main(["vision", "score", str(ckpt), "--data", "dsprites"]) == 1  # an RGB 32 px model, 1×64×64 data
     assert "takes images (3, 32, 32), but dsprites renders (1, 64, 64)" in capsys.readouterr().err
     assert main(["vision", "score", str(ckpt), "--data", str(tmp_path / "missing.npz")]) == 1
