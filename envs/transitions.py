@@ -24,8 +24,9 @@ its scene inside ``domain``: a source built over the vision domain can never han
 frame of a held-out (target) combination. :data:`TRANSITION_SOURCES` maps env names to their
 source; :func:`transition_source` builds one.
 
-A new env (say a seek-avoid v1) implements it in a few lines: sample its reset state (scene from
-``domain``), apply its step's dynamics to a batch of state vectors, and call its renderer.
+A new env implements it in a few lines: sample its reset state (scene from ``domain``), apply its
+step's dynamics to a batch of state vectors, and call its renderer (:class:`SeekAvoidV1Transitions`
+is such a source).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from gymnasium import spaces
 
-from envs import reacher, seek_avoid
+from envs import reacher, seek_avoid, seek_avoid_v1
 from envs.factors import Domain
 from envs.protocol import resolve_domain
 
@@ -221,6 +222,94 @@ class SeekAvoidTransitions:
         return self.truth.render_factors(np.asarray(states).astype(np.int64))
 
 
+# -- seek-avoid v1 -------------------------------------------------------------------------------
+_V1_DELTAS = np.array([seek_avoid_v1.ACTIONS[a] for a in range(len(seek_avoid_v1.ACTIONS))], dtype=np.int64)
+_V1_N_CELLS = seek_avoid_v1.CELLS * seek_avoid_v1.CELLS
+
+
+class SeekAvoidV1Transitions:
+    """Seek-avoid v1 as a :class:`TransitionSource`.
+
+    A state is the 9 columns of :class:`~envs.seek_avoid_v1.SeekAvoidV1GroundTruth` (floor, wall,
+    object set, agent x, y, good x, y, bad x, y), drawn as ``SeekAvoidV1Env.reset`` draws them: a
+    scene of ``domain`` and three distinct cells of the open 4 × 4 floor. ``step_states`` is
+    ``SeekAvoidV1Env.step`` on a batch: the frame blocks, an object stepped on respawns on a random
+    cell that is neither the agent's nor the other object's, by the env's own rejection draw from
+    ``rng`` (so a generator in the env's state gives the env's cell). Frames come from
+    :func:`envs.seek_avoid_v1.render_batch`, the env's renderer.
+
+    ``fixed`` pins columns by name, as for :class:`SeekAvoidTransitions`; fixed cells must be distinct.
+    """
+
+    def __init__(self, size: int = 32, domain: str | Domain = "vision", fixed: Mapping[str, float] | None = None) -> None:
+        self.truth = seek_avoid_v1.SeekAvoidV1GroundTruth(size)  # validates size
+        self.size = self.truth.size
+        self.domain = resolve_domain(seek_avoid_v1.DOMAINS, domain, "seek_avoid_v1")
+        self.names: tuple[str, ...] = self.truth.factor_names
+        self.fixed = _fixed_columns(self.names, fixed, "seek_avoid_v1")
+        self.action_space = spaces.Discrete(len(seek_avoid_v1.ACTIONS))
+        self.action_names = seek_avoid_v1.ACTION_NAMES
+        self.observation_shape = self.truth.observation_shape
+        d = len(seek_avoid_v1.SCENE_SPACE)
+        self._cells: dict[int, int] = {}  # object (0 agent, 1 good, 2 bad) → fixed cell code y·CELLS + x
+        for o in range(3):
+            jx, jy = d + 2 * o, d + 2 * o + 1
+            if (jx in self.fixed) != (jy in self.fixed):
+                raise ValueError(f"fix both {self.names[jx]} and {self.names[jy]}, or neither")
+            if jx in self.fixed:
+                x, y = self.fixed[jx], self.fixed[jy]
+                if not all(v == int(v) and 0 <= v < seek_avoid_v1.CELLS for v in (x, y)):
+                    raise ValueError(f"fixed cell ({x}, {y}) is not a cell of the {seek_avoid_v1.CELLS} × {seek_avoid_v1.CELLS} floor")
+                self._cells[o] = int(x) + seek_avoid_v1.CELLS * int(y)
+        if len(set(self._cells.values())) < len(self._cells):
+            raise ValueError(f"fixed cells of {[('agent', 'good', 'bad')[o] for o in self._cells]} must be distinct")
+
+    def sample_states(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        d = len(seek_avoid_v1.SCENE_SPACE)
+        out = np.empty((n, len(self.names)), dtype=np.float64)
+        out[:, :d] = _scenes(self.domain, self.fixed, n, rng)
+        # Distinct cells uniformly, as the env's reset: the first of a random order of the cells
+        # that no fixed object takes.
+        keys = rng.random((n, _V1_N_CELLS))
+        keys[:, list(self._cells.values())] = np.inf
+        free = np.argsort(keys, axis=1)
+        rest = iter(range(3))
+        for o in range(3):
+            code = np.full(n, self._cells[o]) if o in self._cells else free[:, next(rest)]
+            out[:, d + 2 * o], out[:, d + 2 * o + 1] = code % seek_avoid_v1.CELLS, code // seek_avoid_v1.CELLS
+        return out
+
+    def step_states(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        s = np.asarray(states, dtype=np.float64).copy()
+        a = np.asarray(actions, dtype=np.int64).reshape(-1)
+        if len(a) != len(s) or (a < 0).any() or (a >= len(_V1_DELTAS)).any():
+            raise ValueError(f"need one action in 0..{len(_V1_DELTAS) - 1} per state, got {a.tolist()[:8]}")
+        d = len(seek_avoid_v1.SCENE_SPACE)
+        agent = s[:, d : d + 2].astype(np.int64)
+        target = agent + _V1_DELTAS[a]
+        moves = ((target >= 0) & (target < seek_avoid_v1.CELLS)).all(axis=1)  # the wall frame blocks
+        agent = np.where(moves[:, None], target, agent)
+        s[:, d : d + 2] = agent
+        good, bad = s[:, d + 2 : d + 4].astype(np.int64), s[:, d + 4 : d + 6].astype(np.int64)
+        hit_good = (agent == good).all(axis=1)
+        hit_bad = (agent == bad).all(axis=1) & ~hit_good  # the env checks the good object first
+        for i in np.nonzero(hit_good | hit_bad)[0]:
+            other = tuple(bad[i] if hit_good[i] else good[i])
+            while True:  # the env's own draw: a uniform cell, redrawn while it is taken
+                code = int(rng.integers(_V1_N_CELLS))
+                cell = (code % seek_avoid_v1.CELLS, code // seek_avoid_v1.CELLS)
+                if cell != tuple(agent[i]) and cell != other:
+                    break
+            col = d + 2 if hit_good[i] else d + 4
+            s[i, col : col + 2] = cell
+        return s
+
+    def render_states(self, states: np.ndarray) -> np.ndarray:
+        s = np.asarray(states).astype(np.int64)
+        d = len(seek_avoid_v1.SCENE_SPACE)
+        return seek_avoid_v1.render_batch(s[:, :d], s[:, d:], self.size)
+
+
 # -- reacher -------------------------------------------------------------------------------------
 class ReacherTransitions:
     """Reacher as a :class:`TransitionSource`.
@@ -274,6 +363,7 @@ class ReacherTransitions:
 
 TRANSITION_SOURCES: dict[str, Callable[..., TransitionSource]] = {
     "seek_avoid": SeekAvoidTransitions,
+    "seek_avoid_v1": SeekAvoidV1Transitions,
     "reacher": ReacherTransitions,
 }
 """Env short name → ``source(size, domain, fixed=None)``. An env without an entry cannot train ICF."""

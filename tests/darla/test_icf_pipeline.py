@@ -41,6 +41,31 @@ def test_icf_method_end_to_end(tiny_raw, tmp_path):
     assert "<td>left</td>" in html  # the per-action table
 
 
+def test_icf_method_end_to_end_on_seek_avoid_v1(tiny_raw, tmp_path):
+    """The presets' ICF method on v1: transitions from v1's own source, at tiny sizes."""
+    tiny_raw["env"]["name"] = "seek_avoid_v1"
+    tiny_raw["vision"].update({"steps": 10, "n_frames": 128, "checkpoint_every": 5})
+    tiny_raw["methods"] = {
+        "darla": {"encoder": "vision"},
+        "icf": {"encoder": "icf", "params": {"lam": 100.0, "channels": [8, 8, 16], "hidden": 32}},
+    }
+    tiny_raw["metrics"] = {"enabled": ["mig"], "settings": "fast", "probe": True}
+    tiny_raw["agent"]["total_timesteps"] = 64
+    tiny_raw["transfer"]["n_episodes"] = 2
+    cfg = config_from_dict(tiny_raw, "t.yaml")
+    rd = pipeline.run_pipeline(cfg, run_dir=tmp_path / "r", progress=False, log=lambda m: None)
+    summary = json.loads((rd.root / "vision/encoders/icf/summary.json").read_text())
+    sel = summary["selectivity"]
+    assert summary["hparams"]["n_actions"] == 4 and sel["action_names"] == ["up", "down", "left", "right"]
+    assert np.asarray(sel["matrix"]).shape == (4, 4) and all(0.0 <= s <= 1.0 for s in sel["selectivity"])
+    res = json.loads((rd.root / "results.json").read_text())
+    assert set(res["transfer"]["methods"]) == {"darla", "icf"}
+    assert set(res["encoders"]["icf"]["factors"]["names"]) == {
+        "floor_colour", "wall_colour", "object_set", "agent_x", "agent_y", "good_x", "good_y", "bad_x", "bad_y"
+    }  # v1's factors, probed
+    assert "<tr><td>icf</td><td>source</td>" in (rd.root / "report.html").read_text()
+
+
 @pytest.mark.parametrize("patch, key", [
     ({"vision": {"data": "dsprites"}, "methods": {"icf": {"encoder": "icf"}}}, "vision.data"),
 ])
