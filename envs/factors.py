@@ -151,6 +151,32 @@ class GroundTruthData(Protocol):
         ...
 
 
+def check_env_args(metadata: Mapping[str, object], render_mode: str | None, max_steps: int) -> None:
+    """The constructor checks every darla grid env makes: a known render mode, a positive horizon."""
+    if render_mode is not None and render_mode not in metadata["render_modes"]:
+        raise ValueError(f"unknown render_mode {render_mode!r}; valid: {metadata['render_modes']} or None")
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+
+
+def reset_scene(
+    options: Mapping[str, object] | None, space: FactorSpace, domain: Domain, rng: np.random.Generator
+) -> tuple[np.ndarray, dict[str, object]]:
+    """The scene of a reset: ``options["scene"]`` (checked against ``space``; it need not be in
+    the domain) or a draw from ``domain``; and the options, whose only keys may be scene and state.
+    """
+    options = dict(options or {})
+    unknown = set(options) - {"scene", "state"}
+    if unknown:
+        raise KeyError(f"unknown reset options {sorted(unknown)}; valid: ['scene', 'state']")
+    if "scene" not in options:
+        return domain.sample(rng), options
+    scene = np.asarray(options["scene"], dtype=np.int64).reshape(-1)
+    if len(scene) != len(space) or (scene < 0).any() or (scene >= space.sizes).any():
+        raise ValueError(f"scene must be {len(space)} classes < {space.sizes}")
+    return scene, options
+
+
 def sample_uniform_factors(sizes: Sequence[int], n: int, rng: np.random.Generator) -> np.ndarray:
     """Helper for GroundTruthData implementations: independent uniform classes per factor."""
     return np.stack([rng.integers(s, size=n) for s in sizes], axis=1).astype(np.int64)

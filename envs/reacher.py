@@ -48,7 +48,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.factors import Domain, Factor, FactorSpace, sample_uniform_factors, to_chw_float
+from envs.factors import (
+    Domain,
+    Factor,
+    FactorSpace,
+    check_env_args,
+    reset_scene,
+    sample_uniform_factors,
+    to_chw_float,
+)
 from envs.protocol import darla_domains, resolve_domain
 
 # -- geometry and physics (frozen: changing any of these changes the task) --------------------
@@ -268,12 +276,7 @@ class ReacherEnv(gym.Env[np.ndarray, np.ndarray]):
         terminate_on_reach: bool = True,
         render_mode: str | None = None,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"unknown render_mode {render_mode!r}; valid: {self.metadata['render_modes']} or None"
-            )
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        check_env_args(self.metadata, render_mode, max_steps)
         self.domain = resolve_domain(DOMAINS, domain, "reacher")
         self.size = _check_size(size)
         self.max_steps = int(max_steps)
@@ -302,18 +305,8 @@ class ReacherEnv(gym.Env[np.ndarray, np.ndarray]):
         target_angle, target_radius), for tests and for rendering chosen situations.
         """
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"scene", "state"}
-        if unknown:
-            raise KeyError(f"unknown reset options {sorted(unknown)}; valid: ['scene', 'state']")
         rng = self.np_random
-        if "scene" in options:
-            scene = np.asarray(options["scene"], dtype=np.int64).reshape(-1)
-            if len(scene) != len(SCENE_SPACE) or (scene < 0).any() or (scene >= SCENE_SPACE.sizes).any():
-                raise ValueError(f"scene must be {len(SCENE_SPACE)} classes < {SCENE_SPACE.sizes}")
-            self._scene = scene
-        else:
-            self._scene = self.domain.sample(rng)
+        self._scene, options = reset_scene(options, SCENE_SPACE, self.domain, rng)
         background, target, arm = (int(v) for v in self._scene)
         self._background = _background(self.size, background)
         self._target_rgb, self._arm_rgb = _TARGET_RGB[target], _ARM_RGB[arm]

@@ -28,6 +28,8 @@ from envs.factors import (
     Domain,
     Factor,
     FactorSpace,
+    check_env_args,
+    reset_scene,
     sample_uniform_factors,
     to_chw_float,
 )
@@ -248,12 +250,7 @@ class SeekAvoidEnv(gym.Env[np.ndarray, np.int64]):
         max_steps: int = 100,
         render_mode: str | None = None,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"unknown render_mode {render_mode!r}; valid: {self.metadata['render_modes']} or None"
-            )
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        check_env_args(self.metadata, render_mode, max_steps)
         self.domain = resolve_domain(DOMAINS, domain, "seek_avoid")
         self.size = int(size)
         self.max_steps = int(max_steps)
@@ -281,22 +278,8 @@ class SeekAvoidEnv(gym.Env[np.ndarray, np.int64]):
         tests and for rendering chosen situations.
         """
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"scene", "state"}
-        if unknown:
-            raise KeyError(f"unknown reset options {sorted(unknown)}; valid: ['scene', 'state']")
         rng = self.np_random
-        if "scene" in options:
-            scene = np.asarray(options["scene"], dtype=np.int64).reshape(-1)
-            if (
-                len(scene) != len(SCENE_SPACE)
-                or (scene < 0).any()
-                or (scene >= SCENE_SPACE.sizes).any()
-            ):
-                raise ValueError(f"scene must be {len(SCENE_SPACE)} classes < {SCENE_SPACE.sizes}")
-            self._scene = scene
-        else:
-            self._scene = self.domain.sample(rng)
+        self._scene, options = reset_scene(options, SCENE_SPACE, self.domain, rng)
         floor, wall, obj, layout = (int(v) for v in self._scene)
         self._background = _background(self.size, floor, wall, layout)
         self._object_rgb = _OBJECT_RGB[obj]

@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.factors import Domain, Factor, FactorSpace, to_chw_float
+from envs.factors import Domain, Factor, FactorSpace, check_env_args, reset_scene, to_chw_float
 from envs.protocol import darla_domains, resolve_domain
 
 CELLS = 4
@@ -235,12 +235,7 @@ class SeekAvoidV1Env(gym.Env[np.ndarray, np.int64]):
         max_steps: int = 100,
         render_mode: str | None = None,
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"unknown render_mode {render_mode!r}; valid: {self.metadata['render_modes']} or None"
-            )
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        check_env_args(self.metadata, render_mode, max_steps)
         self.domain = resolve_domain(DOMAINS, domain, "seek_avoid_v1")
         self.size = int(size)
         self.max_steps = int(max_steps)
@@ -264,18 +259,8 @@ class SeekAvoidV1Env(gym.Env[np.ndarray, np.int64]):
         ``"state"`` (6 cells, :data:`STATE_NAMES` order, three distinct cells).
         """
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = set(options) - {"scene", "state"}
-        if unknown:
-            raise KeyError(f"unknown reset options {sorted(unknown)}; valid: ['scene', 'state']")
         rng = self.np_random
-        if "scene" in options:
-            scene = np.asarray(options["scene"], dtype=np.int64).reshape(-1)
-            if len(scene) != len(SCENE_SPACE) or (scene < 0).any() or (scene >= SCENE_SPACE.sizes).any():
-                raise ValueError(f"scene must be {len(SCENE_SPACE)} classes < {SCENE_SPACE.sizes}")
-            self._scene = scene
-        else:
-            self._scene = self.domain.sample(rng)
+        self._scene, options = reset_scene(options, SCENE_SPACE, self.domain, rng)
         floor, wall, obj = (int(v) for v in self._scene)
         self._background = _backgrounds(self.size)[floor, wall]
         self._shapes = (_SET_SHAPE[obj, 0], _SET_SHAPE[obj, 1])
