@@ -139,6 +139,15 @@ def _scenes(domain: Domain, fixed: dict[int, float], n: int, rng: np.random.Gene
 
 
 # -- seek-avoid ----------------------------------------------------------------------------------
+def _grid_batch(states: np.ndarray, actions: np.ndarray, n_actions: int) -> tuple[np.ndarray, np.ndarray]:
+    """A float64 copy of ``states`` to step, and one checked discrete action per state."""
+    s = np.asarray(states, dtype=np.float64).copy()
+    a = np.asarray(actions, dtype=np.int64).reshape(-1)
+    if len(a) != len(s) or (a < 0).any() or (a >= n_actions).any():
+        raise ValueError(f"need one action in 0..{n_actions - 1} per state, got {a.tolist()[:8]}")
+    return s, a
+
+
 _SA_DELTAS = np.array([seek_avoid.ACTIONS[a] for a in range(len(seek_avoid.ACTIONS))], dtype=np.int64)
 # free[layout, y, x]: whether an interior cell is walkable
 _SA_FREE = np.ones((len(seek_avoid.LAYOUTS), seek_avoid.INTERIOR, seek_avoid.INTERIOR), dtype=bool)
@@ -194,10 +203,7 @@ class SeekAvoidTransitions:
         return out
 
     def step_states(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        s = np.asarray(states, dtype=np.float64).copy()
-        a = np.asarray(actions, dtype=np.int64).reshape(-1)
-        if len(a) != len(s) or (a < 0).any() or (a >= len(_SA_DELTAS)).any():
-            raise ValueError(f"need one action in 0..{len(_SA_DELTAS) - 1} per state, got {a.tolist()[:8]}")
+        s, a = _grid_batch(states, actions, len(_SA_DELTAS))
         d = len(seek_avoid.SCENE_SPACE)
         layout = s[:, 3].astype(np.int64)
         agent = s[:, d : d + 2].astype(np.int64)
@@ -280,10 +286,7 @@ class SeekAvoidV1Transitions:
         return out
 
     def step_states(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        s = np.asarray(states, dtype=np.float64).copy()
-        a = np.asarray(actions, dtype=np.int64).reshape(-1)
-        if len(a) != len(s) or (a < 0).any() or (a >= len(_V1_DELTAS)).any():
-            raise ValueError(f"need one action in 0..{len(_V1_DELTAS) - 1} per state, got {a.tolist()[:8]}")
+        s, a = _grid_batch(states, actions, len(_V1_DELTAS))
         d = len(seek_avoid_v1.SCENE_SPACE)
         agent = s[:, d : d + 2].astype(np.int64)
         target = agent + _V1_DELTAS[a]
