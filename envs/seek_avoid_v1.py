@@ -63,11 +63,15 @@ SHAPES: tuple[str, ...] = ("agent", "can", "hat", "balloon", "cake")
 # Object sets: (good shape, good colour), (bad shape, bad colour). 2 and 3 repaint 0 and 1.
 # Bright colours: a 3k-step DAE reconstructed the white agent and not objects of mid-luminance
 # colours (red, blue), whose squared error against the dark floors was a third of the agent's.
+# In the source sets both good objects are greener than both bad ones, so "green means good" is
+# a rule a policy can learn there. The repaints break it (the repainted can is redder than the
+# repainted hat), so on ``target_all_new`` colour alone cannot tell good from bad and only shape
+# can; a test checks this for every per-channel rule the source sets teach.
 OBJECT_SETS: dict[str, tuple[tuple[str, tuple[int, int, int]], tuple[str, tuple[int, int, int]]]] = {
     "can/hat": (("can", (255, 230, 40)), ("hat", (255, 60, 230))),
     "balloon/cake": (("balloon", (40, 235, 255)), ("cake", (255, 150, 30))),
-    "can/hat repainted": (("can", (130, 255, 110)), ("hat", (255, 160, 200))),
-    "balloon/cake repainted": (("balloon", (175, 165, 255)), ("cake", (255, 90, 90))),
+    "can/hat repainted": (("can", (255, 90, 90)), ("hat", (130, 255, 110))),
+    "balloon/cake repainted": (("balloon", (175, 165, 255)), ("cake", (255, 160, 200))),
 }
 
 SCENE_SPACE = FactorSpace(

@@ -134,6 +134,27 @@ def test_each_identity_has_its_own_colour_and_silhouette():
     assert len({s for pair in SETS[:2] for s, _ in pair}) == 4
 
 
+def test_colour_rules_of_the_source_do_not_identify_repainted_objects():
+    """Where every source good object outranks every source bad one on a colour channel (or on
+    brightness), some repainted pair breaks that order, so only shape identifies the objects on
+    ``target_all_new``."""
+    source, repainted = SETS[:2], SETS[2:]
+
+    def features(c):
+        return np.array([*c, sum(c)], dtype=float)  # R, G, B and brightness
+
+    rules = 0
+    for k in range(4):
+        good = [features(g[1])[k] for g, _ in source]
+        bad = [features(b[1])[k] for _, b in source]
+        for sign in (1, -1):
+            if min(sign * np.array(good)) > max(sign * np.array(bad)):  # the source teaches this rule
+                rules += 1
+                held = [sign * features(g[1])[k] > sign * features(b[1])[k] for g, b in repainted]
+                assert not all(held), f"colour feature {k} tells good from bad in the repainted sets too"
+    assert rules >= 1  # the source does teach a colour rule (green = good): the check is not vacuous
+
+
 def test_palettes_are_distinct():
     objects = [c for pair in SETS for _, c in pair]
     colours = np.array(FLOOR + WALL + objects + [AGENT_COLOUR], dtype=float)
