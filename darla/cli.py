@@ -498,8 +498,11 @@ def _cmd_envs(_: argparse.Namespace) -> int:
         print(f"{name}  ({info.gym_id}, {info.action_kind} actions)")
         for f in info.scene_space.factors:
             print(f"  factor {f.name}: {', '.join(f'{i}={v}' for i, v in enumerate(f.values))}")
+        aliases = getattr(info.domains, "aliases", {})
         for dname, dom in info.domains.items():
-            print(f"  domain {dname}: {_describe_domain(dom)}")
+            also = [a for a, n in aliases.items() if n == dname]
+            alias = f" (also accepted as {', '.join(also)})" if also else ""
+            print(f"  domain {dname}{alias}: {_describe_domain(dom)}")
     return 0
 
 

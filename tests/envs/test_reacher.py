@@ -250,13 +250,15 @@ def test_palettes_are_distinct():
 def test_domain_protocol():
     high = lambda dom, f: dom.combos[:, SCENE_SPACE.index(f)] >= 2  # noqa: E731
     vision = DOMAINS["vision"]
-    assert set(DOMAINS) == {"all", "source", "vision", "target_floor_object", "target_all_new"}
+    assert set(DOMAINS) == {"all", "source", "vision", "target_background_target", "target_all_new"}
+    # the name every env used before is still accepted, for the same preset
+    assert DOMAINS["target_floor_object"] is DOMAINS["target_background_target"] and "target_floor_object" in DOMAINS
     assert vision.values_seen() == {f.name: tuple(range(f.size)) for f in SCENE_SPACE.factors}
-    for target in ("target_floor_object", "target_all_new"):
+    for target in ("target_background_target", "target_all_new"):
         t = DOMAINS[target]
         assert not t.overlaps(vision) and not t.overlaps(DOMAINS["source"])
         assert (high(t, "background_colour") & high(t, "target_colour")).all()
-    assert not high(DOMAINS["target_floor_object"], "arm_colour").any()
+    assert not high(DOMAINS["target_background_target"], "arm_colour").any()
     assert high(DOMAINS["target_all_new"], "arm_colour").all()
 
 

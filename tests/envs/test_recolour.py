@@ -68,8 +68,10 @@ def test_invalid_preset_names_list_the_valid_ones():
 
 def test_domains_follow_the_darla_protocol():
     doms = preset_domains("palette_v1")
-    assert set(doms) == {"all", "source", "vision", "target_floor_object", "target_all_new"}
-    for t in ("target_floor_object", "target_all_new"):
+    assert set(doms) == {"all", "source", "vision", "target_dark_bright", "target_all_new"}
+    # the name every env used before is still accepted, for the same preset
+    assert doms["target_floor_object"] is doms["target_dark_bright"] and "target_floor_object" in doms
+    for t in ("target_dark_bright", "target_all_new"):
         assert not doms[t].overlaps(doms["vision"]) and not doms[t].overlaps(doms["source"])
     assert doms["vision"].values_seen() == {b: (0, 1, 2, 3) for b in BANDS}
 

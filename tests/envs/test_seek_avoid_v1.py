@@ -272,7 +272,9 @@ def high(domain: Domain, factor: str) -> np.ndarray:
 
 def test_domain_protocol():
     """A = floor, B = wall, C = object set: the room is the held-out conjunction."""
-    assert set(DOMAINS) == {"all", "source", "vision", "target_floor_object", "target_all_new"}
+    assert set(DOMAINS) == {"all", "source", "vision", "target_floor_wall", "target_all_new"}
+    # the name every env used before is still accepted, for the same preset
+    assert DOMAINS["target_floor_object"] is DOMAINS["target_floor_wall"] and "target_floor_object" in DOMAINS
     vision, source = DOMAINS["vision"], DOMAINS["source"]
     assert len(DOMAINS["all"]) == np.prod(SCENE_SPACE.sizes)
     assert vision.values_seen() == {f.name: tuple(range(f.size)) for f in SCENE_SPACE.factors}
@@ -281,14 +283,14 @@ def test_domain_protocol():
     for name in ("floor_colour", "wall_colour", "object_set"):
         assert not high(source, name).any()
     assert source.values_seen()["object_set"] == (0, 1)  # the policy trains on both object sets
-    for target in ("target_floor_object", "target_all_new"):
+    for target in ("target_floor_wall", "target_all_new"):
         t = DOMAINS[target]
         assert not t.overlaps(vision) and not t.overlaps(source)
         assert (high(t, "floor_colour") & high(t, "wall_colour")).all()
     # DMLab's test: the source's objects in a re-textured room; then repainted objects too
-    assert not high(DOMAINS["target_floor_object"], "object_set").any()
+    assert not high(DOMAINS["target_floor_wall"], "object_set").any()
     assert high(DOMAINS["target_all_new"], "object_set").all()
-    assert not DOMAINS["target_floor_object"].overlaps(DOMAINS["target_all_new"])
+    assert not DOMAINS["target_floor_wall"].overlaps(DOMAINS["target_all_new"])
 
 
 # -- ground-truth data ----------------------------------------------------------------------
