@@ -83,6 +83,20 @@ def test_example_sweeps_expand():
         assert sw.runs and all(r.config.name == r.name for r in sw.runs), p
 
 
+def test_darla_figure_sweeps_have_four_betas_and_icf():
+    """Issue 20's figure: ≥ 4 β × ≥ 3 seeds per env, and ICF as one more point (issue 19)."""
+    for env in ("seek_avoid", "reacher"):
+        sw = load_sweep(Path(__file__).resolve().parents[2] / "configs" / "sweeps" / f"{env}_beta.yaml")
+        by_model: dict[tuple, set] = {}
+        for r in sw.runs:
+            v = r.config.vision
+            by_model.setdefault((v.model, v.params.get("beta")), set()).add(r.config.seed)
+        betas = [b for (m, b) in by_model if m != "icf"]
+        assert len(betas) >= 4 and all(len(seeds) >= 3 for seeds in by_model.values()), by_model
+        assert ("icf", None) in by_model
+        assert len({r.vision_key for r in sw.runs}) == len(sw.runs)  # every point its own stage 1
+
+
 def test_make_run_name_is_safe_and_bounded():
     name = make_run_name({"env.domains.targets": {"a b": "<x>"}, "agent.seeds": [0, 1], "vision.lr": None}, {})
     assert _safe_name(name) and len(name) <= 80 + 2 + 8
