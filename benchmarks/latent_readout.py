@@ -1,0 +1,148 @@
+"""Can a policy read the task off frozen latents? Linear and MLP readouts on the source domain.
+
+``perception_curve.py`` asks whether each factor is in the code: an MLP probe on ground-truth
+images of the vision domain. A policy needs more. It must read the *relation* between factors
+(where the good object is relative to the agent) from the code, with a network that RL trains
+from reward alone. This script measures that on the frames an agent meets in the source domain:
+a walk that follows the env's oracle with probability ``--oracle-mix`` (so pickups, respawns and
+the states near objects occur as in a trained agent's episodes) and acts at random otherwise.
+
+For each encoder it prints, on held-out frames of that walk:
+
+- each state factor read from the latent means by a linear readout (logistic regression, or
+  ridge for a continuous factor) and by an MLP (``--hidden``, default 256-256), beside chance (the majority class;
+  R² 0 for a continuous factor);
+- the oracle's action read the same way (behaviour cloning), beside the same MLP on the env's
+  true state (what a perfect encoder allows) and the majority action.
+
+A code that carries a factor only nonlinearly (MLP high, linear near chance) hands PPO a harder
+problem than the true state does: the policy's first layers must learn the decoding, and the
+relation between two such decodings, from reward. Inputs are standardised for every readout.
+
+    python benchmarks/latent_readout.py runs/seek_avoid_cpu/vision/model.pt --env seek_avoid_v1
+    python benchmarks/latent_readout.py A/model.pt B/model.pt --frames 12000 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs.registry import get_env_info, make_env
+from vision.checkpoint import load_checkpoint
+
+
+def collect(env_name: str, domain: str, size: int, n: int, oracle_mix: float, seed: int, max_steps: int = 100):
+    """(frames uint8 (n, H, W, C), true states (n, k), oracle actions (n, ...)) along a seeded walk."""
+    env = make_env(env_name, domain, size=size, max_steps=max_steps)
+    if not hasattr(env.unwrapped, "oracle_action"):
+        raise SystemExit(f"env {env_name!r} has no oracle_action(): nothing to clone")
+    rng = np.random.default_rng(seed)
+    env.action_space.seed(seed)
+    obs, info = env.reset(seed=seed)
+    frames, states, actions = [], [], []
+    for _ in range(n):
+        best = env.unwrapped.oracle_action()
+        frames.append(obs)
+        states.append(np.asarray(info["state"]))
+        actions.append(best)
+        obs, _, term, trunc, info = env.step(best if rng.random() < oracle_mix else env.action_space.sample())
+        if term or trunc:
+            obs, info = env.reset(seed=int(rng.integers(2**31)))
+    return np.stack(frames), np.stack(states), np.asarray(actions)
+
+
+@torch.no_grad()
+def encode(model, frames: np.ndarray, batch: int = 500) -> np.ndarray:
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    return torch.cat([model.encode(x[i : i + batch].float().div_(255.0))[0] for i in range(0, len(x), batch)]).numpy()
+
+
+def readouts(
+    x: np.ndarray, y: np.ndarray, n_train: int, seed: int, linear: bool = True, hidden: tuple[int, ...] = (256, 256),
+) -> dict[str, float]:
+    """Held-out score of a linear and an MLP readout x → y (accuracy, or R² for float targets),
+    with chance (majority class, or R² 0)."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    discrete = np.issubdtype(y.dtype, np.integer)
+    tr, te = slice(0, n_train), slice(n_train, None)
+    mlp_kw = dict(hidden_layer_sizes=hidden, max_iter=300, early_stopping=True, random_state=seed)
+    if discrete:
+        out = {"chance": float(np.bincount(y[te]).max() / len(y[te]))}
+        models = {"linear": LogisticRegression(max_iter=3000), "mlp": MLPClassifier(**mlp_kw)}
+    else:
+        out = {"chance": 0.0}
+        models = {"linear": Ridge(alpha=1.0), "mlp": MLPRegressor(**mlp_kw)}
+    for name, m in models.items():
+        if name == "linear" and not linear:
+            continue
+        out[name] = float(make_pipeline(StandardScaler(), m).fit(x[tr], y[tr]).score(x[te], y[te]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoints", nargs="+", help="vision model.pt files (any darla vision model)")
+    ap.add_argument("--env", default="seek_avoid_v1", help="env name (darla envs); default seek_avoid_v1")
+    ap.add_argument("--domain", default="source", help="domain preset of the walk (default source)")
+    ap.add_argument("--frames", type=int, default=12000, help="frames of the walk; the last quarter is held out (default 12000)")
+    ap.add_argument("--oracle-mix", type=float, default=0.5, help="probability of the oracle's action at each step (default 0.5)")
+    ap.add_argument("--max-steps", type=int, default=100, help="episode length of the walk (default 100)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the walk, the resets and the MLPs (default 0)")
+    ap.add_argument("--hidden", type=int, nargs="+", default=[256, 256], help="the MLP readout's hidden layers (default 256 256, PPO's policy net in the presets)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not 0.0 <= args.oracle_mix <= 1.0 or args.frames < 40:
+        ap.error("need 0 ≤ --oracle-mix ≤ 1 and --frames ≥ 40")
+
+    models = [(p, load_checkpoint(p).eval()) for p in args.checkpoints]
+    sizes = {m.obs_shape[1] for _, m in models}
+    if len(sizes) != 1:
+        ap.error(f"the checkpoints expect different frame sizes {sorted(sizes)}; read them in separate runs")
+    size = sizes.pop()
+    t0 = time.time()
+    frames, states, actions = collect(args.env, args.domain, size, args.frames, args.oracle_mix, args.seed, args.max_steps)
+    n_train = args.frames * 3 // 4
+    hidden = tuple(args.hidden)
+    module = importlib.import_module(get_env_info(args.env).entry_point.split(":")[0])
+    names = list(getattr(module, "STATE_NAMES", [f"state[{j}]" for j in range(states.shape[1])]))
+    result: dict = {
+        "env": args.env, "domain": args.domain, "frames": args.frames, "held_out": args.frames - n_train,
+        "oracle_mix": args.oracle_mix, "seed": args.seed,
+        "true_state_to_oracle_action": readouts(states.astype(np.float64), actions, n_train, args.seed, linear=False, hidden=hidden),
+        "encoders": {},
+    }
+    print(f"{args.frames} frames of a walk in {args.env}/{args.domain} (oracle with p={args.oracle_mix}); "
+          f"readouts trained on {n_train}, tested on {args.frames - n_train}")
+    ceiling = result["true_state_to_oracle_action"]
+    print(f"oracle action from the true state: MLP {ceiling['mlp']:.2f} (chance {ceiling['chance']:.2f})")
+    for path, model in models:
+        z = encode(model, frames)
+        per = {n: readouts(z, states[:, j], n_train, args.seed, hidden=hidden) for j, n in enumerate(names)}
+        act = readouts(z, actions, n_train, args.seed, hidden=hidden)
+        result["encoders"][str(path)] = {"factors": per, "oracle_action": act}
+        print(f"\n{path}  ({type(model).__name__}, {model.latent_dim} latents)")
+        print(f"  {'readout':<16} {'linear':>7} {'MLP':>7} {'chance':>7}")
+        for n, r in [*per.items(), ("oracle action", act)]:
+            print(f"  {n:<16} {r['linear']:>7.2f} {r['mlp']:>7.2f} {r['chance']:>7.2f}")
+    print(f"\n{time.time() - t0:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
