@@ -26,6 +26,9 @@ references: does an agent that sees only frames learn the task at this budget? I
 ``--eval-every`` lines are stage 2's own source evaluations (``agent.eval_episodes`` episodes).
 
     python benchmarks/state_ceiling.py --env seek_avoid_v1 --observe pixels --steps 150000 --eval-every 50000
+
+``-o KEY=VALUE`` applies a config override to the preset first, as ``darla pipeline --set`` does
+(``-o agent.hyperparams.learning_rate=1.0e-3``): try other PPO settings without editing it.
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -52,6 +54,7 @@ from agents.transfer import (
     run_episodes,
     run_oracle_episodes,
 )
+from darla.config import ConfigError, load_config
 from envs.reacher import forward_kinematics, target_position
 from envs.registry import get_domain, make_env
 from envs.seek_avoid import INTERIOR, LAYOUTS, SCENE_SPACE
@@ -95,13 +98,12 @@ class TrueState(gym.ObservationWrapper):
         return true_state(self.env, self.env_name)
 
 
-def train_pixels(preset: Path, method: str, seed: int, steps: int, eval_every: int):
+def train_pixels(preset: Path, method: str, seed: int, steps: int, eval_every: int, overrides: list[str] | None = None):
     """Stage 2's ``method`` (a pixel method of ``preset``) for ``steps`` steps: (last policy, evaluations)."""
     from agents.train import load_agent, train_agent
-    from darla.config import load_config
     from darla.pipeline import agent_spec, domains_of
 
-    cfg = load_config(preset)
+    cfg = load_config(preset, overrides or [])
     if method not in cfg.methods or cfg.methods[method].observe != "pixels":
         pixel = [m for m, mc in cfg.methods.items() if mc.observe == "pixels"]
         raise SystemExit(f"{preset.name} has no pixel method {method!r}; its pixel methods are {pixel}")
@@ -134,10 +136,15 @@ def main() -> None:
                     help="torch threads (1: fastest for the MLP; on a shared CPU also for the conv policy)")
     ap.add_argument("--deterministic", choices=["preset", "yes", "no"], default="preset",
                     help="greedy or sampled evaluation actions (default: the preset's transfer.deterministic)")
+    ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override applied to the preset, as the CLI's --set (e.g. agent.hyperparams.n_epochs=10)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     preset = CONFIGS / PRESETS[args.preset or args.env]
-    cfg = yaml.safe_load(preset.read_text())
+    try:
+        cfg = load_config(preset, args.override).to_dict()  # validated, with the overrides applied
+    except ConfigError as e:
+        raise SystemExit(f"state_ceiling.py: {e}") from None
     pixel_size = int(cfg["env"].get("size", 64))
     if args.observe == "pixels":
         if cfg["env"]["name"] != args.env:
@@ -171,7 +178,7 @@ def main() -> None:
             raise SystemExit(f"--observe pixels runs at the preset's env.size ({pixel_size} px); drop --size or pass {pixel_size}")
         for seed in args.seeds:
             t0 = time.perf_counter()
-            model, evals = train_pixels(preset, args.method, seed, args.steps, args.eval_every)
+            model, evals = train_pixels(preset, args.method, seed, args.steps, args.eval_every, args.override)
             for row in evals:
                 print(f"  seed {seed}: {row['timesteps']} steps: stage-2 source evaluation {row['source']:.2f}", flush=True)
             ret = float(np.mean([r for r, _ in run_episodes(model, None, args.env, source, eval_seeds, deterministic=det, **common)]))
