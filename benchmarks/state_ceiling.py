@@ -44,14 +44,8 @@ import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents.transfer import (
-    RandomPolicy,
-    episode_seeds,
-    evaluate_transfer,
-    rollouts,
-    run_episodes,
-    run_oracle_episodes,
-)
+from agents.rollout import rollouts, run_episodes
+from agents.transfer import RandomPolicy, episode_seeds, evaluate_transfer, run_oracle_episodes
 from envs.reacher import forward_kinematics, target_position
 from envs.registry import get_domain, make_env
 from envs.seek_avoid import INTERIOR, LAYOUTS, SCENE_SPACE
@@ -99,7 +93,8 @@ def train_pixels(preset: Path, method: str, seed: int, steps: int, eval_every: i
     """Stage 2's ``method`` (a pixel method of ``preset``) for ``steps`` steps: (last policy, evaluations)."""
     from agents.train import load_agent, train_agent
     from darla.config import load_config
-    from darla.pipeline import agent_spec, domains_of
+    from darla.stages.agent import agent_spec
+    from darla.stages.common import domains_of
 
     cfg = load_config(preset)
     if method not in cfg.methods or cfg.methods[method].observe != "pixels":

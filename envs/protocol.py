@@ -23,15 +23,6 @@ from envs.factors import Domain, FactorSpace
 HIGH = 2
 """Value indices >= HIGH are "high" (held out in combination); each protocol factor has 4 values."""
 
-PRESET_NAMES: tuple[str, ...] = (
-    "all",
-    "source",
-    "vision",
-    "target_floor_object",
-    "target_all_new",
-)
-
-
 def darla_domains(space: FactorSpace, a: str, b: str, c: str) -> dict[str, Domain]:
     """The five protocol domains over ``space`` for factors ``a``, ``b``, ``c`` (names).
 

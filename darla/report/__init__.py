@@ -6,54 +6,20 @@ Every string that comes from a config, a name or a file is escaped with :func:`h
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from darla.config import Config, dump_config  # noqa: E402
-from darla.report import figures  # noqa: E402
-from darla.report.icf import icf_section  # noqa: E402
-from darla.report.media import VIDEO_BUDGET_BYTES, VIDEO_MAX_BYTES, compose, encode_gif  # noqa: E402
-from darla.report.scan import scan_results, scan_section  # noqa: E402
-from darla.runs import RunDir, write_json_atomic, write_text_atomic  # noqa: E402
-
-
-def esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _png_b64(path_or_fig: Any) -> str:
-    if isinstance(path_or_fig, (str, Path)):
-        data = Path(path_or_fig).read_bytes()
-    else:
-        buf = io.BytesIO()
-        path_or_fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(path_or_fig)
-        data = buf.getvalue()
-    return base64.b64encode(data).decode("ascii")
-
-
-def _img(b64: str, alt: str, width: int | None = None) -> str:
-    w = f' width="{width}"' if width else ""
-    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{b64}"{w}>'
-
-
-def _rgb_png_b64(img: np.ndarray) -> str:
-    import cv2
-
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return base64.b64encode(buf.tobytes()).decode("ascii")
+from darla.config import Config, dump_config
+from darla.report import figures
+from darla.report.html import b64, base_css, esc, img, png_b64, rgb_png_b64
+from darla.report.icf import icf_section
+from darla.report.media import VIDEO_BUDGET_BYTES, VIDEO_MAX_BYTES, compose, encode_gif
+from darla.report.scan import scan_results, scan_section
+from darla.runs import RunDir
+from vision.io import write_json_atomic, write_text_atomic
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +139,7 @@ def _domain_frames(cfg: Config) -> tuple[list[tuple[str, list[tuple[str, str]]]]
     registry :class:`~envs.factors.FactorSpace`; the key is the env's ``metadata["render_key"]``
     (what each drawn thing is), where it has one.
     """
-    from darla.pipeline import domains_of
+    from darla.stages.common import domains_of
     from envs.registry import get_env_info, make_env
 
     try:
@@ -198,7 +164,7 @@ def _domain_frames(cfg: Config) -> tuple[list[tuple[str, list[tuple[str, str]]]]
 
                 f = -(-96 // obs.shape[0])
                 obs = cv2.resize(obs, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST)
-            tiles.append((_rgb_png_b64(obs), caption))
+            tiles.append((rgb_png_b64(obs), caption))
         out.append((name, tiles))
     return out, key
 
@@ -208,7 +174,7 @@ def _frames_section(cfg: Config) -> str:
     parts = []
     for name, tiles in domains:
         figs = "".join(
-            f"<figure>{_img(b, f'reset frame from domain {name}')}<figcaption>{cap}</figcaption></figure>" for b, cap in tiles
+            f"<figure>{img(b, f'reset frame from domain {name}')}<figcaption>{cap}</figcaption></figure>" for b, cap in tiles
         )
         parts.append(f"<h3>{esc(name)}</h3><div class='frames'>{figs}</div>")
     legend = ""
@@ -238,7 +204,7 @@ def _videos_section(cfg: Config, run: RunDir) -> str:
         note = "every frame" if stride == 1 else f"every {stride}th frame (size bound)"
         parts.append(
             f"<figure><img alt='{esc(method)}: one episode per domain' src='data:image/gif;base64,"
-            f"{base64.b64encode(gif).decode('ascii')}'><figcaption><b>{esc(method)}</b>: {note}, "
+            f"{b64(gif)}'><figcaption><b>{esc(method)}</b>: {note}, "
             f"{len(gif) / 1024:.0f} KiB</figcaption></figure>"
         )
     return "".join(parts)
@@ -355,11 +321,7 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     return "<table>" + head + "".join(rows) + "</table>"
 
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.5em} h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.3em .6em;font-size:.9em;text-align:left}
-th{background:#f4f4f4} pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}
+CSS = base_css(1000, ".9") + """th{background:#f4f4f4} pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}
 img{image-rendering:pixelated;max-width:100%} .note{color:#666;font-size:.85em}
 .banner{background:#fff3cd;border:1px solid #e0b84c;padding:.6em 1em;margin:1em 0}
 .frames{display:flex;flex-wrap:wrap;gap:.8em} figure{margin:.3em 0} figcaption{font-size:.8em;color:#444}
@@ -444,14 +406,14 @@ def _vision_block(title: str, folder: Path, numbers: dict[str, Any]) -> list[str
     kl, order = summary["kl_per_dim"], summary["kl_order"]
     parts = [
         f"<h3>{esc(title)}: reconstructions</h3>",
-        _img(_png_b64(figures.fig_reconstructions(folder / "recon.png")), f"{title} reconstructions"),
+        img(png_b64(figures.fig_reconstructions(folder / "recon.png")), f"{title} reconstructions"),
         f"<h3>{esc(title)}: latent traversals</h3>",
-        _img(_png_b64(figures.fig_traversals(folder / "traversals.png", kl, order)), f"{title} latent traversals"),
-        _img(_png_b64(figures.fig_kl(kl, order)), f"{title} per-latent KL"),
+        img(png_b64(figures.fig_traversals(folder / "traversals.png", kl, order)), f"{title} latent traversals"),
+        img(png_b64(figures.fig_kl(kl, order)), f"{title} per-latent KL"),
     ]
     if summary.get("history"):
         likelihood = summary.get("hparams", {}).get("likelihood")
-        parts += [_img(_png_b64(figures.fig_vision_curves(summary["history"], likelihood)), f"{title} training curves")]
+        parts += [img(png_b64(figures.fig_vision_curves(summary["history"], likelihood)), f"{title} training curves")]
     if numbers.get("metrics"):
         parts += [f"<h3>{esc(title)}: disentanglement metrics on the env's ground-truth factors</h3>", _metrics_table(numbers["metrics"])]
     return parts
@@ -492,8 +454,8 @@ def render_html(cfg: Config, run: RunDir, results: dict[str, Any]) -> str:
         f"“{AT_CHANCE}” when the source score's 95% CI reaches the random policy's). "
         + (f"P(&gt; baseline) = probability that a seed of the method beats a seed of <b>{esc(baseline)}</b> (rliable's probability of improvement)." if baseline else "")
         + "</p>",
-        _img(_png_b64(figures.fig_transfer(t)), "transfer bar chart"),
-        _img(_png_b64(figures.fig_episodes(t, episodes)), "evaluation episodes per method and domain"),
+        img(png_b64(figures.fig_transfer(t)), "transfer bar chart"),
+        img(png_b64(figures.fig_episodes(t, episodes)), "evaluation episodes per method and domain"),
         "<h3>Score references (mean return on the same evaluation episodes)</h3>",
         "<table><tr><th>domain</th><th>random policy</th><th>oracle (true state)</th></tr>" + ref_rows + "</table>",
         "<h2>Watch the agent</h2>", _videos_section(cfg, run),
@@ -501,7 +463,7 @@ def render_html(cfg: Config, run: RunDir, results: dict[str, Any]) -> str:
         "factor values. Targets are held-out combinations: no target frame was used to train a vision model or a policy, "
         "or to select one.</p>", _frames_section(cfg),
         "<h2>Learn to act</h2>",
-        _img(_png_b64(figures.fig_agent_curves(curves, refs.get("source", {}), cfg.agent.algo, cfg.agent.total_timesteps)),
+        img(png_b64(figures.fig_agent_curves(curves, refs.get("source", {}), cfg.agent.algo, cfg.agent.total_timesteps)),
              "agent learning curves"),
         "<p class='note'>Training episodes: returns of the policy while it learns (its exploration included), smoothed as "
         "the title says. Random-policy and oracle lines: the source references of the table above."

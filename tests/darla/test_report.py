@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from darla.pipeline import summarize_transfer
 from darla.report import AT_CHANCE, REPORT_MAX_BYTES, at_chance, summary_rows
 from darla.report import figures as F
+from darla.stages.transfer import summarize_transfer
 
 DOMAINS = ["source", "target_a"]
 REFS = {"source": {"random": 0.0, "oracle": 10.0}, "target_a": {"random": 0.0, "oracle": 10.0}}
