@@ -39,7 +39,7 @@ assert tuple(STAGE_FUNCS) == ALL_STAGES
 def reconcile_config(run: RunDir, cfg: Config, update: bool) -> tuple[list[str], list[str]]:
     """A re-run whose config differs from the run's: (changed keys, stages to re-run), or a refusal.
 
-    Keys that change no result (:data:`EXECUTION_ONLY`) are accepted. With ``update``, keys
+    Keys that change no result (``None`` in :data:`darla.stages.READS`) are accepted. With ``update``, keys
     read only from stage 2 on are accepted too: the stages they touch and everything downstream
     are to be re-run (:func:`supersede`), stage 1 is kept. A change that touches stage 1 is
     refused, naming the keys. Nothing is written or deleted here.

@@ -24,8 +24,8 @@ file; an error names the sweep file and where the bad value came from (``grid.vi
 Runs live in ``<sweep_dir>/runs/<run-name>``, where the name is a readable ``key-value`` summary
 of the run's overrides plus a hash of them (deterministic, filesystem- and ``name``-safe).
 
-Stage 1 is shared. Runs whose stage-1 inputs agree (:func:`vision_key`: the config without
-agent, transfer, scan and source/target domains) form one group; each group's vision stage runs
+Stage 1 is shared. Runs whose stage-1 inputs agree (:func:`vision_key`: the keys that
+:data:`darla.stages.READS` gives to stage 1) form one group; each group's vision stage runs
 once, in ``<sweep_dir>/vision/<key>/`` (an ordinary, resumable run directory), and its artifacts
 are then copied into each run's ``vision/`` with their manifest entries (hashes verified), marked
 ``reused_from``. Each run directory is therefore self-contained and resumable on its own:
@@ -69,7 +69,7 @@ from darla.config import (
     set_dotted,
 )
 from darla.runs import RunDir, RunDirError
-from darla.stages import downstream, enabled_stages
+from darla.stages import STAGE_1_METHOD_KEYS, downstream, enabled_stages, stage_of_key
 from vision.io import replace_via_file, write_json_atomic
 
 Log = Callable[[str], None]
@@ -387,26 +387,42 @@ def make_run_name(overrides: Mapping[str, Any], short: Mapping[str, str] | None 
 
 
 def vision_config(cfg: Config) -> Config:
-    """The part of ``cfg`` that stage 1 reads, in canonical form (everything else at defaults).
-
-    Stage 1 reads seed, device, env (frames come from the *vision* domain), vision, metrics, and
-    the methods whose encoder is another registry model (trained beside it). It never reads agent,
-    transfer, scan, or the source and target domains, so those are reset; keys we do not know of
-    stay, so a new stage-1 setting can only split groups, never merge ones that differ.
+    """``cfg`` as the shared stage-1 job of its group runs it: every key stage 1 reads
+    (:func:`darla.stages.stage_of_key`) as in ``cfg``, the rest at defaults. The source domain is
+    set to the vision domain and the targets dropped: stage 1 never reads them, and no env lacks
+    its vision domain. A test checks that this keeps every key :func:`vision_key` hashes.
     """
     d = cfg.env.domains
-    extra = {n: MethodConfig(encoder=m.encoder, params=m.params) for n, m in cfg.methods.items() if m.encoder not in ENCODER_KINDS}
+    trained = {
+        n: MethodConfig(**{k: getattr(m, k) for k in STAGE_1_METHOD_KEYS})
+        for n, m in cfg.methods.items() if m.encoder not in ENCODER_KINDS
+    }
     return replace(
         cfg, name="vision", runs_dir=".", agent=AgentConfig(), transfer=TransferConfig(), scan=ScanConfig(),
-        methods=extra, env=replace(cfg.env, domains=replace(d, source=d.vision, targets={})),
+        methods=trained, env=replace(cfg.env, domains=replace(d, source=d.vision, targets={})),
     )
 
 
+def stage_1_inputs(cfg: Config) -> dict[str, Any]:
+    """Dotted key → value of every key of ``cfg`` that stage 1 reads (:func:`darla.stages.stage_of_key`)."""
+    d = cfg.to_dict()
+    return {k: v for k, v in _flat(d).items() if stage_of_key(k, d, d) == "vision"}
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping) and v:
+            out.update(_flat(v, key))
+        else:
+            out[key] = v
+    return out
+
+
 def vision_key(cfg: Config) -> str:
-    """12 hex digits identifying ``cfg``'s stage-1 inputs (:func:`vision_config`)."""
-    d = vision_config(cfg).to_dict()
-    del d["name"], d["runs_dir"]
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """12 hex digits identifying ``cfg``'s stage-1 inputs (:func:`stage_1_inputs`)."""
+    return hashlib.sha256(json.dumps(stage_1_inputs(cfg), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,31 +43,35 @@ def enabled_stages(cfg: Config, stages: tuple[str, ...] = ALL_STAGES) -> tuple[s
     return tuple(s for s in stages if s != "scan" or cfg.scan.enabled)
 
 
-#: Config keys that no stage's results depend on: what the run is called, how many processes.
-EXECUTION_ONLY = ("name", "runs_dir", "agent.workers")
+#: The first stage whose results depend on each part of a config: a dotted key belongs to its
+#: longest prefix listed here, and anything unlisted to stage 1 (seed, device, env, vision,
+#: metrics), so a new setting can only cause more recomputation, never less. None: no stage's
+#: results depend on it (what the run is called, how many processes). Pipeline re-runs
+#: (:func:`darla.pipeline.reconcile_config`) and sweep stage-1 groups (:func:`darla.sweep.vision_key`)
+#: both read it through :func:`stage_of_key`.
+READS: dict[str, str | None] = {
+    "name": None, "runs_dir": None, "agent.workers": None,
+    "agent": "agent", "transfer": "transfer", "scan": "scan", "methods": "agent",
+    "env.domains.source": "agent", "env.domains.targets": "agent",  # targets: agent.log_targets
+}
+#: What stage 1 reads of a method whose encoder is another registry model: it trains that encoder.
+STAGE_1_METHOD_KEYS = ("encoder", "params")
 
 
 def stage_of_key(key: str, old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """The first stage whose results depend on dotted config ``key`` (None: no stage's do).
-
-    Stage 1 reads seed, device, env (its vision domain), vision, metrics, and methods whose
-    encoder is another registry model (trained beside vision.model); stage 2 the source domain,
-    agent and the other methods (and the targets, for ``agent.log_targets``).
-    """
-    if key in EXECUTION_ONLY:
-        return None
+    """The first stage whose results depend on dotted config ``key`` (:data:`READS`); ``old`` and
+    ``new`` (plain config dicts) say which methods' encoders stage 1 trains."""
     parts = key.split(".")
-    if parts[0] in ("agent", "transfer", "scan"):
-        return parts[0]
-    if key.startswith(("env.domains.source", "env.domains.targets")):
-        return "agent"
-    if parts[0] == "methods":
+    if parts[0] == "methods" and (len(parts) < 3 or parts[2] in STAGE_1_METHOD_KEYS):
         names = [parts[1]] if len(parts) > 1 else sorted({*(old.get("methods") or {}), *(new.get("methods") or {})})
         for cfg in (old, new):
             for n in names:
                 if ((cfg.get("methods") or {}).get(n) or {}).get("encoder", "vision") not in ENCODER_KINDS:
                     return "vision"
-        return "agent"
+    for i in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:i])
+        if prefix in READS:
+            return READS[prefix]
     return "vision"
 
 

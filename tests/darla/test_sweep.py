@@ -114,6 +114,28 @@ def test_vision_key_ignores_what_stage_1_never_reads(tmp_path):
         assert key(**different) != ref, different
 
 
+
+def test_vision_config_keeps_exactly_the_keys_stage_1_reads():
+    """One fact, two readers: the shared stage-1 job (vision_config) runs with every key that
+    stage_of_key gives to stage 1 (what vision_key hashes), and a method's training settings
+    are not among them even when stage 1 trains its encoder."""
+    from darla.config import config_from_dict
+    from darla.stages import stage_of_key
+    from darla.sweep import stage_1_inputs, vision_config
+
+    raw = small_base()
+    raw["seed"] = 3
+    raw["methods"] = {"b1": {"encoder": "beta_vae", "params": {"beta": 1.0}, "hyperparams": {"gamma": 0.9}},
+                      "v": {"encoder": "vision"}}
+    cfg = config_from_dict(raw, "t.yaml")
+    inputs = stage_1_inputs(cfg)
+    assert inputs["seed"] == 3 and inputs["methods.b1.params.beta"] == 1.0 and inputs["methods.b1.encoder"] == "beta_vae"
+    assert not {k for k in inputs if k.startswith(("agent.", "transfer.", "scan.", "methods.v.", "methods.b1.hyperparams"))}
+    assert stage_1_inputs(vision_config(cfg)) == inputs
+    d = cfg.to_dict()
+    assert stage_of_key("methods.b1.hyperparams.gamma", d, d) == "agent"
+    assert stage_of_key("methods.b1.params.beta", d, d) == "vision"
+
 @pytest.mark.parametrize("body, key", [
     ({"grid": {"vision.beta": [1.0, "x"]}}, "grid.vision.beta[1]"),
     ({"grid": {"vision.betta": [1.0]}}, "grid.vision.betta"),
