@@ -224,7 +224,7 @@ def _stages_cmd(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
 
 
 def _print_summary(root: Path) -> None:
-    from darla.report import SUMMARY_HEADER, format_table, summary_rows
+    from darla.report.run import SUMMARY_HEADER, format_table, summary_rows
 
     results = json.loads((root / "results.json").read_text())
     print()
@@ -252,7 +252,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep_report(sweep_dir: Path) -> int:
-    from darla.report import format_table
+    from darla.report.run import format_table
     from darla.report.sweep import SWEEP_SUMMARY_HEADER, summary_lines, write_sweep_report
 
     paths = write_sweep_report(sweep_dir)
@@ -263,7 +263,7 @@ def _cmd_sweep_report(sweep_dir: Path) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     load_yaml(args.sweep_file)  # before importing torch (seconds): a bad file is refused at once
-    from darla.report import format_table
+    from darla.report.run import format_table
     from darla.sweep import SweepError, load_sweep, run_sweep
 
     sweep = load_sweep(args.sweep_file, args.sweep_dir)
@@ -367,7 +367,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     images = sample_images(data, args.n_images, rng)
     res = udr_rank(models, images, similarity=args.similarity)
-    from darla.report import format_table
+    from darla.report.run import format_table
 
     rows = [(str(r + 1), str(paths[i]), f"{res['scores'][i]:.3f}") for r, i in enumerate(res["order"])]
     print(format_table(rows, ("rank", "model", f"UDR ({args.similarity})")))
@@ -397,7 +397,7 @@ def _scan_path(run, kl_direction: str = "forward") -> Path:
 
 def _scan_train(args: argparse.Namespace) -> int:
     """The scan stage on a finished vision stage, with the run's scan settings unless flags override them."""
-    from darla.report import format_table
+    from darla.report.run import format_table
     from darla.stages.scan import VARIANTS, metric_keys, stage_scan
 
     overrides = list(args.overrides)

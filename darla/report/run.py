@@ -1,7 +1,7 @@
 """The transfer report: ``results.json`` (numbers) and a self-contained ``report.html`` (pictures).
 
 Every picture is embedded as a base64 PNG, so the HTML file can be mailed or archived alone.
-Every string that comes from a config, a name or a file is escaped with :func:`html.escape`.
+Every string that comes from a config, a name or a file is escaped (:func:`darla.report.html.esc`).
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def _videos_section(cfg: Config, run: RunDir) -> str:
     """One GIF per method (stage 3's recorded episodes), every GIF within the report's budget."""
     methods = [m for m in cfg.methods if run.path("transfer", "videos", f"{m}.npz").exists()]
     if not methods:
-        return "<p class='note'>No recorded episodes (this run's stage 3 predates them).</p>"
+        return "<p class='note'>No recorded episodes in transfer/videos/.</p>"
     budget = min(VIDEO_MAX_BYTES, VIDEO_BUDGET_BYTES // len(methods))
     parts = [
         f"<p class='note'>For each method, evaluation episode 0 of its first seed (seed {cfg.agent.seeds[0]}) in the source "

@@ -11,7 +11,7 @@ from darla.stages.common import Log, print_log
 
 
 def stage_report(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = print_log) -> dict[str, Any]:
-    from darla.report import write_report
+    from darla.report.run import write_report
 
     started = time.time()
     paths = write_report(cfg, run)

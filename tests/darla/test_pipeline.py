@@ -224,7 +224,7 @@ def test_vision_select_udr_trains_candidates_and_picks_one(tiny_raw, tmp_path, c
 
 def test_metrics_scored_on_the_env_and_shown_with_settings(tiny_raw, tmp_path):
     from darla.config import config_from_dict
-    from darla.report import carried_rows
+    from darla.report.run import carried_rows
     from envs.registry import get_domain
     from envs.seek_avoid import SeekAvoidGroundTruth
 
