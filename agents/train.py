@@ -21,7 +21,6 @@ import random
 import time
 import warnings
 import zipfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -31,26 +30,24 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from agents.algos import ACTION_KINDS, get_algo
 from agents.encode import VecEncode
 from agents.features import ColourJitter, VisionFeatures, load_pretrained
+from agents.rollout import make_vec_env, run_episodes
 from agents.signing import key_path, sign_zip, verify_zip
 from envs.factors import Domain
 from envs.registry import get_env_info, make_env
 from vision.base import VisionModel
-from vision.checkpoint import CheckpointError, write_bytes_atomic
+from vision.checkpoint import CheckpointError
 from vision.interrupt import GracefulInterrupt
+from vision.io import replace_via_file, write_bytes_atomic, write_json_atomic
 
 CHECKPOINT = "checkpoint.zip"
 MODEL = "model.zip"
 BEST = "best_source.zip"
-BUFFER = "checkpoint_buffer.pkl"
-"""Replay buffer file of checkpoints written before the buffer went inside ``checkpoint.zip``
-(unsigned: never loaded, only removed when the policy is done)."""
 LAST = "last.zip"
 
 
@@ -96,34 +93,6 @@ class AgentResult(NamedTuple):
     timesteps: int
     wall_time_s: float
     steps_per_s: float
-
-
-def make_vec_env(
-    env_name: str,
-    domain: Domain,
-    n_envs: int,
-    seed: int,
-    size: int = 64,
-    max_steps: int = 100,
-    monitor_dir: Path | None = None,
-    monitor_append: bool = False,
-) -> VecEnv:
-    """A seeded DummyVecEnv of ``n_envs`` envs in ``domain`` (SubprocVecEnv rarely pays on 2 cores)."""
-
-    def thunk(i: int) -> Callable[[], Any]:
-        def _make():
-            env = make_env(env_name, domain, size=size, max_steps=max_steps)
-            filename = str(monitor_dir / f"{i}") if monitor_dir is not None else None
-            return Monitor(env, filename=filename, override_existing=not monitor_append)
-
-        return _make
-
-    if monitor_dir is not None:
-        monitor_dir.mkdir(parents=True, exist_ok=True)
-    venv = DummyVecEnv([thunk(i) for i in range(n_envs)])
-    venv.seed(seed)
-    venv.action_space.seed(seed)
-    return venv
 
 
 class _Checkpoint(BaseCallback):
@@ -207,7 +176,7 @@ def save_resumable(model: BaseAlgorithm, path: Path) -> None:
         _write_resumable(model, tmp)
         sign_zip(tmp)
 
-    _replace_zip(path, write)
+    replace_via_file(path, write)
 
 
 def _write_resumable(model: BaseAlgorithm, tmp: Path) -> None:
@@ -333,29 +302,13 @@ class _Progress(BaseCallback):
 
 def save_atomic(model: BaseAlgorithm, path: Path) -> None:
     """SB3 saves a zip; write it beside the target and rename, so a kill never leaves half a file."""
-    _replace_zip(path, model.save)
-
-
-def _replace_zip(path: Path, write: Callable[[Path], Any]) -> None:
-    """``write(tmp)`` beside ``path``, fsync, rename. SB3 writes zips itself (by path, and appends to
-    them), so this is :func:`~vision.checkpoint.write_bytes_atomic` for a writer that needs a file."""
-    tmp = path.with_name(path.stem + ".tmp.zip")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)  # a full disk or a kill leaves no half-written temporary behind
-        if isinstance(e, OSError) and e.filename is None:  # zipfile's write() names no file
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
-    os.replace(tmp, path)
+    replace_via_file(path, model.save)
 
 
 class _Evaluate(BaseCallback):
     """Every ``every`` timesteps: evaluate on the source domain (selection) and, if asked, targets (logs only).
 
-    Uses :func:`agents.transfer.run_episodes` with fixed episode seeds, so every evaluation sees
+    Uses :func:`agents.rollout.run_episodes` with fixed episode seeds, so every evaluation sees
     the same episodes, and forks torch's RNG so evaluating never changes the training run.
     """
 
@@ -381,8 +334,6 @@ class _Evaluate(BaseCallback):
         return True
 
     def evaluate(self) -> dict[str, float]:
-        from agents.transfer import run_episodes
-
         s = self.spec
         seeds = list(range(s.eval_seed_base, s.eval_seed_base + s.eval_episodes))
         names = list(self.domains) if s.log_targets else ["source"]
@@ -543,8 +494,7 @@ def train_agent(
         "selected": selected, "latent_dim": encoder.latent_dim if latents else None,  # load_agent rebuilds from these
     }
     write_json_atomic(out_dir / "meta.json", meta)
-    for done in (ckpt, out_dir / BUFFER):
-        done.unlink(missing_ok=True)
+    ckpt.unlink(missing_ok=True)
     env.close()
     steps = model.num_timesteps - start_steps
     return AgentResult(model_path, int(model.num_timesteps), wall, steps / wall if wall > 0 else float("nan"))
@@ -739,7 +689,3 @@ def load_agent(
         )
     model.darla_encoder_sha256 = recorded
     return model
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_bytes_atomic(path, json.dumps(data, indent=2, sort_keys=True).encode())

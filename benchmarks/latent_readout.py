@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from envs.registry import get_env_info, make_env
-from vision.checkpoint import load_checkpoint
+from vision.registry import load_checkpoint
 
 
 def collect(env_name: str, domain: str, size: int, n: int, oracle_mix: float, seed: int, max_steps: int = 100):

@@ -28,13 +28,12 @@ import numpy as np
 import torch
 
 from darla.config import load_config
-from darla.pipeline import _model_kwargs, _train_settings, _vision_frames, vision_ground_truth
+from darla.stages.vision import model_kwargs, train_settings, vision_frames, vision_ground_truth
 from envs.registry import get_domain
-from vision.checkpoint import load_checkpoint
 from vision.metrics import score
 from vision.metrics.dci import accuracy_by_factor
 from vision.metrics.probe import probe_for_seed
-from vision.registry import get_model_class
+from vision.registry import get_model_class, load_checkpoint
 from vision.train import train_vision
 
 
@@ -57,7 +56,7 @@ def main() -> None:
     out = Path(args.out) / cfg.name
     dom = get_domain(cfg.env.name, cfg.env.domains.vision)
     t0 = time.time()
-    frames = _vision_frames(cfg, dom, print)  # stage 1's frames (vision.episode_steps included)
+    frames = vision_frames(cfg, dom, print)  # stage 1's frames (vision.episode_steps included)
     data = vision_ground_truth(cfg, dom)
     names, sizes = list(data.factor_names), np.asarray(data.factor_sizes)
     print(f"{len(frames)} frames {frames.shape[1:]} in {time.time() - t0:.0f} s; factors {names}")
@@ -78,7 +77,7 @@ def main() -> None:
         raise SystemExit(f"no trained encoder for {unknown}; choose from {list(specs)}")
 
     def settings(steps: int, lr: float | None):
-        return _train_settings(cfg, steps, lr, progress=False)
+        return train_settings(cfg, steps, lr, progress=False)
 
     curve: dict[str, list[dict]] = {}
     print("chance      " + " ".join(f"{n[:9]:>9}" for n in names) + f"  {'MIG':>5} {'DCI':>5}")
@@ -86,7 +85,7 @@ def main() -> None:
     for method in chosen:
         model_name, params, lr = specs[method]
         cls = get_model_class(model_name)
-        kwargs = _model_kwargs(cls, params, v.n_frames)
+        kwargs = model_kwargs(cls, params, v.n_frames)
         if getattr(cls, "requires", None) == "dae" and not kwargs.get("dae_checkpoint"):
             dae_dir = out / "pretrained_dae"
             torch.manual_seed(cfg.seed)

@@ -23,8 +23,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.encode import VecEncode
-from agents.train import make_vec_env
-from agents.transfer import run_episodes
+from agents.rollout import make_vec_env, run_episodes
 from envs.registry import get_domain
 from vision.vae import BetaVAE
 

@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from darla.config import config_from_dict  # noqa: E402
 from darla.pipeline import run_pipeline  # noqa: E402
-from darla.report import format_table  # noqa: E402
-from darla.scan_stage import stage_scan  # noqa: E402
+from darla.report.run import format_table  # noqa: E402
+from darla.stages.scan import stage_scan  # noqa: E402
 
 GROUPS = ("train", "held_out", "recombined")
 

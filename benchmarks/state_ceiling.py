@@ -46,14 +46,8 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents.transfer import (
-    RandomPolicy,
-    episode_seeds,
-    evaluate_transfer,
-    rollouts,
-    run_episodes,
-    run_oracle_episodes,
-)
+from agents.rollout import rollouts, run_episodes
+from agents.transfer import RandomPolicy, episode_seeds, evaluate_transfer, run_oracle_episodes
 from darla.config import ConfigError, load_config
 from envs.reacher import forward_kinematics, target_position
 from envs.registry import get_domain, make_env
@@ -101,7 +95,8 @@ class TrueState(gym.ObservationWrapper):
 def train_pixels(preset: Path, method: str, seed: int, steps: int, eval_every: int, overrides: list[str] | None = None):
     """Stage 2's ``method`` (a pixel method of ``preset``) for ``steps`` steps: (last policy, evaluations)."""
     from agents.train import load_agent, train_agent
-    from darla.pipeline import agent_spec, domains_of
+    from darla.stages.agent import agent_spec
+    from darla.stages.common import domains_of
 
     cfg = load_config(preset, overrides or [])
     if method not in cfg.methods or cfg.methods[method].observe != "pixels":

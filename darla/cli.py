@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from darla.config import SCAN_ABLATIONS, Config, ConfigError, load_config, load_yaml
+from darla.stages import ALL_STAGES, upstream
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
@@ -223,7 +224,7 @@ def _stages_cmd(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
 
 
 def _print_summary(root: Path) -> None:
-    from darla.report import SUMMARY_HEADER, format_table, summary_rows
+    from darla.report.run import SUMMARY_HEADER, format_table, summary_rows
 
     results = json.loads((root / "results.json").read_text())
     print()
@@ -232,8 +233,8 @@ def _print_summary(root: Path) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from darla.pipeline import stage_report
     from darla.runs import RunDir
+    from darla.stages.report import stage_report
 
     if (args.run_dir / "sweep.json").is_file():
         return _cmd_sweep_report(args.run_dir)
@@ -242,7 +243,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.run_dir} is not a darla run directory (no config.yaml) nor a sweep directory (no sweep.json)")
     cfg = load_config(run.config_path, check_build=False, check_files=False)  # its stages ran
     with run.lock():  # it writes the manifest: not while a pipeline runs here
-        for s in ("vision", "agent", "transfer"):
+        for s in upstream("transfer"):
             if not run.is_complete(s):
                 raise FileNotFoundError(f"{args.run_dir}: stage {s!r} is not complete; run `darla pipeline` first")
         stage_report(cfg, run)
@@ -251,7 +252,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep_report(sweep_dir: Path) -> int:
-    from darla.report import format_table
+    from darla.report.run import format_table
     from darla.report.sweep import SWEEP_SUMMARY_HEADER, summary_lines, write_sweep_report
 
     paths = write_sweep_report(sweep_dir)
@@ -262,7 +263,7 @@ def _cmd_sweep_report(sweep_dir: Path) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     load_yaml(args.sweep_file)  # before importing torch (seconds): a bad file is refused at once
-    from darla.report import format_table
+    from darla.report.run import format_table
     from darla.sweep import SweepError, load_sweep, run_sweep
 
     sweep = load_sweep(args.sweep_file, args.sweep_dir)
@@ -287,7 +288,7 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
 
     from envs.factors import to_chw_float
     from envs.registry import ENVS, get_env_info, make_env
-    from vision.checkpoint import load_checkpoint
+    from vision.registry import load_checkpoint
     from vision.traverse import save_png, traversal_grid
 
     if args.env not in ENVS:
@@ -310,8 +311,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
 
     from envs.registry import ENVS, get_domain, get_env_info
-    from vision.checkpoint import load_checkpoint
     from vision.metrics import score
+    from vision.registry import load_checkpoint
 
     _out_path(args.out)
     model = load_checkpoint(args.checkpoint)
@@ -351,8 +352,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _cmd_select(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from envs.factors import sample_images
     from envs.registry import ENVS, get_env_info
-    from vision.checkpoint import load_checkpoint
+    from vision.registry import load_checkpoint
     from vision.select import udr_rank
 
     if args.env not in ENVS:
@@ -363,9 +365,9 @@ def _cmd_select(args: argparse.Namespace) -> int:
     info = get_env_info(args.env)
     data = info.ground_truth(models[0].obs_shape[1], info.domains["vision"])
     rng = np.random.default_rng(args.seed)
-    images = data.sample_observations_from_factors(data.sample_factors(args.n_images, rng), rng)
+    images = sample_images(data, args.n_images, rng)
     res = udr_rank(models, images, similarity=args.similarity)
-    from darla.report import format_table
+    from darla.report.run import format_table
 
     rows = [(str(r + 1), str(paths[i]), f"{res['scores'][i]:.3f}") for r, i in enumerate(res["order"])]
     print(format_table(rows, ("rank", "model", f"UDR ({args.similarity})")))
@@ -375,9 +377,9 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
 
 def _scan_context(run_dir: Path, overrides: Sequence[str] = ()):
-    """(run, config, :class:`darla.scan_stage.ScanContext`) of a run directory; ``overrides`` may set scan.* keys only."""
+    """(run, config, :class:`darla.stages.scan.ScanContext`) of a run directory; ``overrides`` may set scan.* keys only."""
     from darla.runs import RunDir
-    from darla.scan_stage import scan_context
+    from darla.stages.scan import scan_context
 
     run = RunDir(run_dir)
     if not run.config_path.exists():
@@ -395,8 +397,8 @@ def _scan_path(run, kl_direction: str = "forward") -> Path:
 
 def _scan_train(args: argparse.Namespace) -> int:
     """The scan stage on a finished vision stage, with the run's scan settings unless flags override them."""
-    from darla.report import format_table
-    from darla.scan_stage import VARIANTS, metric_keys, stage_scan
+    from darla.report.run import format_table
+    from darla.stages.scan import VARIANTS, metric_keys, stage_scan
 
     overrides = list(args.overrides)
     for key, value in (("steps", args.steps), ("recombine_steps", args.recombine_steps), ("seed", args.seed)):
@@ -546,9 +548,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         if args.cmd == "pipeline":
-            return _stages_cmd(args, ("vision", "agent", "transfer", "scan", "report"))
+            return _stages_cmd(args, ALL_STAGES)
         if args.cmd == "vision" and args.vcmd == "train":
-            return _stages_cmd(args, ("vision",))
+            return _stages_cmd(args, upstream("vision"))
         if args.cmd == "vision" and args.vcmd == "traverse":
             return _cmd_traverse(args)
         if args.cmd == "vision" and args.vcmd == "score":
@@ -558,9 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "scan":
             return _cmd_scan(args)
         if args.cmd == "agent":
-            return _stages_cmd(args, ("vision", "agent"))
+            return _stages_cmd(args, upstream("agent"))
         if args.cmd == "transfer":
-            return _stages_cmd(args, ("vision", "agent", "transfer"))
+            return _stages_cmd(args, upstream("transfer"))
         if args.cmd == "report":
             return _cmd_report(args)
         if args.cmd == "sweep":
@@ -590,12 +592,19 @@ _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 
 
 def _is_user_error(e: BaseException) -> bool:
+    """A failure the user can act on (one line, no traceback): a bad run dir, file or value (a
+    checkpoint that is not one is a ValueError too), a full or read-only disk, a loss gone
+    non-finite, a sweep with failed runs."""
     from darla.runs import RunDirError
 
-    names = {"CheckpointError", "NonFiniteLossError", "SweepError"}
-    return isinstance(e, (RunDirError, FileNotFoundError, PermissionError)) or type(e).__name__ in names or (
-        isinstance(e, ValueError) and not isinstance(e, ConfigError)
-    ) or (isinstance(e, OSError) and e.errno in _DISK_ERRNOS)
+    if isinstance(e, (RunDirError, FileNotFoundError, PermissionError)) or (isinstance(e, OSError) and e.errno in _DISK_ERRNOS):
+        return True
+    if isinstance(e, ValueError):
+        return not isinstance(e, ConfigError)
+    from darla.sweep import SweepError
+    from vision.train import NonFiniteLossError  # torch: only for an error that may be one
+
+    return isinstance(e, (NonFiniteLossError, SweepError))
 
 
 def _user_message(e: BaseException) -> str:

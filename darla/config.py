@@ -22,7 +22,7 @@ import difflib
 import inspect
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -39,7 +39,7 @@ class ConfigError(ValueError):
         super().__init__(where + message)
 
 
-def _choices(min: float | None = None, max: float | None = None, **kw: Any) -> dict[str, Any]:
+def _bounds(min: float | None = None, max: float | None = None, **kw: Any) -> dict[str, Any]:
     return {"min": min, "max": max, **kw}
 
 
@@ -71,8 +71,8 @@ class ExternalEnvConfig:
 @dataclass(frozen=True)
 class EnvConfig:
     name: str = field(default="seek_avoid", metadata={"doc": "env registry name (darla envs), or the name given to env.external"})
-    size: int = field(default=64, metadata={"doc": "frame side in pixels", **_choices(16, 256)})
-    max_steps: int = field(default=100, metadata={"doc": "episode time limit", **_choices(1)})
+    size: int = field(default=64, metadata={"doc": "frame side in pixels", **_bounds(16, 256)})
+    max_steps: int = field(default=100, metadata={"doc": "episode time limit", **_bounds(1)})
     domains: DomainsConfig = field(default_factory=DomainsConfig)
     external: ExternalEnvConfig = field(default_factory=ExternalEnvConfig)
 
@@ -81,26 +81,26 @@ class EnvConfig:
 class DAEConfig:
     """The DAE trained first when ``vision.model`` needs one (β-VAE-DAE)."""
 
-    steps: int = field(default=2000, metadata=_choices(1))
-    lr: float | None = field(default=None, metadata=_choices(0.0, exclusive_min=True))
+    steps: int = field(default=2000, metadata=_bounds(1))
+    lr: float | None = field(default=None, metadata=_bounds(0.0, exclusive_min=True))
     params: dict[str, Any] = field(default_factory=dict, metadata={"doc": "DAE constructor kwargs"})
 
 
 @dataclass(frozen=True)
 class VisionConfig:
     model: str = field(default="beta_vae", metadata={"doc": "vision registry name"})
-    latent_dim: int = field(default=10, metadata=_choices(1, 512))
-    n_frames: int = field(default=10_000, metadata={"doc": "random-policy frames", **_choices(64)})
+    latent_dim: int = field(default=10, metadata=_bounds(1, 512))
+    n_frames: int = field(default=10_000, metadata={"doc": "random-policy frames", **_bounds(64)})
     episode_steps: int | None = field(
         default=None,
         metadata={"doc": "time limit of the random-policy episodes that collect the frames (None: env.max_steps); "
-                         "shorter episodes show more scenes and object placements for the same n_frames", **_choices(1)},
+                         "shorter episodes show more scenes and object placements for the same n_frames", **_bounds(1)},
     )
-    steps: int = field(default=5_000, metadata=_choices(1))
-    batch_size: int = field(default=64, metadata=_choices(1))
-    lr: float | None = field(default=None, metadata={"doc": "None → the model's default", **_choices(0.0, exclusive_min=True)})
-    checkpoint_every: int = field(default=1000, metadata=_choices(1))
-    log_every: int = field(default=50, metadata=_choices(1))
+    steps: int = field(default=5_000, metadata=_bounds(1))
+    batch_size: int = field(default=64, metadata=_bounds(1))
+    lr: float | None = field(default=None, metadata={"doc": "None → the model's default", **_bounds(0.0, exclusive_min=True)})
+    checkpoint_every: int = field(default=1000, metadata=_bounds(1))
+    log_every: int = field(default=50, metadata=_bounds(1))
     amp: bool = field(default=False, metadata={"doc": "bf16 autocast on CUDA; measured slower than fp32 for these nets on an H100"})
     compile: bool = False
     checkpoint: str | None = field(default=None, metadata={"doc": "use this trained model.pt instead of training"})
@@ -119,15 +119,15 @@ class VisionConfig:
 @dataclass(frozen=True)
 class AgentConfig:
     algo: str = field(default="ppo", metadata={"doc": "ppo | a2c | dqn | sac"})
-    total_timesteps: int = field(default=20_000, metadata=_choices(1))
-    n_envs: int = field(default=8, metadata=_choices(1, 256))
+    total_timesteps: int = field(default=20_000, metadata=_bounds(1))
+    n_envs: int = field(default=8, metadata=_bounds(1, 256))
     seeds: list[int] = field(default_factory=lambda: [0])
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     hyperparams: dict[str, Any] = field(default_factory=dict, metadata={"doc": "SB3 constructor kwargs"})
-    checkpoint_every: int = field(default=10_000, metadata={"doc": "timesteps between resume checkpoints", **_choices(1)})
-    workers: int = field(default=1, metadata={"doc": "(method, seed) runs trained at once, each in its own process", **_choices(1, 64)})
-    eval_every: int = field(default=0, metadata={"doc": "timesteps between source-domain evaluations (0: none)", **_choices(0)})
-    eval_episodes: int = field(default=10, metadata={"doc": "episodes per source evaluation (fixed seeds)", **_choices(1, 10_000)})
+    checkpoint_every: int = field(default=10_000, metadata={"doc": "timesteps between resume checkpoints", **_bounds(1)})
+    workers: int = field(default=1, metadata={"doc": "(method, seed) runs trained at once, each in its own process", **_bounds(1, 64)})
+    eval_every: int = field(default=0, metadata={"doc": "timesteps between source-domain evaluations (0: none)", **_bounds(0)})
+    eval_episodes: int = field(default=10, metadata={"doc": "episodes per source evaluation (fixed seeds)", **_bounds(1, 10_000)})
     select: Literal["last", "best_source"] = field(
         default="last",
         metadata={"doc": "the policy transfer evaluates: the last, or the best by source evaluations (never targets)"},
@@ -166,11 +166,11 @@ class MethodConfig:
 
 @dataclass(frozen=True)
 class TransferConfig:
-    n_episodes: int = field(default=20, metadata=_choices(1, 10_000))
+    n_episodes: int = field(default=20, metadata=_bounds(1, 10_000))
     deterministic: bool = False
     seed_base: int = field(
         default=1_000_000,
-        metadata={"doc": "evaluation seeds start here; disjoint per domain (SB3 seeds numpy with it: < 2^32)", **_choices(0, 2**32 - 1)},
+        metadata={"doc": "evaluation seeds start here; disjoint per domain (SB3 seeds numpy with it: < 2^32)", **_bounds(0, 2**32 - 1)},
     )
 
 
@@ -200,28 +200,28 @@ class ScanConfig:
         default_factory=list,
         metadata={"doc": "ablations trained beside SCAN: reverse_kl (SCAN_R), entangled (SCAN on a β = 1 vision model)"},
     )
-    steps: int = field(default=2000, metadata={"doc": "SCAN optimisation steps", **_choices(1)})
-    recombine_steps: int = field(default=1000, metadata={"doc": "recombinator steps (SCAN frozen)", **_choices(0)})
-    batch_size: int = field(default=32, metadata=_choices(1))
-    lr: float = field(default=1e-4, metadata={"doc": "Adam, SCAN and recombinator (paper: 1e-4)", **_choices(0.0, exclusive_min=True)})
-    beta: float = field(default=1.0, metadata={"doc": "weight of KL(q(z_y|y) ‖ N(0, I)) (paper: 1)", **_choices(0.0)})
-    lam: float = field(default=10.0, metadata={"doc": "weight of KL(q(z_x|x) ‖ q(z_y|y)) (paper: 10)", **_choices(0.0)})
-    images_per_concept: int = field(default=10, metadata={"doc": "renders grounding each concept (paper: ≈5–10)", **_choices(1)})
-    n_concepts: int = field(default=100, metadata={"doc": "concepts drawn before the held-out split", **_choices(2)})
-    held_out_fraction: float = field(default=0.2, metadata={"doc": "concepts never trained on, only scored", **_choices(0.0, 0.9)})
+    steps: int = field(default=2000, metadata={"doc": "SCAN optimisation steps", **_bounds(1)})
+    recombine_steps: int = field(default=1000, metadata={"doc": "recombinator steps (SCAN frozen)", **_bounds(0)})
+    batch_size: int = field(default=32, metadata=_bounds(1))
+    lr: float = field(default=1e-4, metadata={"doc": "Adam, SCAN and recombinator (paper: 1e-4)", **_bounds(0.0, exclusive_min=True)})
+    beta: float = field(default=1.0, metadata={"doc": "weight of KL(q(z_y|y) ‖ N(0, I)) (paper: 1)", **_bounds(0.0)})
+    lam: float = field(default=10.0, metadata={"doc": "weight of KL(q(z_x|x) ‖ q(z_y|y)) (paper: 10)", **_bounds(0.0)})
+    images_per_concept: int = field(default=10, metadata={"doc": "renders grounding each concept (paper: ≈5–10)", **_bounds(1)})
+    n_concepts: int = field(default=100, metadata={"doc": "concepts drawn before the held-out split", **_bounds(2)})
+    held_out_fraction: float = field(default=0.2, metadata={"doc": "concepts never trained on, only scored", **_bounds(0.0, 0.9)})
     hidden: list[int] = field(default_factory=lambda: [100, 100], metadata={"doc": "SCAN encoder/decoder MLP widths"})
     recombine_hidden: list[int] = field(default_factory=lambda: [32, 32], metadata={"doc": "recombinator MLP widths"})
-    seed: int | None = field(default=None, metadata={"doc": "concepts, renders, init, batches; null → the run's seed", **_choices(0, 2**63 - 1)})
-    eval_samples: int = field(default=32, metadata={"doc": "sym2img samples scored per concept", **_choices(1)})
-    eval_concepts: int = field(default=50, metadata={"doc": "concepts scored per group (train, held-out, recombined)", **_choices(1)})
-    eval_img2sym: int = field(default=500, metadata={"doc": "fresh renders for img2sym accuracy", **_choices(1)})
-    judge_renders: int = field(default=2000, metadata={"doc": "ground-truth renders the factor classifier learns from", **_choices(50)})
+    seed: int | None = field(default=None, metadata={"doc": "concepts, renders, init, batches; null → the run's seed", **_bounds(0, 2**63 - 1)})
+    eval_samples: int = field(default=32, metadata={"doc": "sym2img samples scored per concept", **_bounds(1)})
+    eval_concepts: int = field(default=50, metadata={"doc": "concepts scored per group (train, held-out, recombined)", **_bounds(1)})
+    eval_img2sym: int = field(default=500, metadata={"doc": "fresh renders for img2sym accuracy", **_bounds(1)})
+    judge_renders: int = field(default=2000, metadata={"doc": "ground-truth renders the factor classifier learns from", **_bounds(50)})
 
 
 @dataclass(frozen=True)
 class Config:
     name: str = "run"
-    seed: int = field(default=0, metadata=_choices(0, 2**63 - 1))
+    seed: int = field(default=0, metadata=_bounds(0, 2**63 - 1))
     device: Literal["auto", "cpu", "cuda"] = "auto"
     runs_dir: str = "runs"
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -396,10 +396,16 @@ def load_yaml(path: str | Path) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
-def _did_you_mean(key: str, valid: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+def closest(name: str, valid: Iterable[str]) -> str | None:
+    """The valid name a typo most likely meant (None when none is close): every "did you mean"."""
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def did_you_mean(key: str, valid: Sequence[str]) -> str:
+    close = closest(key, valid)
     if close:
-        return f"unknown key (did you mean {close[0]!r}?)"
+        return f"unknown key (did you mean {close!r}?)"
     return f"unknown key; valid keys: {', '.join(sorted(valid))}"
 
 
@@ -503,7 +509,7 @@ def _build(cls: type, raw: Any, source: str, prefix: str, extra_ok: bool = False
             if extra_ok:
                 leftover[k] = v
                 continue
-            raise ConfigError(source, key, _did_you_mean(str(k), list(fields)))
+            raise ConfigError(source, key, did_you_mean(str(k), list(fields)))
         tp = hints[k]
         if dataclasses.is_dataclass(tp):
             kwargs[k] = _build(tp, v, source, key)[0]
@@ -620,8 +626,8 @@ def _check_kwargs(
     for k, v in raw.items():
         key = f"{prefix}.{k}"
         if k not in params:
-            close = difflib.get_close_matches(str(k), list(params), n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}?" if close else f"{what} takes: {', '.join(sorted(params))}"
+            close = closest(str(k), params)
+            hint = f"did you mean {close!r}?" if close else f"{what} takes: {', '.join(sorted(params))}"
             raise ConfigError(source, key, f"unknown key for {what} ({hint})")
         default = params[k].default
         ann = _annotation(cls, k) if annotated else None
@@ -639,19 +645,20 @@ def _check_kwargs(
     return out
 
 
-def _set_dotted(raw: dict, dotted: str, value: Any, source: str) -> None:
-    parts = dotted.split(".")
-    if not all(parts):
-        raise ConfigError(source, dotted, "malformed override key")
+def set_dotted(raw: dict, dotted: str, value: Any) -> str | None:
+    """``raw[a][b][c] = value`` for ``"a.b.c"``, making missing mappings on the way. Returns None,
+    or (setting nothing further) the dotted prefix whose value is not a mapping."""
     node = raw
+    parts = dotted.split(".")
     for i, p in enumerate(parts[:-1]):
         nxt = node.get(p)
         if nxt is None:
             nxt = node[p] = {}
         if not isinstance(nxt, dict):
-            raise ConfigError(source, ".".join(parts[: i + 1]), "is not a mapping, cannot set a key inside it")
+            return ".".join(parts[: i + 1])
         node = nxt
     node[parts[-1]] = value
+    return None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -681,7 +688,11 @@ def config_from_dict(
     raw = _deepcopy(raw)
     for ov in overrides:
         k, v = parse_override(ov)
-        _set_dotted(raw, k, v, source + " (--set)")
+        if not all(k.split(".")):
+            raise ConfigError(source + " (--set)", k, "malformed override key")
+        blocked = set_dotted(raw, k, v)
+        if blocked is not None:
+            raise ConfigError(source + " (--set)", blocked, "is not a mapping, cannot set a key inside it")
 
     vision_raw = raw.get("vision") or {}
     if not isinstance(vision_raw, dict):
@@ -764,7 +775,7 @@ def config_from_dict(
             if m != "all" and m not in METRICS:
                 raise ConfigError(source, f"metrics.enabled[{i}]", _unknown_name(m, METRICS, "metric"))
     _check_scan(dataclasses.replace(cfg, vision=vision), source)
-    if not _safe_name(cfg.name):
+    if not safe_name(cfg.name):
         raise ConfigError(source, "name", f"use letters, digits, '-', '_' and '.', got {cfg.name!r}")
     methods = _check_methods(cfg, vision, source)
     cfg = dataclasses.replace(cfg, vision=vision, methods=methods)
@@ -807,7 +818,7 @@ def _check_methods(cfg: Config, vision: VisionConfig, source: str) -> dict[str, 
     out = {}
     for name, m in cfg.methods.items():
         key = f"methods.{name}"
-        if not _safe_name(name):
+        if not safe_name(name):
             raise ConfigError(source, key, "method names name directories: use letters, digits, '-', '_' and '.'")
         _check_name(name, source, key, "method", [*cfg.methods])
         if m.encoder not in ENCODER_KINDS and m.encoder not in VISION_MODELS:
@@ -896,7 +907,8 @@ _CHECKED: dict[tuple[Any, ...], None] = {}
 
 def _check_vision_checkpoint(cfg: Config, source: str) -> None:
     """``vision.checkpoint`` must be a darla vision checkpoint that fits the config, before frames are collected."""
-    from vision.checkpoint import CheckpointError, load_checkpoint
+    from vision.checkpoint import CheckpointError
+    from vision.registry import load_checkpoint
 
     path = Path(cfg.vision.checkpoint)
     expect: dict[str, Any] = {"model": cfg.vision.model, "latent_dim": cfg.vision.latent_dim}
@@ -1032,12 +1044,12 @@ def _check_name(name: str, source: str, key: str, what: str, siblings: Sequence[
 
 
 def _unknown_name(name: str, valid: Mapping[str, Any], what: str) -> str:
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest(name, valid)
+    hint = f" (did you mean {close!r}?)" if close else ""
     return f"unknown {what} {name!r}{hint}; choose from {', '.join(sorted(valid))}"
 
 
-def _safe_name(name: str) -> bool:
+def safe_name(name: str) -> bool:
     return bool(name) and all(c.isalnum() or c in "-_." for c in name) and name not in (".", "..")
 
 

@@ -33,10 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import darla
-from vision.checkpoint import file_sha256 as sha256_file  # one hashing routine for every artifact
-from vision.checkpoint import write_bytes_atomic
+from vision.io import file_sha256, write_json_atomic, write_text_atomic
 
-STAGES = ("vision", "agent", "transfer", "report")
 #: The lock file of a run (or sweep) directory; see :meth:`RunDir.lock`.
 LOCK_FILE = ".lock"
 #: The file that marks a directory as darla's own (JSON: kind, created, darla_version). darla
@@ -52,15 +50,6 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 class RunDirError(RuntimeError):
     """A run directory that cannot be used as asked (config changed, corrupted artifact, ...)."""
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write, fsync, rename (:func:`vision.checkpoint.write_bytes_atomic`): a full disk names ``path``."""
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _manifest_sha256(data: dict[str, Any]) -> str:
@@ -211,7 +200,7 @@ class RunDir:
             p = self.root / rel
             if not p.exists():
                 raise RunDirError(f"stage {name!r} is marked complete but {p} is missing; re-run with --force")
-            if sha256_file(p) != digest:
+            if file_sha256(p) != digest:
                 raise RunDirError(
                     f"stage {name!r}: {p} does not match the sha256 recorded in the manifest "
                     "(truncated or modified); re-run with --force"
@@ -223,7 +212,7 @@ class RunDir:
         m = self.manifest()
         entry = {
             "status": "complete",
-            "sha256": {str(p.relative_to(self.root)): sha256_file(p) for p in artifacts},
+            "sha256": {str(p.relative_to(self.root)): file_sha256(p) for p in artifacts},
             # microseconds: a stage re-run within the same second must still get a new stamp
             "finished": datetime.now().astimezone().isoformat(timespec="microseconds"),
             **({"wall_time_s": round(time.time() - started, 3)} if started else {}),

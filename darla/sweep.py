@@ -24,8 +24,8 @@ file; an error names the sweep file and where the bad value came from (``grid.vi
 Runs live in ``<sweep_dir>/runs/<run-name>``, where the name is a readable ``key-value`` summary
 of the run's overrides plus a hash of them (deterministic, filesystem- and ``name``-safe).
 
-Stage 1 is shared. Runs whose stage-1 inputs agree (:func:`vision_key`: the config without
-agent, transfer, scan and source/target domains) form one group; each group's vision stage runs
+Stage 1 is shared. Runs whose stage-1 inputs agree (:func:`vision_key`: the keys that
+:data:`darla.stages.READS` gives to stage 1) form one group; each group's vision stage runs
 once, in ``<sweep_dir>/vision/<key>/`` (an ordinary, resumable run directory), and its artifacts
 are then copied into each run's ``vision/`` with their manifest entries (hashes verified), marked
 ``reused_from``. Each run directory is therefore self-contained and resumable on its own:
@@ -59,15 +59,18 @@ from darla.config import (
     MethodConfig,
     ScanConfig,
     TransferConfig,
-    _did_you_mean,
-    _safe_name,
     config_from_dict,
+    did_you_mean,
     diff_configs,
     dump_config,
     load_config,
     load_yaml,
+    safe_name,
+    set_dotted,
 )
-from darla.runs import RunDir, RunDirError, write_json_atomic
+from darla.runs import RunDir, RunDirError
+from darla.stages import STAGE_1_METHOD_KEYS, downstream, enabled_stages, stage_of_key
+from vision.io import replace_via_file, write_json_atomic
 
 Log = Callable[[str], None]
 
@@ -136,7 +139,7 @@ def load_sweep(path: str | Path, sweep_dir: str | Path | None = None) -> Sweep:
         raise ConfigError(source, "(top level)", f"a sweep file is a mapping with base: and grid:/list:/seeds:, got {type(raw).__name__}")
     for k in raw:
         if k not in SWEEP_KEYS:
-            raise ConfigError(source, str(k), _did_you_mean(str(k), SWEEP_KEYS))
+            raise ConfigError(source, str(k), did_you_mean(str(k), SWEEP_KEYS))
 
     if "base" not in raw:
         raise ConfigError(source, "base", "required: the config file every run starts from (relative to the sweep file)")
@@ -152,7 +155,7 @@ def load_sweep(path: str | Path, sweep_dir: str | Path | None = None) -> Sweep:
     base_raw = load_yaml(base)
 
     name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not _safe_name(name):
+    if not isinstance(name, str) or not safe_name(name):
         raise ConfigError(source, "name", f"use letters, digits, '-', '_' and '.', got {name!r}")
     if sweep_dir is None:
         if "sweep_dir" in raw:
@@ -268,7 +271,7 @@ def _resources(raw: Any, source: str) -> Resources:
     out = {}
     for k, v in raw.items():
         if k not in RESOURCE_KEYS:
-            raise ConfigError(source, f"resources.{k}", _did_you_mean(str(k), RESOURCE_KEYS))
+            raise ConfigError(source, f"resources.{k}", did_you_mean(str(k), RESOURCE_KEYS))
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != v:
             raise ConfigError(source, f"resources.{k}", f"expected a number ≥ 0, got {v!r}")
         out[k] = float(v)
@@ -301,24 +304,13 @@ def _check_overlaps(fixed: dict, grid: dict, entries: list[dict], seeds: list[in
                         raise ConfigError(source, mine, f"also set by {what}: set each key in one place")
 
 
-def _set_dotted(raw: dict, dotted: str, value: Any, source: str, origin: str) -> None:
-    node = raw
-    parts = dotted.split(".")
-    for i, p in enumerate(parts[:-1]):
-        nxt = node.get(p)
-        if nxt is None:
-            nxt = node[p] = {}
-        if not isinstance(nxt, dict):
-            raise ConfigError(source, _key_only(origin), f"{'.'.join(parts[: i + 1])} is not a mapping in the base config, cannot set a key inside it")
-        node = nxt
-    node[parts[-1]] = value
-
-
 def _run_config(base_raw: Any, overrides: dict[str, Any], origins: dict[str, str], name: str, source: str) -> Config:
     """The run's config: base + overrides, validated; errors blame the sweep file and the override."""
     raw = json.loads(json.dumps(base_raw or {}))  # a deep copy (YAML data is JSON data)
     for k, v in overrides.items():
-        _set_dotted(raw, k, json.loads(json.dumps(v)), source, origins[k])
+        blocked = set_dotted(raw, k, json.loads(json.dumps(v)))
+        if blocked is not None:
+            raise ConfigError(source, _key_only(origins[k]), f"{blocked} is not a mapping in the base config, cannot set a key inside it")
     raw["name"] = name
     try:
         cfg = config_from_dict(raw, source)
@@ -395,42 +387,47 @@ def make_run_name(overrides: Mapping[str, Any], short: Mapping[str, str] | None 
 
 
 def vision_config(cfg: Config) -> Config:
-    """The part of ``cfg`` that stage 1 reads, in canonical form (everything else at defaults).
-
-    Stage 1 reads seed, device, env (frames come from the *vision* domain), vision, metrics, and
-    the methods whose encoder is another registry model (trained beside it). It never reads agent,
-    transfer, scan, or the source and target domains, so those are reset; keys we do not know of
-    stay, so a new stage-1 setting can only split groups, never merge ones that differ.
+    """``cfg`` as the shared stage-1 job of its group runs it: every key stage 1 reads
+    (:func:`darla.stages.stage_of_key`) as in ``cfg``, the rest at defaults. The source domain is
+    set to the vision domain and the targets dropped: stage 1 never reads them, and no env lacks
+    its vision domain. A test checks that this keeps every key :func:`vision_key` hashes.
     """
     d = cfg.env.domains
-    extra = {n: MethodConfig(encoder=m.encoder, params=m.params) for n, m in cfg.methods.items() if m.encoder not in ENCODER_KINDS}
+    trained = {
+        n: MethodConfig(**{k: getattr(m, k) for k in STAGE_1_METHOD_KEYS})
+        for n, m in cfg.methods.items() if m.encoder not in ENCODER_KINDS
+    }
     return replace(
         cfg, name="vision", runs_dir=".", agent=AgentConfig(), transfer=TransferConfig(), scan=ScanConfig(),
-        methods=extra, env=replace(cfg.env, domains=replace(d, source=d.vision, targets={})),
+        methods=trained, env=replace(cfg.env, domains=replace(d, source=d.vision, targets={})),
     )
 
 
-#: Stage-1 keys added after sweeps existed, whose unset value (None) left stage 1 as it was.
-ADDED_LATER: tuple[tuple[str, str], ...] = (("vision", "episode_steps"), ("metrics", "probe"))
+def stage_1_inputs(cfg: Config) -> dict[str, Any]:
+    """Dotted key → value of every key of ``cfg`` that stage 1 reads (:func:`darla.stages.stage_of_key`)."""
+    d = cfg.to_dict()
+    return {k: v for k, v in _flat(d).items() if stage_of_key(k, d, d) == "vision"}
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping) and v:
+            out.update(_flat(v, key))
+        else:
+            out[key] = v
+    return out
 
 
 def vision_key(cfg: Config) -> str:
-    """12 hex digits identifying ``cfg``'s stage-1 inputs (:func:`vision_config`)."""
-    d = vision_config(cfg).to_dict()
-    del d["name"], d["runs_dir"]
-    for section, key in ADDED_LATER:  # unset, they hash as before, so older sweeps' stage 1 is still found
-        if d[section].get(key) is None:
-            d[section].pop(key, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """12 hex digits identifying ``cfg``'s stage-1 inputs (:func:`stage_1_inputs`)."""
+    return hashlib.sha256(json.dumps(stage_1_inputs(cfg), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------------------------
 # State of a sweep on disk
 # ---------------------------------------------------------------------------------------------
-def required_stages(cfg: Config) -> tuple[str, ...]:
-    return ("vision", "agent", "transfer", *(("scan",) if cfg.scan.enabled else ()), "report")
-
-
 def run_is_complete(run_dir: Path, cfg: Config) -> bool:
     """Every stage complete (hashes checked) and the run dir holds this very config."""
     run = RunDir(run_dir)
@@ -440,7 +437,7 @@ def run_is_complete(run_dir: Path, cfg: Config) -> bool:
         old = load_yaml(run.config_path) or {}
         if diff_configs(old, yaml.safe_load(dump_config(cfg))):
             return False  # the pipeline will say what changed, as a failed run
-        return all(run.is_complete(s) for s in required_stages(cfg))
+        return all(run.is_complete(s) for s in enabled_stages(cfg))
     except (RunDirError, ConfigError, yaml.YAMLError, OSError):
         return False  # corrupted: the pipeline reports it, the sweep records the run as failed
 
@@ -526,7 +523,7 @@ def run_job(
         with run.lock():  # held from the copy through the pipeline (which re-enters it)
             run.prepare(dump_config(cfg), force=False)
             if not run.is_complete("vision"):
-                seed_vision(run, RunDir(Path(vision_dir)))
+                copy_shared_vision(run, RunDir(Path(vision_dir)))
                 log(f"[vision] copied from {vision_dir}")
             run_pipeline(cfg, run_dir=Path(run_dir), progress=False, log=log)
     except Exception as e:
@@ -534,15 +531,13 @@ def run_job(
     return {"status": "complete", "wall_time_s": round(time.time() - t0, 2)}
 
 
-def seed_vision(run: RunDir, shared: RunDir) -> None:
+def copy_shared_vision(run: RunDir, shared: RunDir) -> None:
     """Copy a complete stage 1 (every ``vision*`` manifest entry and the files it hashes) into ``run``.
 
     Copies, not links: the run stays valid if the shared directory goes, and nothing written in
     one run dir can reach another. Stages downstream of vision are invalidated first, so a policy
     trained on some other encoder is never kept beside the copied one.
     """
-    from darla.pipeline import downstream
-
     if not shared.is_complete("vision"):  # checks every recorded hash of the source
         raise RunDirError(f"{shared.root}: the shared vision stage is not complete")
     entries = {k: v for k, v in shared.manifest()["stages"].items() if k == "vision" or k.startswith("vision/")}
@@ -551,9 +546,7 @@ def seed_vision(run: RunDir, shared: RunDir) -> None:
         for rel in entry.get("sha256", {}):
             dst = run.root / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-            shutil.copyfile(shared.root / rel, tmp)
-            os.replace(tmp, dst)
+            replace_via_file(dst, lambda tmp, rel=rel: shutil.copyfile(shared.root / rel, tmp))
     rel_src = os.path.relpath(shared.root, run.root)
     m = run.manifest()
     m["stages"].update({k: {**v, "reused_from": rel_src} for k, v in entries.items()})
@@ -774,5 +767,5 @@ def _execute_ray(sweep: Sweep, plan: _Plan, tracker: _Tracker, workers: int | No
 
 __all__ = [
     "Sweep", "SweepRun", "SweepError", "Resources", "load_sweep", "run_sweep", "make_run_name", "vision_config",
-    "vision_key", "seed_vision", "run_is_complete", "plan_sweep",
+    "vision_key", "copy_shared_vision", "run_is_complete", "plan_sweep",
 ]

@@ -151,6 +151,11 @@ class GroundTruthData(Protocol):
         ...
 
 
+def sample_images(data: GroundTruthData, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` observations of uniformly drawn factors: the factors first, then the images, from ``rng``."""
+    return data.sample_observations_from_factors(data.sample_factors(n, rng), rng)
+
+
 def check_env_args(metadata: Mapping[str, object], render_mode: str | None, max_steps: int) -> None:
     """The constructor checks every darla grid env makes: a known render mode, a positive horizon."""
     if render_mode is not None and render_mode not in metadata["render_modes"]:

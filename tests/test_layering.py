@@ -30,3 +30,143 @@ def test_no_upward_imports(pkg):
     assert files
     bad = {str(f.relative_to(REPO)): sorted(imported_modules(f) & higher) for f in files}
     assert not {k: v for k, v in bad.items() if v}
+
+
+# --- structure inside the layers: the module graph, imports inside functions included ---------
+PACKAGES = ORDER
+#: Besides the layers: code that imports them but is no test (tests may reach private helpers).
+CLIENTS = ["benchmarks"]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules(roots: list[str]) -> dict[str, Path]:
+    return {_module_name(p): p for root in roots for p in sorted((REPO / root).rglob("*.py"))}
+
+
+def _from_imports(name: str, path: Path) -> list[tuple[str, str, int]]:
+    """(module imported from, imported name, line) for every ``from x import y``, anywhere in the file."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolved against this module's package
+                base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                src = ".".join(base + ([node.module] if node.module else []))
+            else:
+                src = node.module or ""
+            out += [(src, a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.Import):
+            out += [(a.name, "", node.lineno) for a in node.names]
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → project modules it imports. ``from pkg import sub`` is an edge to the submodule."""
+    mods = _modules(PACKAGES)
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, path in mods.items():
+        for src, name, _ in _from_imports(m, path):
+            target = f"{src}.{name}" if f"{src}.{name}" in mods else src
+            if target in mods and target != m:
+                graph[m].add(target)
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, children = work[-1]
+            for w in children:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                    break
+                if w in on_stack:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        w = stack.pop()
+                        on_stack.discard(w)
+                        comp.append(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1:
+                        cycles.append(sorted(comp))
+    return cycles
+
+
+def test_import_cycle_detector_sees_a_cycle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    """No module imports (even lazily, inside a function) a module that imports it back."""
+    assert import_cycles(import_graph()) == []
+
+
+def test_no_private_imports_across_modules():
+    """``from x import _name`` across files: a private name is the business of its own module."""
+    project = {m.split(".")[0] for m in _modules(PACKAGES)}
+    bad = []
+    for m, path in _modules(PACKAGES + CLIENTS).items():
+        for src, name, line in _from_imports(m, path):
+            if src.split(".")[0] in project and src != m and name.startswith("_") and not name.startswith("__"):
+                bad.append(f"{path.relative_to(REPO)}:{line}: from {src} import {name}")
+    assert not bad
+
+
+def _load_time_imports(module: str, mods: dict[str, Path]) -> set[str]:
+    """Root names of every module that importing ``module`` loads: its top-level imports, followed
+    through project modules (and the packages that hold them); imports inside functions excluded."""
+    seen: set[str] = set()
+    roots: set[str] = set()
+    todo = [module]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        parts = m.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in mods]
+        tree = ast.parse(mods[m].read_text(encoding="utf-8"))
+        for node in tree.body:  # module level only
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                if name in mods:
+                    todo.append(name)
+                roots.add(name.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("module", ["vision.io", "vision.interrupt", "darla.runs"])
+def test_file_utilities_load_no_model_library(module):
+    """Writing a manifest or JSON costs no torch: the atomic writers and hashes are standard library."""
+    assert not _load_time_imports(module, _modules(PACKAGES)) & {"torch", "stable_baselines3", "sklearn", "matplotlib"}

@@ -1,10 +1,10 @@
 """Vision checkpoints: ``{model name, kwargs, obs_shape, state_dict}``, loaded with ``weights_only``.
 
-A checkpoint rebuilds its model from the registry by name and constructor kwargs, so nothing in
-the file is unpickled as code: :func:`torch.load` runs with ``weights_only=True`` and a file that
-is not a darla vision checkpoint (or is truncated) raises :class:`CheckpointError` naming the
-path. Loading into an expectation (``expect={"model": "beta_vae", "obs_shape": (3, 64, 64)}``)
-fails with a message that names every mismatch, instead of a shape error deep inside torch.
+A checkpoint rebuilds its model from a class and constructor kwargs (:func:`build_from_record`;
+:func:`vision.registry.load_checkpoint` looks the class up by name), so nothing in the file is
+unpickled as code: :func:`torch.load` runs with ``weights_only=True`` and a file that is not a
+darla vision checkpoint (or is truncated) raises :class:`CheckpointError` naming the path. This
+module knows no model by name, so models may use it (β-VAE-DAE reads its DAE) without a cycle.
 
 Every record written by :func:`save_atomic` (model checkpoints, the resumable
 ``checkpoint_last.pt`` with its optimiser state, SCAN checkpoints) is *sealed*: its ``"sha256"``
@@ -12,9 +12,7 @@ field is :func:`record_sha256` of everything else in it (each tensor's name, dty
 bytes; every other value, nested dicts and lists included, in a canonical order).
 :func:`read_checkpoint` recomputes it, so a flipped byte inside tensor data, which torch's zip
 reader does not notice, is a :class:`CheckpointError` naming the file instead of silently
-wrong weights. Records written before the seal existed (no ``"sha256"`` field) still load: the
-field is only checked where present, and a byte flip in the pickled record that would remove
-the key itself breaks the unpickling instead.
+wrong weights. A record without the field is refused too.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import io
-import os
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -32,6 +29,7 @@ from typing import Any
 import torch
 
 from vision.base import VisionModel
+from vision.io import write_bytes_atomic
 
 FORMAT = "darla-vision/1"
 #: The record key holding :func:`record_sha256` of the rest of the record.
@@ -40,14 +38,6 @@ SEAL = "sha256"
 
 class CheckpointError(ValueError):
     """A vision checkpoint that cannot be used: missing, corrupted, or not what was expected."""
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _feed(h: Any, obj: Any) -> None:
@@ -106,29 +96,6 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     write_bytes_atomic(path, buf.getbuffer())
 
 
-def write_bytes_atomic(path: str | Path, data: bytes | memoryview) -> None:
-    """Write to a temporary file beside ``path``, fsync, rename: a kill never leaves half a file.
-
-    The one atomic writer of the project (checkpoints, manifests, JSON, logs rewritten on resume).
-    A failure (a full disk: ``ENOSPC``) is an :class:`OSError` naming ``path`` and leaves no
-    temporary file behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if e.filename is None:  # write()/fsync() errors name no file
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
-
-
 def model_record(model: VisionModel) -> dict[str, Any]:
     """What rebuilds ``model``: registry name, constructor kwargs, image shape, weights (on CPU)."""
     return {
@@ -181,49 +148,31 @@ def read_checkpoint(path: str | Path, fmt: str = FORMAT, what: str = "vision") -
         ) from None
     if not isinstance(record, dict) or record.get("format") != fmt:
         raise CheckpointError(f"{path} is not a darla {what} checkpoint (format {fmt!r} expected)")
-    if SEAL in record:
-        try:
-            ok = isinstance(record[SEAL], str) and record_sha256(record) == record[SEAL]
-        except Exception:  # a value the hash cannot read is corruption too
-            ok = False
-        if not ok:
-            raise CheckpointError(
-                f"{path} does not match its recorded sha256 (corrupted); delete it "
-                "(a resume checkpoint is then retrained from the start) or replace it"
-            )
+    if SEAL not in record:
+        raise CheckpointError(f"{path} records no sha256 of its content, so darla cannot check it: delete or replace it")
+    try:
+        ok = isinstance(record[SEAL], str) and record_sha256(record) == record[SEAL]
+    except Exception:  # a value the hash cannot read is corruption too
+        ok = False
+    if not ok:
+        raise CheckpointError(
+            f"{path} does not match its recorded sha256 (corrupted); delete it "
+            "(a resume checkpoint is then retrained from the start) or replace it"
+        )
     return record
 
 
-def _mismatches(record: Mapping[str, Any], expect: Mapping[str, Any]) -> list[str]:
-    out = []
-    kwargs = record.get("kwargs") if isinstance(record.get("kwargs"), Mapping) else {}  # build_model says what is wrong
-    for key, want in expect.items():
-        if key == "model":
-            have = record.get("model")
-        elif key == "obs_shape":
-            shape = record.get("obs_shape")
-            have, want = tuple(shape) if isinstance(shape, (list, tuple)) else shape, tuple(want)
-        else:  # any constructor kwarg, e.g. latent_dim
-            have = kwargs.get(key)
-        if have != want:
-            out.append(f"{key}: checkpoint has {have!r}, expected {want!r}")
-    return out
 
 
-def build_model(record: Mapping[str, Any], path: str | Path = "<record>") -> VisionModel:
-    """Rebuild the model of a checkpoint record from the registry and load its weights."""
-    from vision.registry import VISION_MODELS
-
+def build_from_record(record: Mapping[str, Any], cls: type[VisionModel], path: str | Path = "<record>") -> VisionModel:
+    """Rebuild a checkpoint record's model as ``cls`` (the caller has looked its name up) and load its weights."""
     name, shape, kwargs = record.get("model"), record.get("obs_shape"), record.get("kwargs")
-    if not isinstance(name, str) or name not in VISION_MODELS:
-        raise CheckpointError(f"{path} holds vision model {name!r}, unknown here; known: {sorted(VISION_MODELS)}")
     if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(type(n) is int and 0 < n <= 4096 for n in shape)):
         raise CheckpointError(f"{path}: obs_shape {shape!r} is not a (channels, height, width) image shape")
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise CheckpointError(f"{path}: kwargs {kwargs!r} are not a mapping of constructor arguments")
     if not isinstance(record.get("state_dict"), Mapping):
         raise CheckpointError(f"{path} holds no state_dict mapping of weights")
-    cls = VISION_MODELS[name]
     takes = {q for k in cls.__mro__ if "__init__" in vars(k) for q in inspect.signature(k.__init__).parameters}
     unknown = sorted(set(kwargs) - takes)
     if unknown:
@@ -241,20 +190,3 @@ def build_model(record: Mapping[str, Any], path: str | Path = "<record>") -> Vis
             f"{path}: weights do not fit model {name!r} (missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
         )
     return model
-
-
-def load_checkpoint(path: str | Path, expect: Mapping[str, Any] | None = None) -> VisionModel:
-    """Load a vision model in eval mode on the CPU; ``expect`` names required properties.
-
-    Raises :class:`CheckpointError` naming the file and every mismatch.
-    """
-    record = read_checkpoint(path)
-    problems = _mismatches(record, expect or {})
-    if problems:
-        raise CheckpointError(f"{path} does not fit this config: " + "; ".join(problems))
-    try:
-        model = build_model(record, path)
-    except RuntimeError as e:  # size mismatch inside load_state_dict
-        flat = " ".join(str(e).split())  # torch's message spans lines; the CLI prints one
-        raise CheckpointError(f"{path}: weights do not fit model {record['model']!r}: {flat[:400]}") from None
-    return model.eval()

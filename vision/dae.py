@@ -22,6 +22,7 @@ from vision.base import (
     reconstruction_loss,
     reparameterize,
 )
+from vision.checkpoint import CheckpointError, build_from_record, read_checkpoint
 from vision.nets import ConvDecoder, ConvEncoder, resolve_channels
 from vision.vae import VAE
 
@@ -138,15 +139,13 @@ class BetaVAEDAE(VAE):
         if dae_layer not in DAE_LAYERS:
             raise ValueError(f"dae_layer must be one of {DAE_LAYERS}, got {dae_layer!r}")
         if dae_checkpoint is not None:
-            from vision.checkpoint import CheckpointError, build_model, read_checkpoint
-
             record = read_checkpoint(dae_checkpoint)
             if record["model"] != "dae" or tuple(record["obs_shape"]) != self.obs_shape:
                 raise CheckpointError(
                     f"{dae_checkpoint} holds a {record['model']!r} for images {tuple(record['obs_shape'])}; "
                     f"β-VAE-DAE needs a 'dae' for {self.obs_shape}"
                 )
-            dae = build_model(record, dae_checkpoint)
+            dae = build_from_record(record, DAE, dae_checkpoint)
         elif dae_kwargs is not None:
             dae = DAE(self.obs_shape, **dae_kwargs)  # weights arrive with load_state_dict
         else:

@@ -1,9 +1,15 @@
-"""Name → class lookup for vision models (a literal dict, as SB3's policy aliases)."""
+"""Name → class lookup for vision models (a literal dict, as SB3's policy aliases), and loading a
+vision checkpoint, which rebuilds its model by that name (:mod:`vision.checkpoint` holds the record format)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 from vision.base import VisionModel
 from vision.beta_tcvae import BetaTCVAE
+from vision.checkpoint import CheckpointError, build_from_record, read_checkpoint
 from vision.dae import DAE, BetaVAEDAE
 from vision.dcign import DCIGN
 from vision.factor_vae import FactorVAE
@@ -30,3 +36,44 @@ def get_model_class(name: str) -> type[VisionModel]:
         return VISION_MODELS[name]
     except KeyError:
         raise KeyError(f"unknown vision model {name!r}; choose from {sorted(VISION_MODELS)}") from None
+
+
+def _mismatches(record: Mapping[str, Any], expect: Mapping[str, Any]) -> list[str]:
+    out = []
+    kwargs = record.get("kwargs") if isinstance(record.get("kwargs"), Mapping) else {}  # build_model says what is wrong
+    for key, want in expect.items():
+        if key == "model":
+            have = record.get("model")
+        elif key == "obs_shape":
+            shape = record.get("obs_shape")
+            have, want = tuple(shape) if isinstance(shape, (list, tuple)) else shape, tuple(want)
+        else:  # any constructor kwarg, e.g. latent_dim
+            have = kwargs.get(key)
+        if have != want:
+            out.append(f"{key}: checkpoint has {have!r}, expected {want!r}")
+    return out
+
+
+def build_model(record: Mapping[str, Any], path: str | Path = "<record>") -> VisionModel:
+    """Rebuild the model of a checkpoint record from the registry and load its weights."""
+    name = record.get("model")
+    if not isinstance(name, str) or name not in VISION_MODELS:
+        raise CheckpointError(f"{path} holds vision model {name!r}, unknown here; known: {sorted(VISION_MODELS)}")
+    return build_from_record(record, VISION_MODELS[name], path)
+
+
+def load_checkpoint(path: str | Path, expect: Mapping[str, Any] | None = None) -> VisionModel:
+    """Load a vision model in eval mode on the CPU; ``expect`` names required properties.
+
+    Raises :class:`CheckpointError` naming the file and every mismatch.
+    """
+    record = read_checkpoint(path)
+    problems = _mismatches(record, expect or {})
+    if problems:
+        raise CheckpointError(f"{path} does not fit this config: " + "; ".join(problems))
+    try:
+        model = build_model(record, path)
+    except RuntimeError as e:  # size mismatch inside load_state_dict
+        flat = " ".join(str(e).split())  # torch's message spans lines; the CLI prints one
+        raise CheckpointError(f"{path}: weights do not fit model {record['model']!r}: {flat[:400]}") from None
+    return model.eval()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vision.base import VisionModel
-from vision.checkpoint import write_bytes_atomic
+from vision.io import write_bytes_atomic
 
 
 def to_uint8_hwc(x: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 For every stage-1 encoder that is an ICF (``vision.model: icf`` or a method ``{encoder: icf}``)
 it shows, from the ``selectivity`` block stage 1 wrote into that encoder's ``summary.json``
-(:func:`darla.pipeline._icf_selectivity`; nothing is recomputed here):
+(the vision stage, :mod:`darla.stages.vision`; nothing is recomputed here):
 
 - the selectivity matrix: policy k (row) × latent j (column), the mean |Δf_j| one step of π_k
   causes, with each latent's selectivity E[sel_k] under its own policy beside it;
@@ -15,33 +15,14 @@ The per-factor probe of the same encoder is in the report's "What each encoder c
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from darla.config import Config
+from darla.report.html import b64, esc, fig_png, img
 from darla.runs import RunDir
-
-
-def _esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _img(data: bytes, alt: str) -> str:
-    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
-
-
-def _fig_png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def icf_blocks(cfg: Config, run: RunDir, results: dict[str, Any]) -> list[tuple[str, Path, dict[str, Any]]]:
@@ -74,7 +55,7 @@ def selectivity_figure(sel: dict[str, Any], title: str) -> bytes:
     bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     bar.set_label("mean |Δf_j| under π_k", fontsize=7)
     bar.ax.tick_params(labelsize=7)
-    return _fig_png(fig)
+    return fig_png(fig)
 
 
 def _per_action_table(sel: dict[str, Any]) -> str:
@@ -85,7 +66,7 @@ def _per_action_table(sel: dict[str, Any]) -> str:
     k = len(signed[0])
     head = "<tr><th>action</th>" + "".join(f"<th>z{j}</th>" for j in range(k)) + "</tr>"
     rows = "".join(
-        f"<tr><td>{_esc(n)}</td>" + "".join(f"<td>{s:+.2f} ({a:.2f})</td>" for s, a in zip(srow, arow)) + "</tr>"
+        f"<tr><td>{esc(n)}</td>" + "".join(f"<td>{s:+.2f} ({a:.2f})</td>" for s, a in zip(srow, arow)) + "</tr>"
         for n, srow, arow in zip(names, signed, absolute)
     )
     return (
@@ -103,16 +84,16 @@ def icf_section(cfg: Config, run: RunDir, results: dict[str, Any]) -> str:
     parts = ["<h2>Independently Controllable Factors</h2>"]
     for label, folder, sel in blocks:
         parts += [
-            f"<h3>{_esc(label)}: selectivity matrix ({sel['actions']} actions, {sel['n_states']} vision-domain states)</h3>",
-            _img(selectivity_figure(sel, f"{label}: mean |Δf_j| under policy π_k"), f"{label} selectivity matrix"),
+            f"<h3>{esc(label)}: selectivity matrix ({sel['actions']} actions, {sel['n_states']} vision-domain states)</h3>",
+            img(b64(selectivity_figure(sel, f"{label}: mean |Δf_j| under policy π_k")), f"{label} selectivity matrix"),
             _per_action_table(sel),
         ]
         trav = folder / "icf_traversals.png"
         if trav.exists():
             parts += [
-                f"<h3>{_esc(label)}: latent traversals (most selective first; each latent over the 2nd–98th "
+                f"<h3>{esc(label)}: latent traversals (most selective first; each latent over the 2nd–98th "
                 "percentile of its codes; first column: the frame itself)</h3>",
-                _img(trav.read_bytes(), f"{label} ICF traversals"),
+                img(b64(trav.read_bytes()), f"{label} ICF traversals"),
             ]
     parts.append(
         "<p class='note'>sel_k = |Δf_k| ÷ (Σ_j |Δf_j| + ε) for one env step; a latent's selectivity is its "

@@ -1,6 +1,6 @@
 """The SCAN section of the report: numbers for ``results.json`` and a self-contained HTML fragment.
 
-Both read only ``scan/results.json`` and the PNGs it names (written by :mod:`darla.scan_stage`);
+Both read only ``scan/results.json`` and the PNGs it names (written by :mod:`darla.stages.scan`);
 nothing is recomputed. Every string from a config or a file is escaped, every picture is
 embedded as base64, so the fragment can sit anywhere in ``report.html``.
 """
@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from darla.config import Config
+from darla.report.html import esc, img, png_b64
 from darla.runs import RunDir
 
 ABLATION_NOTES = {
@@ -56,14 +57,10 @@ def _num(x: Any) -> str:
 
 
 def _words(aliases: list[str]) -> str:
-    from darla.report import esc
-
     return ", ".join(esc(a) for a in aliases) or "<i>nothing</i>"
 
 
 def _comparison_table(res: dict[str, Any]) -> str:
-    from darla.report import esc
-
     head = "<tr><th rowspan='2'>model</th>" + "".join(f"<th colspan='2'>{esc(t)}</th>" for _, t in GROUPS)
     head += "<th rowspan='2'>img2sym accuracy ↑</th></tr><tr>" + "<th>accuracy ↑</th><th>diversity ↓</th>" * len(GROUPS) + "</tr>"
     rows = []
@@ -77,7 +74,6 @@ def _comparison_table(res: dict[str, Any]) -> str:
 
 def scan_section(cfg: Config, run: RunDir) -> str:
     """The SCAN section as an HTML fragment (``<h2>`` onwards); "" when no scan stage ran."""
-    from darla.report import _img, _png_b64, esc
 
     res = _load(run)
     if res is None:
@@ -108,14 +104,14 @@ def scan_section(cfg: Config, run: RunDir) -> str:
             parts.append(
                 f"<h4>{_words(item['aliases'])} <span class='note'>({esc(group)}; accuracy {_num(item['accuracy'])}, "
                 f"diversity {_num(item['diversity'])})</span></h4>"
-                + _img(_png_b64(root / item["image"]), f"sym2img: {', '.join(item['aliases'])}")
+                + img(png_b64(root / item["image"]), f"sym2img: {', '.join(item['aliases'])}")
             )
     if res.get("compare"):
         c = res["compare"]
         parts += [
             f"<h3>The same description under each model: {_words(c['aliases'])}</h3>",
             f"<p class='note'>Rows, top to bottom: {esc(' · '.join(c['rows']))}.</p>",
-            _img(_png_b64(root / c["image"]), "sym2img under each model"),
+            img(png_b64(root / c["image"]), "sym2img under each model"),
         ]
     if res["recombination"]:
         parts.append("<h3>Recombination (rows: first concept, second concept, the operator's result)</h3>")
@@ -123,11 +119,11 @@ def scan_section(cfg: Config, run: RunDir) -> str:
             title = f"{_words(item['a'])} <b>{esc(item['operator'])}</b> {_words(item['b'])} → {_words(item['result'])}"
             parts.append(
                 f"<h4>{title} <span class='note'>(accuracy {_num(item['accuracy'])}, diversity {_num(item['diversity'])})</span></h4>"
-                + _img(_png_b64(root / item["image"]), f"recombination {item['operator']}")
+                + img(png_b64(root / item["image"]), f"recombination {item['operator']}")
             )
     if res["img2sym"]:
         rows = "".join(
-            f"<tr><td>{_img(_png_b64(root / row['image']), 'render')}</td><td>{_words(row['true'])}</td>"
+            f"<tr><td>{img(png_b64(root / row['image']), 'render')}</td><td>{_words(row['true'])}</td>"
             f"<td>{', '.join(f'{esc(w)} ({p:.2f})' for w, p in row['predicted'])}</td><td>{_num(row['correct'])}</td></tr>"
             for row in res["img2sym"]
         )

@@ -41,9 +41,7 @@ one point; ρ's CI resamples points (pairs) with replacement from a seeded ``np.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import json
 import math
@@ -60,8 +58,9 @@ import numpy as np  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
 from darla.config import load_yaml  # noqa: E402
+from darla.report.html import b64, base_css, esc, img, png_b64  # noqa: E402
 from darla.report.sweep_udr import NUM_IMAGES, cross_run_udr  # noqa: E402
-from darla.runs import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: E402
+from vision.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 
 #: The transfer ratio of a row: the mean over targets of target ÷ source return.
 TRANSFER_KEY = "transfer_ratio"
@@ -83,14 +82,6 @@ FIGURE_METRICS: tuple[str, ...] = (
 DCI_SCORES: dict[str, str] = {
     "dci_disentanglement": "disentanglement", "dci_completeness": "completeness", "dci_informativeness": "informativeness_test",
 }
-
-
-def esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def is_sweep_dir(path: Path) -> bool:
-    return (Path(path) / "sweep.json").is_file()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,13 +213,6 @@ def _row_udr(run_dir: Path, run: str, method: str, cross: dict[str, Any]) -> dic
     return dict(NO_UDR)
 
 
-def _methods(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    methods = cfg.get("methods") or {}
-    if not methods:  # a config written before methods: existed; the default is vision's encoder
-        methods = {cfg.get("vision", {}).get("model", "vision"): {"encoder": "vision"}}
-    return methods
-
-
 def collect_sweep(sweep_dir: Path, *, udr_images: int = NUM_IMAGES) -> dict[str, Any]:
     """Rows (one per run and method) with every number the report shows.
 
@@ -265,7 +249,7 @@ def collect_sweep(sweep_dir: Path, *, udr_images: int = NUM_IMAGES) -> dict[str,
         for t in run_targets:
             if t not in targets:
                 targets.append(t)
-        methods = _methods(cfg)
+        methods = cfg.get("methods") or {}  # a run's resolved config names at least one
         for method, res in summary["methods"].items():
             m = methods.get(method, {"encoder": "vision"})
             enc = m.get("encoder", "vision")
@@ -389,13 +373,6 @@ def csv_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return header, out
 
 
-def _png_b64(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _scatter(name: str, corr: dict[str, Any], data: dict[str, Any], y_key: str = TARGET_KEY) -> str:
     """One metric: x = its score, y = one view of transfer (:data:`VIEWS`), one colour per vision model."""
     pts = [r for r in data["rows"] if r["frozen"] and r.get(y_key) is not None and _x(r, name) is not None]
@@ -420,7 +397,7 @@ def _scatter(name: str, corr: dict[str, Any], data: dict[str, Any], y_key: str =
         for t in leg.get_texts():
             t.set_parse_math(False)
     ax.grid(alpha=0.3)
-    return _png_b64(fig)
+    return png_b64(fig, dpi=100)
 
 
 def darla_figure(corr: dict[str, Any]) -> bytes:
@@ -465,11 +442,7 @@ def darla_figure(corr: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.5em} h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.3em .6em;font-size:.85em;text-align:left}
-th{background:#f4f4f4} .note{color:#666;font-size:.85em} .figs img{margin:.3em}
+CSS = base_css(1100, ".85") + """th{background:#f4f4f4} .note{color:#666;font-size:.85em} .figs img{margin:.3em}
 """
 
 
@@ -577,11 +550,8 @@ def render_sweep_html(data: dict[str, Any], corr: dict[str, Any], grp: list[dict
         "with dci, the probe with dci or metrics.probe: true); UDR needs ≥ 2 seeds of the same stage-1 settings."
         if missing else ""
     )
-    fig_html = (f'<img alt="the DARLA figure" src="data:image/png;base64,{base64.b64encode(figure_png).decode("ascii")}">'
-                if figure_png else "")
-    figs = "".join(
-        f'<img alt="{esc(name)} vs target score" src="data:image/png;base64,{_scatter(name, c, data)}">' for name, c in per.items()
-    )
+    fig_html = img(b64(figure_png), "the DARLA figure") if figure_png else ""
+    figs = "".join(img(_scatter(name, c, data), f"{name} vs target score") for name, c in per.items())
     g_header = ["vision model", "β", "runs", *[f"{m}" for m in data["metrics"]], "UDR",
                 "source return IQM [CI]", *[f"{t} return IQM [CI]" for t in data["targets"]], "target score IQM [CI]",
                 "transfer ratio IQM [CI]"]

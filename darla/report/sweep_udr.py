@@ -37,7 +37,9 @@ from typing import Any
 import yaml
 
 from darla.config import ENCODER_KINDS, Config, ConfigError, config_from_dict, load_yaml
-from darla.runs import RunDir, RunDirError, write_json_atomic
+from darla.runs import RunDir, RunDirError
+from envs.factors import sample_images
+from vision.io import file_sha256, write_json_atomic
 
 #: The cache beside ``sweep.json``.
 CACHE_FILE = "udr.json"
@@ -101,8 +103,6 @@ def _members(sweep_dir: Path, state: Mapping[str, Any]) -> tuple[dict[str, list[
             path = rdir / rel
             if recorded is None or not path.is_file():
                 continue
-            from vision.checkpoint import file_sha256  # torch: only once there is a model
-
             digest = file_sha256(path)
             if digest != recorded:
                 skipped.append(f"{run['name']}: {rel} does not match its manifest's sha256")
@@ -117,12 +117,13 @@ def _images(cfg: Config, num_images: int) -> Any:
     """(n, C, H, W) in [0, 1] from the vision domain's ground truth, as ``_train_and_select`` renders them."""
     import numpy as np
 
-    from darla.pipeline import domains_of, vision_ground_truth
+    from darla.stages.common import domains_of
+    from darla.stages.vision import vision_ground_truth
 
     vision_dom, _, _ = domains_of(cfg)
     data = vision_ground_truth(cfg, vision_dom)
     rng = np.random.default_rng(IMAGE_SEED)
-    return data.sample_observations_from_factors(data.sample_factors(num_images, rng), rng)
+    return sample_images(data, num_images, rng)
 
 
 def _read_cache(path: Path, num_images: int) -> dict[str, Any]:
@@ -192,7 +193,7 @@ def cross_run_udr(
 
 def _score(members: list[Member], shas: list[str], cfg: Config, num_images: int, images_by_key: dict[str, Any]) -> dict[str, Any]:
     """UDR of the population's distinct models (in ``shas`` order)."""
-    from vision.checkpoint import load_checkpoint
+    from vision.registry import load_checkpoint
     from vision.select import udr_rank
 
     path_of = {m.sha256: m.path for m in members}

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from agents.encode import VecEncode
+from agents.rollout import make_vec_env
 from agents.stats import iqm, summarize_returns, transfer_ratio
-from agents.train import AgentSpec, load_agent, make_vec_env, train_agent
+from agents.train import AgentSpec, load_agent, train_agent
 from agents.transfer import episode_seeds, evaluate_transfer
 from envs.factors import to_chw_float
 from envs.registry import get_domain

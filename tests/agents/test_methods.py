@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import agents.transfer as transfer_mod
+import agents.train as train_mod
 from agents.features import ColourJitter, VisionFeatures
+from agents.rollout import make_vec_env, run_episodes
 from agents.stats import normalise, probability_of_improvement, summarize_returns
-from agents.train import AgentSpec, _build, load_agent, make_vec_env, train_agent
-from agents.transfer import RandomPolicy, run_episodes, run_oracle_episodes
+from agents.train import AgentSpec, _build, load_agent, train_agent
+from agents.transfer import RandomPolicy, run_oracle_episodes
 from envs.registry import get_domain, make_env
 from vision.vae import BetaVAE
 
@@ -117,7 +118,7 @@ def test_best_source_selection_never_looks_at_targets(tmp_path, monkeypatch):
         score = source_scores[k] if domain.name == "source" else target_scores[k]
         return [(score, 20)] * len(seeds)
 
-    monkeypatch.setattr(transfer_mod, "run_episodes", fake_run_episodes)
+    monkeypatch.setattr(train_mod, "run_episodes", fake_run_episodes)  # what its evaluations call
     enc = trained_like_encoder()
     spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, total_timesteps=256, n_envs=2, seed=0,
                      hyperparams=PPO_HP, policy_kwargs={"net_arch": [16]}, eval_every=64, eval_episodes=2,

@@ -43,8 +43,8 @@ def test_vision_score_on_a_domain_is_stage_1_scoring(tmp_path, capsys):
 
     from envs.registry import get_domain
     from envs.seek_avoid import SeekAvoidGroundTruth
-    from vision.checkpoint import load_checkpoint
     from vision.metrics import score
+    from vision.registry import load_checkpoint
 
     ckpt = checkpoint(tmp_path)
     out = tmp_path / "s.json"

@@ -116,7 +116,7 @@ def payload_is_live(model_zip: Path, marker: Path) -> None:
 def reseal(root: Path, rel: str) -> None:
     """Re-hash ``rel`` in every manifest entry and re-seal the manifest, as an attacker can."""
     from darla.runs import RunDir
-    from vision.checkpoint import file_sha256
+    from vision.io import file_sha256
 
     rd = RunDir(root)
     m = rd.manifest()
@@ -236,14 +236,14 @@ def test_vision_checkpoint_is_checked_at_load_before_any_frame(tiny_raw, tmp_pat
     each refused by `darla pipeline` with exit 2, before stage 1 collects a frame."""
     import yaml
 
-    import darla.pipeline
+    import darla.stages.vision
     from vision.checkpoint import save_atomic, save_checkpoint
     from vision.vae import BetaVAE
 
     def must_not_collect(*a, **k):
         raise AssertionError("frames were collected")
 
-    monkeypatch.setattr(darla.pipeline, "collect_frames", must_not_collect)
+    monkeypatch.setattr(darla.stages.vision, "collect_frames", must_not_collect)
     torch.manual_seed(0)
     good = save_checkpoint(tmp_path / "good.pt", BetaVAE((3, 32, 32), 4, channels=[8, 8, 16, 16], hidden=32))
     record = torch.load(good, weights_only=True)
@@ -350,8 +350,9 @@ def test_full_disk_then_a_resume_that_needs_little_space(tiny_raw, tmp_path, cap
     import yaml
 
     from darla.config import load_config
-    from darla.pipeline import ALL_STAGES, space_needed
+    from darla.pipeline import space_needed
     from darla.runs import RunDir
+    from darla.stages import ALL_STAGES
 
     tiny_raw["runs_dir"] = str(tmp_path / "runs")
     cfg_path = tmp_path / "tiny.yaml"

@@ -24,14 +24,8 @@ import yaml
 import darla.pipeline as pipeline
 from darla.cli import main
 from darla.runs import LOCK_FILE, MANIFEST_SEAL, RunDir, RunDirError
-from vision.checkpoint import (
-    SEAL,
-    CheckpointError,
-    load_checkpoint,
-    read_checkpoint,
-    save_atomic,
-    save_checkpoint,
-)
+from vision.checkpoint import SEAL, CheckpointError, read_checkpoint, save_atomic, save_checkpoint
+from vision.registry import load_checkpoint
 from vision.train import CHECKPOINT, TrainSettings, train_vision
 from vision.vae import BetaVAE
 
@@ -222,11 +216,12 @@ def test_corrupted_model_checkpoint_is_refused(trained, tmp_path):
         load_checkpoint(cut)
 
 
-def test_unsealed_legacy_checkpoint_still_loads_and_scan_records_are_sealed(trained, tmp_path):
+def test_unsealed_checkpoint_is_refused_and_scan_records_are_sealed(trained, tmp_path):
     record = torch.load(trained / "model.pt", weights_only=True)
     del record[SEAL]
-    torch.save(record, tmp_path / "legacy.pt")
-    assert isinstance(load_checkpoint(tmp_path / "legacy.pt"), BetaVAE)
+    torch.save(record, tmp_path / "unsealed.pt")
+    with pytest.raises(CheckpointError, match=r"unsealed\.pt records no sha256"):
+        load_checkpoint(tmp_path / "unsealed.pt")
     # save_atomic seals any darla record (SCAN's too) and never mutates the caller's dict
     scan = {"format": "darla-scan/1", "scan": {"state_dict": {"w": torch.arange(64.0)}}, "vocab_words": ["a"]}
     save_atomic(scan, tmp_path / "scan.pt")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from vision.checkpoint import load_checkpoint
+from vision.registry import load_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "perception_curve.py"
 

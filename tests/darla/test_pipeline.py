@@ -12,6 +12,8 @@ import torch
 import yaml
 
 import darla.pipeline as pipeline
+import darla.stages as stages
+import darla.stages.vision as vision_stage
 from darla.cli import main
 from darla.runs import RunDir, RunDirError
 
@@ -183,8 +185,8 @@ def test_report_escapes_names(tiny_raw, tmp_path):
 
 def test_beta_vae_dae_trains_its_dae_first(tiny_raw, tmp_path):
     from darla.config import config_from_dict
-    from vision.checkpoint import load_checkpoint
     from vision.dae import BetaVAEDAE
+    from vision.registry import load_checkpoint
 
     tiny_raw["vision"].update(model="beta_vae_dae", beta=2.0, steps=6, checkpoint_every=3)
     tiny_raw["vision"]["dae"] = {"steps": 4, "params": {"latent_dim": 8, "channels": [8, 8, 16, 16], "hidden": 32}}
@@ -222,7 +224,7 @@ def test_vision_select_udr_trains_candidates_and_picks_one(tiny_raw, tmp_path, c
 
 def test_metrics_scored_on_the_env_and_shown_with_settings(tiny_raw, tmp_path):
     from darla.config import config_from_dict
-    from darla.report import carried_rows
+    from darla.report.run import carried_rows
     from envs.registry import get_domain
     from envs.seek_avoid import SeekAvoidGroundTruth
 
@@ -250,8 +252,8 @@ def test_metrics_scored_on_the_env_and_shown_with_settings(tiny_raw, tmp_path):
     said = [m for m in lines if m.startswith(f"[vision] {cfg.vision.model}: DCI test accuracy per factor (chance): ")]
     assert len(said) == 1 and f"agent_x {acc[names.index('agent_x')]:.2f} (0.17)" in said[0]
     # With dci, the MLP probe too (metrics.probe unset): the saved model's, on its own sample.
-    from vision.checkpoint import load_checkpoint
     from vision.metrics.probe import SIZES, mlp_probe
+    from vision.registry import load_checkpoint
 
     model = load_checkpoint(rd.root / "vision/model.pt")
     want = mlp_probe(truth, model.represent, np.random.default_rng((cfg.seed, 1)), *SIZES["fast"])
@@ -274,7 +276,7 @@ def test_metrics_probe_runs_when_asked_or_with_dci(tiny_cfg, tmp_path, enabled, 
     torch.manual_seed(0)
     model = BetaVAE((3, 32, 32), 4, channels=[8, 8, 16])
     lines: list[str] = []
-    path = pipeline._score_vision(cfg, model, get_domain("seek_avoid", "vision"), tmp_path, lines.append)
+    path = vision_stage.score_vision(cfg, model, get_domain("seek_avoid", "vision"), tmp_path, lines.append)
     m = json.loads(path.read_text())
     assert ("probe" in m) == scored and any("MLP probe" in line for line in lines) == scored
     if scored:
@@ -283,7 +285,7 @@ def test_metrics_probe_runs_when_asked_or_with_dci(tiny_cfg, tmp_path, enabled, 
 
 def test_vision_on_dsprites_trains_and_scores_stage_1_only(tiny_raw, tmp_path, capsys):
     from darla.config import config_from_dict
-    from vision.checkpoint import load_checkpoint
+    from vision.registry import load_checkpoint
 
     tiny_raw["vision"].update(data="dsprites", steps=4, checkpoint_every=2)
     tiny_raw["metrics"] = {"enabled": ["mig"], "settings": "fast"}
@@ -411,15 +413,15 @@ def test_changed_stage_2_config_reruns_from_stage_2_only_with_update(tiny_cfg, t
 
 def test_stage_of_key():
     old = {"methods": {"a": {"encoder": "vision"}, "b": {"encoder": "dae"}}}
-    assert pipeline.stage_of_key("agent.workers", old, old) is None
-    assert pipeline.stage_of_key("transfer.n_episodes", old, old) == "transfer"
-    assert pipeline.stage_of_key("env.domains.targets.t1", old, old) == "agent"
-    assert pipeline.stage_of_key("env.domains.vision", old, old) == "vision"
-    assert pipeline.stage_of_key("env.size", old, old) == "vision"
-    assert pipeline.stage_of_key("methods.a.augment", old, old) == "agent"
-    assert pipeline.stage_of_key("methods.b.params.beta", old, old) == "vision"  # an encoder trained in stage 1
-    assert pipeline.stage_of_key("methods.c", old, {"methods": {"c": {"encoder": "pixels"}}}) == "agent"
-    assert pipeline.stage_of_key("seed", old, old) == "vision"
+    assert stages.stage_of_key("agent.workers", old, old) is None
+    assert stages.stage_of_key("transfer.n_episodes", old, old) == "transfer"
+    assert stages.stage_of_key("env.domains.targets.t1", old, old) == "agent"
+    assert stages.stage_of_key("env.domains.vision", old, old) == "vision"
+    assert stages.stage_of_key("env.size", old, old) == "vision"
+    assert stages.stage_of_key("methods.a.augment", old, old) == "agent"
+    assert stages.stage_of_key("methods.b.params.beta", old, old) == "vision"  # an encoder trained in stage 1
+    assert stages.stage_of_key("methods.c", old, {"methods": {"c": {"encoder": "pixels"}}}) == "agent"
+    assert stages.stage_of_key("seed", old, old) == "vision"
 
 
 def test_vision_episode_steps_sets_the_collection_episodes_only(tiny_cfg):
@@ -432,7 +434,7 @@ def test_vision_episode_steps_sets_the_collection_episodes_only(tiny_cfg):
 
     def frames(**vision):
         logs = []
-        out = pipeline._vision_frames(replace(tiny_cfg, vision=replace(tiny_cfg.vision, **vision)), dom, logs.append)
+        out = vision_stage.vision_frames(replace(tiny_cfg, vision=replace(tiny_cfg.vision, **vision)), dom, logs.append)
         return out, logs[-1]
 
     default, said = frames()

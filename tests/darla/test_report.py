@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from darla.pipeline import summarize_transfer
-from darla.report import AT_CHANCE, REPORT_MAX_BYTES, at_chance, summary_rows
 from darla.report import figures as F
+from darla.report.run import AT_CHANCE, REPORT_MAX_BYTES, at_chance, summary_rows
+from darla.stages.transfer import summarize_transfer
 
 DOMAINS = ["source", "target_a"]
 REFS = {"source": {"random": 0.0, "oracle": 10.0}, "target_a": {"random": 0.0, "oracle": 10.0}}
@@ -41,7 +41,7 @@ def transfer(seeds: list[int]) -> dict:
 
 @pytest.mark.parametrize("seeds", [[0], [0, 1, 2]])
 def test_chance_banner_for_a_policy_at_chance_and_not_above(seeds):
-    from darla.report import _banner
+    from darla.report.run import _banner
 
     t = transfer(seeds)
     results = {"transfer": t}

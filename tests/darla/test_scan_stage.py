@@ -23,8 +23,9 @@ from darla.cli import main
 from darla.config import ConfigError, config_from_dict, dump_config, load_config
 from darla.pipeline import run_pipeline
 from darla.report.scan import scan_results, scan_section
-from darla.runs import RunDir, write_json_atomic
-from darla.scan_stage import VARIANTS, entangled_model_spec, stage_scan
+from darla.runs import RunDir
+from darla.stages.scan import VARIANTS, entangled_model_spec, stage_scan
+from vision.io import write_json_atomic
 
 TINY_SCAN = {
     "enabled": True,
@@ -135,7 +136,7 @@ def test_stage_writes_every_artifact(scan_run):
     assert {r["operator"] for r in res["recombination"]} <= {"AND", "IN COMMON", "IGNORE"} and res["recombination"]
     assert len(res["img2sym"]) == 8 and all(len(r["true"]) == len(r["predicted"]) == 4 for r in res["img2sym"])
     # The entangled baseline is stage 1's model with β = 1, nothing else changed.
-    from vision.checkpoint import load_checkpoint
+    from vision.registry import load_checkpoint
 
     ent, own = load_checkpoint(root / "entangled_vision/model.pt"), load_checkpoint(run.path("vision", "model.pt"))
     assert ent.hparams == {**own.hparams, "beta": 1.0} and own.hparams["beta"] == 4.0
@@ -265,7 +266,7 @@ def test_img2sym_recovers_scene_words(tmp_path):
     import torch
     from conftest import TINY
 
-    from darla.scan_stage import scan_context
+    from darla.stages.scan import scan_context
     from vision.scan.train import load_scan
 
     raw = copy.deepcopy(TINY)
@@ -303,6 +304,7 @@ def test_pipeline_runs_scan_when_enabled_and_keeps_it_when_agents_rerun(tmp_path
     """scan.enabled adds the stage to `darla pipeline`; it depends on vision only, so re-running
     the agent stage re-runs transfer and the report but keeps SCAN."""
     import darla.pipeline as pipeline
+    from darla.stages import downstream
 
     tiny_raw["scan"] = {**TINY_SCAN, "compare": []}
     tiny_raw["runs_dir"] = str(tmp_path / "runs")
@@ -312,7 +314,7 @@ def test_pipeline_runs_scan_when_enabled_and_keeps_it_when_agents_rerun(tmp_path
     assert stages["scan"]["status"] == "complete" and stages["report"]["status"] == "complete"
     html = (run.root / "report.html").read_text()
     assert "SCAN" in html and json.loads((run.root / "results.json").read_text())["scan"]["variants"]
-    assert pipeline.downstream("agent") == ["transfer", "report"]
+    assert downstream("agent") == ["transfer", "report"]
 
     run.invalidate("agent")  # as if the policies were retrained
     calls = []

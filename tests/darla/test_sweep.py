@@ -15,8 +15,9 @@ from conftest import TINY
 from scipy import stats as sps
 
 import darla.pipeline as pipeline
+import darla.stages.vision as vision_stage
 from darla.cli import main
-from darla.config import ConfigError, _safe_name
+from darla.config import ConfigError, safe_name
 from darla.report.sweep import correlations, spearman_bootstrap, write_sweep_report
 from darla.runs import RunDir
 from darla.sweep import load_sweep, make_run_name, run_sweep, vision_key
@@ -65,7 +66,7 @@ def test_expansion_is_list_times_grid_times_seeds_with_deterministic_names(tmp_p
     digest = hashlib.sha256(json.dumps(varying, sort_keys=True).encode()).hexdigest()[:8]
     assert first.name == f"beta-1.0__gamma-0.9__seed-0__{digest}"
     names = [r.name for r in sw.runs]
-    assert len(set(names)) == len(names) and all(_safe_name(n) for n in names)
+    assert len(set(names)) == len(names) and all(safe_name(n) for n in names)
     assert names == [r.name for r in load_sweep(p).runs]  # same file → same names
     for r in sw.runs:  # every run is an ordinary validated config, named after itself
         assert r.config.name == r.name and r.config.agent.total_timesteps == 64
@@ -99,7 +100,7 @@ def test_darla_figure_sweeps_have_four_betas_and_icf():
 
 def test_make_run_name_is_safe_and_bounded():
     name = make_run_name({"env.domains.targets": {"a b": "<x>"}, "agent.seeds": [0, 1], "vision.lr": None}, {})
-    assert _safe_name(name) and len(name) <= 80 + 2 + 8
+    assert safe_name(name) and len(name) <= 80 + 2 + 8
     assert make_run_name({}) == hashlib.sha256(b"{}").hexdigest()[:8]
 
 
@@ -126,6 +127,28 @@ def test_vision_key_ignores_what_stage_1_never_reads(tmp_path):
                       {"methods": {"b1": {"encoder": "beta_vae", "params": {"beta": 1.0}}}}):
         assert key(**different) != ref, different
 
+
+
+def test_vision_config_keeps_exactly_the_keys_stage_1_reads():
+    """One fact, two readers: the shared stage-1 job (vision_config) runs with every key that
+    stage_of_key gives to stage 1 (what vision_key hashes), and a method's training settings
+    are not among them even when stage 1 trains its encoder."""
+    from darla.config import config_from_dict
+    from darla.stages import stage_of_key
+    from darla.sweep import stage_1_inputs, vision_config
+
+    raw = small_base()
+    raw["seed"] = 3
+    raw["methods"] = {"b1": {"encoder": "beta_vae", "params": {"beta": 1.0}, "hyperparams": {"gamma": 0.9}},
+                      "v": {"encoder": "vision"}}
+    cfg = config_from_dict(raw, "t.yaml")
+    inputs = stage_1_inputs(cfg)
+    assert inputs["seed"] == 3 and inputs["methods.b1.params.beta"] == 1.0 and inputs["methods.b1.encoder"] == "beta_vae"
+    assert not {k for k in inputs if k.startswith(("agent.", "transfer.", "scan.", "methods.v.", "methods.b1.hyperparams"))}
+    assert stage_1_inputs(vision_config(cfg)) == inputs
+    d = cfg.to_dict()
+    assert stage_of_key("methods.b1.hyperparams.gamma", d, d) == "agent"
+    assert stage_of_key("methods.b1.params.beta", d, d) == "vision"
 
 @pytest.mark.parametrize("body, key", [
     ({"grid": {"vision.beta": [1.0, "x"]}}, "grid.vision.beta[1]"),
@@ -157,8 +180,8 @@ def test_errors_from_combinations_name_the_run(tmp_path):
 # ---------------------------------------------------------------------------------------------
 def test_agent_only_sweep_trains_the_vision_model_once(tmp_path, monkeypatch):
     calls = []
-    real = pipeline._train_one
-    monkeypatch.setattr(pipeline, "_train_one", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = vision_stage.train_one
+    monkeypatch.setattr(vision_stage, "train_one", lambda *a, **k: calls.append(1) or real(*a, **k))
     p = write_sweep(tmp_path, {"grid": {"agent.hyperparams.gamma": [0.9, 0.95, 0.99]}})
     sw = load_sweep(p)
     state = run_sweep(sw, workers=1, log=quiet)

@@ -17,12 +17,15 @@ from conftest import TINY
 import vision.select
 from darla.cli import main
 from darla.config import config_from_dict
-from darla.pipeline import domains_of, vision_ground_truth
 from darla.report.sweep import collect_sweep, write_sweep_report
 from darla.report.sweep_udr import CACHE_FILE, population_key
 from darla.runs import RunDir
+from darla.stages.common import domains_of
+from darla.stages.vision import vision_ground_truth
 from darla.sweep import load_sweep, run_sweep, vision_key
-from vision.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from vision.checkpoint import save_checkpoint
+from vision.io import file_sha256
+from vision.registry import load_checkpoint
 
 #: Fewer images than the paper's 1,000 where a test scores by hand; the CLI test uses the default.
 N_IMAGES = 200
@@ -158,7 +161,7 @@ def test_cache_is_reused_and_invalidated_when_a_model_changes(sweep_dir, monkeyp
         raise AssertionError("UDR recomputed")
 
     monkeypatch.setattr(vision.select, "udr_rank", fail)
-    monkeypatch.setattr("vision.checkpoint.load_checkpoint", fail)
+    monkeypatch.setattr("vision.registry.load_checkpoint", fail)
     again = rows_by_run(collect_sweep(sweep_dir, udr_images=N_IMAGES))
     assert {r: row["udr"] for r, row in again.items()} == {r: row["udr"] for r, row in first.items()}
     assert (cache_path.stat().st_mtime_ns, cache_path.read_text()) == stamp

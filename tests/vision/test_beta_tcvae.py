@@ -16,7 +16,8 @@ from vision.beta_tcvae import (
     log_qz_estimates,
     total_correlation,
 )
-from vision.checkpoint import load_checkpoint, save_checkpoint
+from vision.checkpoint import save_checkpoint
+from vision.registry import load_checkpoint
 
 SMALL = {"channels": [8, 8, 16, 16], "hidden": 32}
 

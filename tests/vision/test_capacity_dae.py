@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vision.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vision.checkpoint import CheckpointError, save_checkpoint
 from vision.dae import DAE, BetaVAEDAE
+from vision.registry import load_checkpoint
 from vision.vae import BetaVAE, CapacityVAE
 
 SMALL = {"channels": [8, 8, 16, 16], "hidden": 32}

@@ -8,8 +8,9 @@ import torch
 
 from envs.registry import get_domain
 from envs.seek_avoid import SeekAvoidGroundTruth
-from vision.checkpoint import load_checkpoint, save_checkpoint
+from vision.checkpoint import save_checkpoint
 from vision.dcign import DCIGN, GroupClamp
+from vision.registry import load_checkpoint
 
 SMALL = {"channels": [8, 8, 16, 16], "hidden": 32}
 N_FACTORS = 10  # seek-avoid: 4 scene factors + 6 cell coordinates

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from vision.checkpoint import load_checkpoint, save_checkpoint
+from vision.checkpoint import save_checkpoint
 from vision.factor_vae import FactorVAE, permute_dims
+from vision.registry import load_checkpoint
 from vision.train import TrainSettings, train_vision
 
 SMALL = {"channels": [8, 8, 16, 16], "hidden": 32}

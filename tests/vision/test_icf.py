@@ -16,8 +16,9 @@ from envs.transitions import (
     next_frames,
     sample_states,
 )
-from vision.checkpoint import load_checkpoint, save_checkpoint
+from vision.checkpoint import save_checkpoint
 from vision.icf import ICF, action_kwargs, code_ranges, expected_selectivity, selectivity
+from vision.registry import load_checkpoint
 from vision.train import TrainSettings, train_vision
 
 SMALL = {"channels": [8, 8, 16], "hidden": 32}

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from vision.checkpoint import load_checkpoint, save_checkpoint
+from vision.checkpoint import save_checkpoint
 from vision.infogan import InfoGAN, gaussian_nll
+from vision.registry import load_checkpoint
 
 SMALL = {"channels": [8, 8, 16, 16], "hidden": 32}
 

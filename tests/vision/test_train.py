@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from vision.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from vision.checkpoint import CheckpointError, save_checkpoint
+from vision.io import file_sha256
+from vision.registry import load_checkpoint
 from vision.train import (
     CHECKPOINT,
     NonFiniteLossError,

@@ -91,9 +91,10 @@ def test_default_stack_keeps_the_map_at_least_4x4(side, layers, map_side):
 
 
 def test_models_record_the_resolved_stack_and_old_checkpoints_still_load(tmp_path):
-    from vision.checkpoint import load_checkpoint, save_checkpoint
+    from vision.checkpoint import save_checkpoint
     from vision.dae import DAE
     from vision.infogan import InfoGAN
+    from vision.registry import load_checkpoint
 
     for cls in (BetaVAE, DAE, InfoGAN):
         m = cls((3, 32, 32))

@@ -14,9 +14,9 @@ import torch
 from envs.registry import get_domain
 from envs.seek_avoid import SeekAvoidGroundTruth
 from envs.transitions import SeekAvoidTransitions
-from vision.checkpoint import load_checkpoint, save_checkpoint
+from vision.checkpoint import save_checkpoint
 from vision.dae import DAE
-from vision.registry import VISION_MODELS
+from vision.registry import VISION_MODELS, load_checkpoint
 
 SIDE = 32
 SMALL = {"channels": [8, 8, 16, 16], "hidden": 32}

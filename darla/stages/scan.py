@@ -24,7 +24,6 @@ import dataclasses
 import inspect
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,9 +31,12 @@ import numpy as np
 import torch
 
 from darla.config import Config, ScanConfig
-from darla.runs import RunDir, write_json_atomic
-
-Log = Callable[[str], None]
+from darla.runs import RunDir
+from darla.stages.common import Log, domains_of, print_log
+from darla.stages.vision import model_params, train_one, vision_frames, vision_ground_truth
+from vision.io import write_json_atomic
+from vision.registry import get_model_class, load_checkpoint
+from vision.train import resolve_device
 
 SYM2IMG_TRAIN = 4
 """Training concepts drawn in the sym2img grids (plus :data:`SYM2IMG_HELD_OUT` held-out ones)."""
@@ -45,10 +47,6 @@ IMG2SYM_ROWS = 8
 """Fresh renders described in the img2sym table."""
 PNG_MIN_SIDE = 96
 """Short side of the saved grids: a few rows of 32–64 px frames need little upscaling."""
-
-
-def _print(msg: str) -> None:
-    print(msg, flush=True)
 
 
 class Variant(NamedTuple):
@@ -108,9 +106,6 @@ class ScanContext(NamedTuple):
 
 def scan_context(cfg: Config, run: RunDir) -> ScanContext:
     """What SCAN needs from a run; FileNotFoundError/ValueError (one line each) when it cannot have it."""
-    from darla.pipeline import domains_of, resolve_device, vision_ground_truth
-    from vision.checkpoint import load_checkpoint
-
     if cfg.vision.data != "env":
         raise ValueError(f"{run.root}: SCAN names the env's scene factors; this run's vision model was trained on {cfg.vision.data}")
     if not run.is_complete("vision"):
@@ -130,8 +125,6 @@ def entangled_model_spec(cfg: Config) -> tuple[str, dict[str, Any]]:
     any other (capacity, factor, total-correlation, DC-IGN, InfoGAN, DAE) becomes the plain
     :class:`vision.vae.VAE` — β = 1 by definition — with the architecture kwargs it shares.
     """
-    from vision.registry import get_model_class
-
     v = cfg.vision
     cls = get_model_class(v.model)
     if "beta" in inspect.signature(cls.__init__).parameters:
@@ -145,31 +138,17 @@ def train_entangled_vision(cfg: Config, run: RunDir, progress: bool, log: Log):
 
     Same frames, latents, steps, batch size, learning rate and seed as stage 1, so only β differs.
     """
-    from darla.pipeline import (
-        _model_kwargs,
-        _pretrain_dae,
-        _train_one,
-        _vision_frames,
-        domains_of,
-        resolve_device,
-    )
-    from vision.checkpoint import load_checkpoint
-    from vision.registry import get_model_class
-
     out = run.path("scan", "entangled_vision")
     name, params = entangled_model_spec(cfg)
     if not run.is_complete("scan/entangled_vision"):
         t0 = time.time()
         vision_dom, _, _ = domains_of(cfg)
-        frames = _vision_frames(cfg, vision_dom, log)
+        frames = vision_frames(cfg, vision_dom, log)
         cls = get_model_class(name)
-        params = _model_kwargs(cls, params, cfg.vision.n_frames)
-        if getattr(cls, "requires", None) == "dae" and not params.get("dae_checkpoint"):
-            obs_shape = (frames.shape[3], frames.shape[1], frames.shape[2])
-            params["dae_checkpoint"] = str(_pretrain_dae(cfg, run, frames, obs_shape, progress, log))
+        params = model_params(cfg, run, cls, params, frames, progress, log)
         ent_cfg = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, model=name, params=params))
         log(f"[scan] entangled baseline: {name} with β = 1 (DARLA_ENT / SCAN's entangled ablation)")
-        path, _, info = _train_one(ent_cfg, cls, params, frames, vision_dom, cfg.seed, out, progress, log)
+        path, _, info = train_one(ent_cfg, cls, params, frames, vision_dom, cfg.seed, out, progress, log)
         run.complete("scan/entangled_vision", [path], {"model": name, **info}, t0)
     return load_checkpoint(out / "model.pt").to(resolve_device(cfg.device))
 
@@ -340,7 +319,7 @@ def _pictures(cfg: Config, run: RunDir, ctx: ScanContext, models: dict[str, tupl
 # ---------------------------------------------------------------------------------------------
 # the stage
 # ---------------------------------------------------------------------------------------------
-def stage_scan(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = _print) -> dict[str, Any]:
+def stage_scan(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = print_log) -> dict[str, Any]:
     """Train SCAN (and the ``scan.compare`` ablations) on the run's vision model, score, draw; see the module docstring."""
     from vision.scan.train import FactorClassifier, load_scan
 
