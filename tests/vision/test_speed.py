@@ -198,3 +198,23 @@ def test_graphed_resume_is_exact_and_its_checkpoint_resumes_eagerly(tmp_path, mo
     eager = train_vision(model(seed=99), frames(), CUDA_SETTINGS, tmp_path / "e")
     assert eager.resumed_from == 5
     np.testing.assert_allclose(eager.history["loss"], ref.history["loss"], rtol=1e-4)
+
+
+def test_gpu_stage1_script_runs_small_and_reports_what_it_skipped(tmp_path):
+    import runpy
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_stage1.py"
+    main = runpy.run_path(str(script))["main"]
+    out = tmp_path / "out"
+    result = main(["--out", str(out), "--size", "16", "--steps", "2", "--warm", "2", "--frames", "32",
+                   "--batch", "8", "--log-every", "2", "--models", "beta_vae", "--no-tests", "--mm", "64"])
+    runs = {r["variant"]: r for r in result["runs"]}
+    assert runs["eager"]["images_per_s"] > 0 and runs["eager"]["vs_eager"] == 1.0
+    if torch.cuda.is_available():
+        assert runs["graph"]["images_per_s"] > 0 and not runs["graph"]["note"]
+    else:
+        assert runs["graph"] == {"model": "beta_vae", "batch": 8, "variant": "graph", "skipped": "no CUDA device"}
+    import json
+
+    assert json.loads((out / "gpu_stage1.json").read_text()) == result
+    assert "skipped" in (out / "gpu_stage1.txt").read_text() or torch.cuda.is_available()
