@@ -8,7 +8,8 @@ the same run:
 - ``torch.mm`` of two N×N float32 matrices (the roofline of ``vision_throughput.py``);
 - the conv ceiling: every conv and transposed-conv layer of the model timed alone on its exact
   shapes (forward, grad of input, grad of weight and bias), each in the faster of contiguous and
-  channels_last: the best oneDNN does for these layers, with nothing between them.
+  channels_last: the best oneDNN does for these layers, with nothing between them. A per-layer
+  table also times torch's own (non-oneDNN) kernels for comparison.
 
 Each round gives step ÷ mm and step ÷ conv ceiling; the medians and ranges are printed. Also the
 share of the step's FLOPs in its convolutions, and the conv layers' own time inside the step.
@@ -60,7 +61,8 @@ def conv_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module,
 class LayerBench:
     """One conv layer alone: forward + backward on its exact input shape, in a given memory format."""
 
-    def __init__(self, layer: nn.Module, shape: tuple[int, ...], fmt: torch.memory_format, input_grad: bool) -> None:
+    def __init__(self, layer: nn.Module, shape: tuple[int, ...], fmt: torch.memory_format, input_grad: bool, onednn: bool = True) -> None:
+        self.onednn = onednn
         self.layer = copy.deepcopy(layer).to(memory_format=fmt).requires_grad_(True)
         self.x = torch.randn(shape).contiguous(memory_format=fmt).requires_grad_(input_grad)
         with torch.no_grad():
@@ -71,8 +73,9 @@ class LayerBench:
         self.flops = fc.get_total_flops()
 
     def __call__(self) -> None:
-        out = self.layer(self.x)
-        out.backward(self.g)
+        with torch.backends.mkldnn.flags(enabled=self.onednn):
+            out = self.layer(self.x)
+            out.backward(self.g)
         self.layer.zero_grad(set_to_none=True)
         self.x.grad = None
 
@@ -140,18 +143,28 @@ def main() -> None:
     # The conv ceiling: each layer alone, in whichever memory format is faster for it.
     layers = conv_layers(model, x)
     first = {id(layers[0][1])} if layers else set()
+    # Per layer: oneDNN in contiguous and in channels_last (the ceiling: the faster of the two),
+    # and torch's own kernels (oneDNN off) in contiguous, for comparison only.
+    variants = [("oneDNN nchw", torch.contiguous_format, True), ("oneDNN nhwc", torch.channels_last, True),
+                ("native nchw", torch.contiguous_format, False)]
     benches = []
     for _name, layer, shape in layers:
-        pair = [LayerBench(layer, shape, f, input_grad=id(layer) not in first) for f in (torch.contiguous_format, torch.channels_last)]
-        for b in pair:
+        row = [LayerBench(layer, shape, f, input_grad=id(layer) not in first, onednn=on) for _, f, on in variants]
+        for b in row:
             b()
-        benches.append(pair)
-    conv_flops = sum(p[0].flops for p in benches)
+        benches.append(row)
+    conv_flops = sum(row[0].flops for row in benches)
+    layer_times: list[list[list[float]]] = [[[] for _ in variants] for _ in benches]
 
     r_mm, r_ceil, rates = [], [], {"step": [], "mm": [], "ceil": []}
     for _ in range(args.rounds):
         mm = matmul_gflops(args.mm)
-        t_layers = sum(min(timed(b, args.steps) for b in pair) for pair in benches)
+        t_layers = 0.0
+        for i, row in enumerate(benches):
+            ts = [timed(b, args.steps) for b in row]
+            for j, t in enumerate(ts):
+                layer_times[i][j].append(t)
+            t_layers += min(t for t, (_, _, on) in zip(ts, variants) if on)
         t_step = timed(run_step, args.steps)
         ceil = conv_flops / t_layers / 1e9
         rate = step_flops / t_step / 1e9
@@ -172,6 +185,16 @@ def main() -> None:
     print(f"  conv ceiling    {statistics.median(rates['ceil']):8.1f} GFLOP/s  (its layers alone, best format each)")
     print(f"step ÷ torch.mm:      {med(r_mm)}")
     print(f"step ÷ conv ceiling:  {med(r_ceil)}")
+    print(f"conv ceiling ÷ torch.mm: {med([c / m for c, m in zip(rates['ceil'], rates['mm'])])}")
+    mm = statistics.median(rates["mm"])
+    print("\nper layer (forward + backward alone; median ms over the rounds; best GFLOP/s of oneDNN ÷ torch.mm):")
+    print(f"  {'layer':<14}{'input':<18}{'MFLOP':>7}" + "".join(f"{v[0]:>13}" for v in variants) + f"{'GFLOP/s':>9}{'÷ mm':>6}")
+    for (name, _layer, shape), row, times in zip(layers, benches, layer_times):
+        ms = [1e3 * statistics.median(t) for t in times]
+        best = min(m for m, (_, _, on) in zip(ms, variants) if on)
+        rate = row[0].flops / best / 1e6
+        print(f"  {name:<14}{'x'.join(map(str, shape[1:])):<18}{row[0].flops / 1e6:>7.0f}" + "".join(f"{m:>13.2f}" for m in ms)
+              + f"{rate:>9.1f}{rate / mm:>6.2f}")
 
 
 if __name__ == "__main__":
