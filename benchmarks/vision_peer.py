@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--steps", type=int, default=3, help="steps of each side per round")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--verbose", action="store_true", help="print every round")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,6 +120,9 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, {args.rounds} rounds × {args.steps} steps")
     print(f"darla     {1e3 * statistics.median(t_darla):8.1f} ms/step  ({args.batch / statistics.median(t_darla):,.0f} images/s)")
     print(f"reference {1e3 * statistics.median(t_ref):8.1f} ms/step  ({args.batch / statistics.median(t_ref):,.0f} images/s)")
+    if args.verbose:
+        for r, (a, b) in enumerate(zip(t_darla, t_ref)):
+            print(f"  round {r:2d}: darla {1e3 * a:8.1f} ms, reference {1e3 * b:8.1f} ms, ratio {b / a:.2f}")
     print(f"reference ÷ darla: median {statistics.median(ratios):.2f}× (range {min(ratios):.2f}–{max(ratios):.2f})")
 
 

@@ -66,14 +66,14 @@ def build(name: str, size: int, latent: int):
     return model
 
 
-def images_per_s(model, x, steps: int, amp: bool, device: torch.device, fused: bool = False) -> float:
-    opts = model.configure_optimizers(1e-4)
-    if fused:
-        fuse_adam(opts)
+def images_per_s(model, x, steps: int, amp: bool, device: torch.device, opts=None) -> float:
+    """Images/s over ``steps`` steps; with ``opts`` None, fresh optimisers and 3 warm-up steps first."""
     cuda = device.type == "cuda"
-    for i in range(3):  # warm-up (and compilation)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            model.train_step(x, i, opts, check_finite=not cuda)
+    if opts is None:
+        opts = model.configure_optimizers(1e-4)
+        for i in range(3):  # warm-up (and compilation)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                model.train_step(x, i, opts, check_finite=not cuda)
     sync(device)
     t0 = time.perf_counter()
     for i in range(steps):
@@ -115,10 +115,11 @@ def main() -> None:
                 ("bf16", True, False, False, False), ("bf16+cl", True, False, True, False),
                 ("fp32+compile", False, True, False, False), ("bf16+compile", True, True, False, False),
             ]
-        compiled = False
+        compiled: list | None = None
         ips_of: dict[str, list[float]] = {v[0]: [] for v in variants}
-        for _ in range(args.rounds):  # rounds interleave the variants (a busy machine drifts)
-            for label, amp, comp, cl, fused in variants:
+        opts_of: dict[str, list[torch.optim.Optimizer]] = {}
+        for r in range(args.rounds):  # rounds interleave the variants, in alternating order (a busy machine drifts)
+            for label, amp, comp, cl, fused in variants if r % 2 == 0 else variants[::-1]:
                 fmt = torch.channels_last if cl else torch.contiguous_format
                 model.to(memory_format=fmt)
                 x = x.contiguous(memory_format=fmt)
@@ -127,8 +128,18 @@ def main() -> None:
                     # step-dependent Python numbers in the loss (capacity C, annealing) don't recompile.
                     for child in model.children():
                         child.compile()
-                    compiled = True
-                ips_of[label].append(images_per_s(model, x, args.steps, amp, device, fused))
+                    compiled = [child._compiled_call_impl for child in model.children()]
+                if compiled:  # eager variants run eager in every round
+                    for child, impl in zip(model.children(), compiled):
+                        child._compiled_call_impl = impl if comp else None
+                if label not in opts_of:
+                    opts_of[label] = model.configure_optimizers(1e-4)
+                    if fused:
+                        fuse_adam(opts_of[label])
+                    for i in range(3):  # warm-up (and compilation)
+                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                            model.train_step(x, i, opts_of[label], check_finite=device.type != "cuda")
+                ips_of[label].append(images_per_s(model, x, args.steps, amp, device, opts_of[label]))
         base = ips_of[variants[0][0]]
         for label, runs in ips_of.items():
             ips = statistics.median(runs)

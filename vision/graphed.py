@@ -121,7 +121,9 @@ class GraphedTrainStep:
         try:
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
+            with torch.cuda.stream(side), warnings.catch_warnings():
+                # Adam warns when a capturable instance steps outside a capture: here it must.
+                warnings.filterwarnings("ignore", message=".*capturable=True.*")
                 for _ in range(WARMUP_STEPS):
                     opt.zero_grad(set_to_none=True)
                     step()
