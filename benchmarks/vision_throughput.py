@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--latent", type=int, default=10)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--cpu-compile", action="store_true", help="on the CPU, also torch.compile the nets (a minute to compile)")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds of all variants; medians are printed")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--mm", type=int, default=2048, help="side of the roofline matmul")
@@ -97,7 +98,7 @@ def main() -> None:
     device = torch.device(args.device)
     roof = matmul_gflops(device, args.mm)
     print(f"device {device}, {torch.get_num_threads()} threads; torch.mm {args.mm}² fp32: {roof:,.1f} GFLOP/s (roofline)")
-    print(f"{'model':<14}{'variant':<19}{'images/s':>10}{'GFLOP/step':>12}{'GFLOP/s':>10}{'÷ roofline':>12}"
+    print(f"{'model':<14}{'variant':<23}{'images/s':>10}{'GFLOP/step':>12}{'GFLOP/s':>10}{'÷ roofline':>12}"
           + ("  ÷ first variant, median (range) over rounds" if args.rounds > 1 else ""))
     names = sorted(VISION_MODELS) if args.models == "all" else args.models.split(",")
     for name in names:
@@ -110,6 +111,8 @@ def main() -> None:
         variants = [("fp32", False, False, False, False), ("fp32+cl", False, False, True, False)]
         if device.type == "cpu":
             variants.append(("fp32+cl+fusedadam", False, False, True, True))
+            if args.cpu_compile:
+                variants.append(("fp32+cl+fused+compile", False, True, True, True))
         if device.type == "cuda":
             variants += [
                 ("bf16", True, False, False, False), ("bf16+cl", True, False, True, False),
@@ -146,7 +149,7 @@ def main() -> None:
             rate = flops / args.batch * ips / 1e9
             gain = [a / b for a, b in zip(runs, base)]
             vs = f"{statistics.median(gain):6.2f} ({min(gain):.2f}–{max(gain):.2f})" if args.rounds > 1 else ""
-            print(f"{name:<14}{label:<19}{ips:>10,.0f}{flops / 1e9:>12.2f}{rate:>10,.1f}{rate / roof:>12.2f}  {vs}")
+            print(f"{name:<14}{label:<23}{ips:>10,.0f}{flops / 1e9:>12.2f}{rate:>10,.1f}{rate / roof:>12.2f}  {vs}")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,29 @@ def eager_state_dict(opt: torch.optim.Optimizer) -> dict:
     return {"state": state, "param_groups": groups}
 
 
+class TrainingSnapshot:
+    """The values of a model's parameters and buffers and of its optimiser's state, to put back later.
+
+    :meth:`restore` copies them back in place (a captured graph holds the tensors' addresses).
+    Optimiser state created after the snapshot is zeroed, which is where a fresh Adam starts
+    (zero moments, step 0).
+    """
+
+    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+        self.model, self.opt = model, opt
+        self.params = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.state = {p: {k: v.detach().clone() for k, v in s.items() if isinstance(v, Tensor)} for p, s in opt.state.items()}
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for k, v in self.model.state_dict().items():
+            v.copy_(self.params[k])
+        for p, s in self.opt.state.items():
+            for k, v in s.items():
+                if isinstance(v, Tensor):
+                    v.copy_(self.state[p][k]) if p in self.state else v.zero_()
+
+
 class GraphedTrainStep:
     """``model.train_step`` on ``data[idx]`` for one batch size, as a replayed CUDA graph.
 
@@ -107,8 +130,7 @@ class GraphedTrainStep:
         """The captured step, or None (with a warning, the model and optimiser untouched) if capture fails."""
         device = data.device
         _set_capturable(opt, True)
-        saved_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        saved_opt = {p: {k: v.detach().clone() for k, v in s.items() if isinstance(v, Tensor)} for p, s in opt.state.items()}
+        before = TrainingSnapshot(model, opt)
         idx = torch.arange(batch_size, device=device)
 
         def step() -> dict[str, Tensor]:
@@ -137,16 +159,7 @@ class GraphedTrainStep:
             graph = None
         finally:
             torch.cuda.synchronize(device)
-            # Undo the warm-up: parameters, buffers and Adam's state back to their values before
-            # it (in place: the graph holds their addresses). State Adam created during the
-            # warm-up is zeroed, which is what a fresh Adam starts from.
-            with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    v.copy_(saved_model[k])
-                for p, s in opt.state.items():
-                    for k, v in s.items():
-                        if isinstance(v, Tensor):
-                            v.copy_(saved_opt[p][k]) if p in saved_opt else v.zero_()
+            before.restore()  # undo the warm-up steps
         if graph is None:
             opt.zero_grad(set_to_none=True)
             _set_capturable(opt, False)

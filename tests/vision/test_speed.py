@@ -17,7 +17,7 @@ import torch
 
 from vision.base import VisionModel
 from vision.checkpoint import file_sha256, load_checkpoint
-from vision.graphed import GRAPHABLE, eager_state_dict, graph_unsupported
+from vision.graphed import GRAPHABLE, TrainingSnapshot, eager_state_dict, graph_unsupported
 from vision.registry import VISION_MODELS
 from vision.train import (
     CHECKPOINT,
@@ -143,6 +143,30 @@ def test_eager_state_dict_writes_the_eager_format_and_leaves_the_optimiser_alone
     assert sd["param_groups"][0]["capturable"] is False and opt.param_groups[0]["capturable"] is True
     assert sd["state"][0]["step"].device.type == "cpu" and sd["state"][0]["step"] is not live
     assert opt.state[p]["step"] is live
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_snapshot_undoes_warm_up_steps_exactly(fresh):
+    # The graph capture runs eager warm-up steps first and must leave no trace of them.
+    x = torch.as_tensor(images(16))
+
+    def run(m, opt, steps):
+        for step in steps:
+            torch.manual_seed(step)
+            m.train_step(x, step, [opt])
+
+    a, b = model(), model()
+    opt_a, opt_b = torch.optim.Adam(a.parameters(), 1e-3), torch.optim.Adam(b.parameters(), 1e-3)
+    if not fresh:  # a resumed optimiser: Adam's state exists before the snapshot
+        run(a, opt_a, [0, 1])
+        run(b, opt_b, [0, 1])
+    snap = TrainingSnapshot(b, opt_b)
+    run(b, opt_b, [7, 8, 9])  # the warm-up
+    snap.restore()
+    run(a, opt_a, [2, 3])
+    run(b, opt_b, [2, 3])
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(w, v, rtol=0, atol=0, msg=k)
 
 
 # ---- CUDA only -------------------------------------------------------------------------------
