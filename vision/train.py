@@ -11,9 +11,11 @@ both are functions of the step alone. A run resumed from a checkpoint at step ``
 takes exactly the steps an uninterrupted run takes after ``k`` (on the same machine).
 
 channels_last on the CPU (oneDNN's convolutions are faster in it) but not on CUDA (these small nets
-ran 1.5× slower in it on an H100: docs/experiments/gpu-throughput.md); on CUDA optional bf16 autocast (``amp``,
-off by default: it did not pay either), optional ``torch.compile`` of the nets, and the finiteness
-check only at log and checkpoint steps (a host sync every step would stall the GPU).
+ran 1.5× slower in it on an H100: docs/experiments/gpu-throughput.md), and Adam's fused kernel on
+the CPU (:func:`fuse_adam`); on CUDA optional bf16 autocast (``amp``, off by default: it did not pay
+either), optional ``torch.compile`` of the nets, an optional CUDA-graphed step (``cuda_graph``:
+:mod:`vision.graphed`), batch indices kept on the GPU, and the finiteness check only at log and
+checkpoint steps (a host sync every step would stall the GPU).
 """
 
 from __future__ import annotations
@@ -132,10 +134,10 @@ def fuse_adam(optimizers: Sequence[torch.optim.Optimizer]) -> None:
     """Switch every plain ``torch.optim.Adam`` whose parameters all live on the CPU to torch's fused kernel.
 
     The default CPU Adam runs about ten elementwise ops per parameter tensor; the fused one makes
-    one pass. On this project's 2-core CPU the optimiser step of the 64 px β-VAE went from a median
-    53 ms to 2.7 ms (``benchmarks/vision_profile.py`` shows its share of the step). Same update
-    rule; results agree to float rounding (tests/vision/test_speed.py). Groups that asked for
-    foreach, capturable or differentiable Adam are left as they are.
+    one pass. In the profile of a 64 px β-VAE step on this project's 2-core CPU, Adam's ops fell
+    from about a quarter of the self time to 4% (``benchmarks/vision_profile.py [--plain-adam]``).
+    Same update rule; results agree to float rounding (tests/vision/test_speed.py). Groups that
+    asked for foreach, capturable or differentiable Adam are left as they are.
     """
     for opt in optimizers:
         if type(opt) is not torch.optim.Adam:
