@@ -103,6 +103,10 @@ class VisionConfig:
     log_every: int = field(default=50, metadata=_bounds(1))
     amp: bool = field(default=False, metadata={"doc": "bf16 autocast on CUDA; measured slower than fp32 for these nets on an H100"})
     compile: bool = False
+    cuda_graph: bool = field(
+        default=False,
+        metadata={"doc": "replay stage 1's training step as one CUDA graph (CUDA only; models it cannot capture train eagerly)"},
+    )
     checkpoint: str | None = field(default=None, metadata={"doc": "use this trained model.pt instead of training"})
     data: Literal["env", "dsprites"] = field(
         default="env",

@@ -11,15 +11,18 @@ both are functions of the step alone. A run resumed from a checkpoint at step ``
 takes exactly the steps an uninterrupted run takes after ``k`` (on the same machine).
 
 channels_last on the CPU (oneDNN's convolutions are faster in it) but not on CUDA (these small nets
-ran 1.5× slower in it on an H100: docs/experiments/gpu-throughput.md); on CUDA optional bf16 autocast (``amp``,
-off by default: it did not pay either), optional ``torch.compile`` of the nets, and the finiteness
-check only at log and checkpoint steps (a host sync every step would stall the GPU).
+ran 1.5× slower in it on an H100: docs/experiments/gpu-throughput.md), and Adam's fused kernel on
+the CPU (:func:`fuse_adam`); on CUDA optional bf16 autocast (``amp``, off by default: it did not pay
+either), optional ``torch.compile`` of the nets, an optional CUDA-graphed step (``cuda_graph``:
+:mod:`vision.graphed`), batch indices kept on the GPU, and the finiteness check only at log and
+checkpoint steps (a host sync every step would stall the GPU).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +39,7 @@ from vision.checkpoint import (
     save_atomic,
     save_checkpoint,
 )
+from vision.graphed import GraphedTrainStep, eager_state_dict, graph_unsupported
 from vision.interrupt import GracefulInterrupt
 
 CHECKPOINT = "checkpoint_last.pt"
@@ -63,7 +67,10 @@ class TrainSettings:
     amp: bool = False
     """bf16 autocast on CUDA (ignored on CPU); measured slower than fp32 for these nets on an H100."""
     compile: bool = False
-    """``torch.compile`` the loss on CUDA (ignored on CPU)."""
+    """``torch.compile`` the nets on CUDA (ignored on CPU)."""
+    cuda_graph: bool = False
+    """Capture the training step as one CUDA graph and replay it (:mod:`vision.graphed`); CUDA
+    only (ignored on CPU). Models it cannot capture train eagerly, with a warning saying why."""
     seed: int = 0
     """Seeds batch order and the model's sampling noise."""
     progress: bool = True
@@ -102,6 +109,64 @@ def batch_indices(n: int, batch_size: int, seed: int) -> Callable[[int], np.ndar
         return cache[epoch][i * batch_size : (i + 1) * batch_size]
 
     return indices
+
+
+def device_batch_indices(n: int, batch_size: int, seed: int, device: torch.device) -> Callable[[int], torch.Tensor]:
+    """:func:`batch_indices` as int64 tensors on ``device``, each epoch's permutation copied over once.
+
+    A host-to-device copy of pageable memory waits for the GPU to drain its queue, so copying
+    every step's indices would serialise the host's kernel launches with the GPU's work.
+    """
+    per_epoch = max(1, n // batch_size)
+    cache: dict[int, torch.Tensor] = {}
+
+    def indices(step: int) -> torch.Tensor:
+        epoch, i = divmod(step, per_epoch)
+        if epoch not in cache:
+            cache.clear()
+            cache[epoch] = torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(n)).to(device)
+        return cache[epoch][i * batch_size : (i + 1) * batch_size]
+
+    return indices
+
+
+def fuse_adam(optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    """Switch every plain ``torch.optim.Adam`` whose parameters all live on the CPU to torch's fused kernel.
+
+    The default CPU Adam runs about ten elementwise ops per parameter tensor; the fused one makes
+    one pass. In the profile of a 64 px β-VAE step on this project's 2-core CPU, Adam's ops fell
+    from about a quarter of the self time to 4% (``benchmarks/vision_profile.py [--plain-adam]``).
+    Same update rule; results agree to float rounding (tests/vision/test_speed.py). Groups that
+    asked for foreach, capturable or differentiable Adam are left as they are.
+    """
+    for opt in optimizers:
+        if type(opt) is not torch.optim.Adam:
+            continue
+        for group in opt.param_groups:
+            if group.get("foreach") or group.get("capturable") or group.get("differentiable") or group.get("fused"):
+                continue
+            if all(p.device.type == "cpu" and p.dtype.is_floating_point for p in group["params"]):
+                group["fused"] = True
+
+
+def prepare_training(
+    model: VisionModel, device: torch.device, lr: float, checkpoint: Path | None = None
+) -> tuple[list[torch.optim.Optimizer], torch.memory_format, tuple[int, dict[str, list[float]], dict[str, torch.Tensor], int]]:
+    """Model on ``device`` in its training memory format, in train mode, with its optimisers.
+
+    Restores the training state from ``checkpoint`` when given. Returns the optimisers, the memory
+    format batches must be in, and (step, history, partial sums, their count) — zeros without a
+    checkpoint. Benchmarks call this too, so they time the step stage 1 runs.
+    """
+    fmt = memory_format(device)
+    model.to(device, memory_format=fmt)
+    model.train()
+    optimizers = model.configure_optimizers(lr)
+    state: tuple[int, dict[str, list[float]], dict[str, torch.Tensor], int] = (0, {}, {}, 0)
+    if checkpoint is not None:
+        state = _load_training_state(checkpoint, model, optimizers, device)
+    fuse_adam(optimizers)  # after loading: a checkpoint's param groups replace the optimiser's options
+    return optimizers, fmt, state
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
@@ -211,28 +276,30 @@ def train_vision(
         raise ValueError(f"frames are {tuple(data.shape[1:])} (C, H, W) but the model takes {model.obs_shape}")
     if len(data) < settings.batch_size:
         raise ValueError(f"{len(data)} frames are fewer than one batch of {settings.batch_size}")
-    fmt = memory_format(device)
-    model.to(device, memory_format=fmt)
-    model.train()
-    optimizers = model.configure_optimizers(settings.lr or model.default_lr)
-
     # The mean of the terms since the last log point (kept in checkpoints, so a resumed run logs
     # exactly what an uninterrupted one does).
-    start, history, sums, n_summed = 0, {}, {}, 0
-    if resume and ckpt_path.exists():
-        start, history, sums, n_summed = _load_training_state(ckpt_path, model, optimizers, device)
+    optimizers, fmt, (start, history, sums, n_summed) = prepare_training(
+        model, device, settings.lr or model.default_lr, ckpt_path if resume and ckpt_path.exists() else None
+    )
     if cuda and settings.compile:
         # Each net compiled in place (state_dict keys unchanged). Not the loss: it reads Python
         # numbers that change with the step (CapacityVAE's C), which would recompile every step.
         for child in model.children():
             child.compile()
 
+    graphed: GraphedTrainStep | None = None
+    want_graph = cuda and settings.cuda_graph
+    if want_graph and (why := graph_unsupported(model, optimizers, device, settings.amp)):
+        warnings.warn(f"vision.cuda_graph: {why}; training eagerly", stacklevel=2)
+        want_graph = False
+
     def save_training_state(step: int) -> None:
         record = model_record(model)
         record["train"] = {
             "step": step,
             "history": history,
-            "optimizers": [o.state_dict() for o in optimizers],
+            # A graphed run's Adam is capturable; the checkpoint holds what the eager one would.
+            "optimizers": [eager_state_dict(o) if graphed is not None else o.state_dict() for o in optimizers],
             "sums": {k: v.cpu() for k, v in sums.items()},
             "n_summed": n_summed,
             "settings": asdict(settings),
@@ -250,7 +317,7 @@ def train_vision(
 
         bar = progress_bar(settings.steps, start, f"vision {model.name}", "step")
 
-    batches = batch_indices(len(data), settings.batch_size, settings.seed)
+    batches = device_batch_indices(len(data), settings.batch_size, settings.seed, device)
     last_good = start
     t0 = time.perf_counter()
     with (
@@ -258,15 +325,20 @@ def train_vision(
         cudnn_deterministic(cuda),
     ):
         try:
+            if want_graph and start < settings.steps:  # inside cudnn_deterministic: the graph keeps the algorithms it captured
+                graphed = GraphedTrainStep.capture(model, optimizers[0], data, settings.batch_size, fmt)
             for step in range(start, settings.steps):
-                idx = torch.from_numpy(batches(step)).to(device)
-                x = data.index_select(0, idx).float().div_(255.0).contiguous(memory_format=fmt)
+                idx = batches(step)
                 torch.manual_seed(_step_seed(settings.seed, step))
                 is_log = (step + 1) % settings.log_every == 0 or step + 1 == settings.steps
                 is_ckpt = (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps
                 try:
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and settings.amp):
-                        terms = model.train_step(x, step, optimizers, check_finite=not cuda or is_log or is_ckpt)
+                    if graphed is not None:
+                        terms = graphed(idx)
+                    else:
+                        x = data.index_select(0, idx).float().div_(255.0).contiguous(memory_format=fmt)
+                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and settings.amp):
+                            terms = model.train_step(x, step, optimizers, check_finite=not cuda or is_log or is_ckpt)
                     if cuda and (is_log or is_ckpt) and not torch.isfinite(terms["loss"]):
                         raise FloatingPointError(f"non-finite loss at step {step}")
                 except FloatingPointError as e:

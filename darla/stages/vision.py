@@ -31,7 +31,7 @@ def train_settings(cfg: Config, steps: int, lr: float | None, progress: bool):
     v = cfg.vision
     return TrainSettings(
         steps=steps, batch_size=v.batch_size, lr=lr, checkpoint_every=v.checkpoint_every,
-        log_every=v.log_every, device=cfg.device, amp=v.amp, compile=v.compile, seed=cfg.seed,
+        log_every=v.log_every, device=cfg.device, amp=v.amp, compile=v.compile, cuda_graph=v.cuda_graph, seed=cfg.seed,
         progress=progress,
     )
 
