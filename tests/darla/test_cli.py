@@ -20,6 +20,10 @@ def test_envs_lists_factors_and_domains(capsys):
     assert main(["envs"]) == 0
     out = capsys.readouterr().out
     assert "darla/SeekAvoid-v0" in out and "factor floor_colour" in out and "domain target_all_new" in out
+    # each env names its held-out pair after its own factors; the old shared name is an alias
+    assert "domain target_floor_wall (also accepted as target_floor_object): " in out
+    assert "domain target_background_target (also accepted as target_floor_object): " in out
+    assert out.count("domain target_floor_object: ") == 1  # v0's own name, listed once
 
 
 def test_vision_traverse_writes_png(tmp_path, capsys):

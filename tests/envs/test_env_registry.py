@@ -73,3 +73,28 @@ def test_errors_name_the_valid_choices():
         get_domain("seek_avoid", 3)  # type: ignore[arg-type]
     other = Domain("x", ENVS["seek_avoid"].scene_space, np.zeros((1, 4), dtype=np.int64))
     assert get_domain("seek_avoid", other) is other
+
+
+def test_domain_aliases_resolve_everywhere_and_survive_pickling():
+    """An alias looks up its preset through the registry and the env, and after a pickle round
+    trip (agent workers and Ray tasks receive domains pickled); listings show each preset once."""
+    import pickle
+
+    import gymnasium as gym
+    import pytest
+
+    from envs.protocol import Presets
+    from envs.registry import get_domain, get_env_info, make_env
+
+    info = get_env_info("seek_avoid_v1")
+    assert "target_floor_object" not in list(info.domains) and "target_floor_wall" in list(info.domains)
+    assert get_domain("seek_avoid_v1", "target_floor_object") is info.domains["target_floor_wall"]
+    assert info.domains.get("target_floor_object") is info.domains["target_floor_wall"]
+    assert info.domains.get("nope") is None and "nope" not in info.domains
+    back = pickle.loads(pickle.dumps(info.domains))
+    assert isinstance(back, Presets) and dict(back.aliases) == dict(info.domains.aliases)
+    assert back["target_floor_object"].name == "target_floor_wall"
+    env = make_env("seek_avoid_v1", "target_floor_object", size=32)
+    assert isinstance(env, gym.Env) and env.unwrapped.domain.name == "target_floor_wall"
+    with pytest.raises(ValueError, match="shadowing"):
+        Presets({"a": info.domains["all"]}, {"a": "a"})
