@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import darla
+from darla.errors import UserError
 from vision.io import file_sha256, write_json_atomic, write_text_atomic
 
 #: The lock file of a run (or sweep) directory; see :meth:`RunDir.lock`.
@@ -48,7 +49,7 @@ MANIFEST_SEAL = "manifest_sha256"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-class RunDirError(RuntimeError):
+class RunDirError(UserError, RuntimeError):
     """A run directory that cannot be used as asked (config changed, corrupted artifact, ...)."""
 
 
