@@ -384,6 +384,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _cmd_select(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from darla.runs import RunDir
     from envs.factors import sample_images
     from envs.registry import ENVS, get_env_info
     from vision.registry import load_checkpoint
@@ -392,7 +393,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     if args.env not in ENVS:
         raise ValueError(f"unknown --env {args.env!r}; choose from {', '.join(sorted(ENVS))}")
     _out_path(args.out)
-    paths = [p / "vision" / "model.pt" if p.is_dir() else p for p in args.models]
+    paths = [RunDir(p).vision_model() if p.is_dir() else p for p in args.models]
     models = [load_checkpoint(p) for p in paths]
     info = get_env_info(args.env)
     data = info.ground_truth(models[0].obs_shape[1], info.domains["vision"])

@@ -110,7 +110,7 @@ def scan_context(cfg: Config, run: RunDir) -> ScanContext:
         raise ValueError(f"{run.root}: SCAN names the env's scene factors; this run's vision model was trained on {cfg.vision.data}")
     if not run.is_complete("vision"):
         raise FileNotFoundError(f"{run.root}: stage 'vision' is not complete; run `darla vision train` first")
-    model = load_checkpoint(run.path("vision", "model.pt")).to(resolve_device(cfg.device))
+    model = load_checkpoint(run.vision_model()).to(resolve_device(cfg.device))
     vision_dom, _, _ = domains_of(cfg)
     return ScanContext(model, vision_ground_truth(cfg, vision_dom), scan_vocabulary(cfg))
 
