@@ -424,14 +424,10 @@ def _scan_context(run_dir: Path, overrides: Sequence[str] = ()):
     return run, cfg, scan_context(cfg, run)
 
 
-def _scan_path(run, kl_direction: str = "forward") -> Path:
-    return run.path("scan", f"scan_{kl_direction}.pt")
-
-
 def _scan_train(args: argparse.Namespace) -> int:
     """The scan stage on a finished vision stage, with the run's scan settings unless flags override them."""
     from darla.report.run import format_table
-    from darla.stages.scan import VARIANTS, metric_keys, stage_scan
+    from darla.stages.scan import VARIANTS, metric_keys, stage_scan, variant_files
 
     overrides = list(args.overrides)
     for key, value in (("steps", args.steps), ("recombine_steps", args.recombine_steps), ("seed", args.seed)):
@@ -445,7 +441,7 @@ def _scan_train(args: argparse.Namespace) -> int:
         stage_scan(cfg, run, progress=not args.no_progress)
     results = json.loads(run.path("scan", "results.json").read_text())
     names = results["variant_order"]
-    records = {n: metric_keys(json.loads(run.path("scan", f"{VARIANTS[n].stem}.json").read_text())) for n in names}
+    records = {n: metric_keys(json.loads(variant_files(run, n)[1].read_text())) for n in names}
     rows = [(k, *(f"{records[n][k]:.3f}" for n in names)) for k in sorted(records[names[0]])]
     print(format_table(rows, ("SCAN evaluation", *(VARIANTS[n].label for n in names))))
     print(f"\nscan: {run.path('scan')}")
@@ -456,6 +452,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from darla.stages.scan import variant_files
     from vision.scan.train import load_scan, parse_expression
     from vision.scan.vocab import Vocabulary
 
@@ -471,7 +468,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     from envs.registry import get_env_info
 
     run, cfg, (model, _, _) = _scan_context(args.run_dir)
-    scan, _, names = load_scan(_scan_path(run))
+    scan, _, names = load_scan(variant_files(run, "scan")[0])  # the forward-KL SCAN, as trained by the stage
     device = next(model.parameters()).device
     scan.to(device)
     vocab = Vocabulary(get_env_info(cfg.env.name).scene_space, names)  # the words it was trained with
