@@ -93,7 +93,7 @@ def main() -> None:
         m = v["metrics"]
         rows.append((v["label"], *(f"{m[f'scan/{g}/accuracy']:.3f} / {m[f'scan/{g}/diversity']:.3f}" for g in GROUPS),
                      f"{m['scan/img2sym/accuracy']:.3f}"))
-    kl = json.loads(run.path("vision", "summary.json").read_text())
+    kl = json.loads((run.vision_dir() / "summary.json").read_text())
     print(f"\nseek_avoid {args.size} px, {args.frames} frames; vision {args.steps} steps (β = {args.beta}: "
           f"{kl['active_dims']} active latents); SCAN {args.scan_steps} + {args.recombine_steps} recombinator steps; "
           f"{len(res['vocabulary']['words'])} words; concepts per group scored: "

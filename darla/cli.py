@@ -1,7 +1,10 @@
 """``darla`` command line: ``darla pipeline|vision|agent|transfer|report|sweep|envs ...``.
 
-Config errors exit with status 2 and one line naming the file and the key; other expected
-failures (a corrupted artifact, a mismatched checkpoint, a missing file) exit 1 with one line.
+Each subcommand's parser names its function (``set_defaults(func=...)``); a command group given
+without its subcommand prints its help. Failures the user can act on are one line, no traceback:
+a :class:`~darla.errors.UserError` exits with its own status (config and usage errors 2, naming
+the file and the key or the argument; a run-dir or sweep error 1); the lower layers' expected
+failures (a corrupted artifact, a mismatched checkpoint, a missing file, a full disk) exit 1.
 An interrupted run (Ctrl-C, kill) is continued by running the same command again.
 """
 
@@ -11,11 +14,13 @@ import argparse
 import errno
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from darla.config import SCAN_ABLATIONS, Config, ConfigError, load_config, load_yaml
+from darla.errors import UserError
 from darla.stages import ALL_STAGES, upstream
 
 
@@ -87,21 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="darla", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"darla {darla.__version__}")
+    p.set_defaults(func=_help_of(p))  # darla alone: its help, which lists the commands
     sub = p.add_subparsers(dest="cmd", metavar="<command>", title="commands")
 
     pp = sub.add_parser("pipeline", help="run (or continue) all three stages and the report")
     _config_args(pp)
+    pp.set_defaults(func=partial(_stages_cmd, stages=ALL_STAGES))
 
     pv = sub.add_parser("vision", help="stage 1 alone, and tools for vision checkpoints")
     vsub = pv.add_subparsers(dest="vcmd", metavar="<command>", title="commands")
-    pv.set_defaults(help_of=pv)
+    pv.set_defaults(func=_help_of(pv))  # a command group without its subcommand: its help
     vt = vsub.add_parser("train", help="train the vision model of CONFIG (stage 1 only)")
     _config_args(vt, update=False)  # --update keeps stage 1: nothing left for this command to do
+    vt.set_defaults(func=partial(_stages_cmd, stages=upstream("vision")))
     vtr = vsub.add_parser("traverse", help="write the latent traversal grid of a checkpoint")
     vtr.add_argument("checkpoint", type=Path, help="a vision model.pt (e.g. RUN_DIR/vision/model.pt)")
     vtr.add_argument("--env", default="seek_avoid", help="env whose reset frame (at the checkpoint's image size) is traversed around")
     vtr.add_argument("--out", type=Path, default=None, help="PNG path (default: beside the checkpoint)")
     vtr.add_argument("--seed", type=int, default=0, help="reset seed of the reference frame")
+    vtr.set_defaults(func=_cmd_traverse)
     vs = vsub.add_parser("score", help="disentanglement metrics of a checkpoint on ground-truth data")
     vs.add_argument("checkpoint", type=Path, help="a vision model.pt (e.g. RUN_DIR/vision/model.pt)")
     vs.add_argument("--data", default="seek_avoid", help="an env name (darla envs), dsprites (the procedural replica), or the original dsprites .npz")
@@ -112,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     vs.add_argument("--seed", type=int, default=0, help="seed of the metrics' samples")
     vs.add_argument("--probe", action="store_true", help="also the MLP probe per factor (what a policy can read), under 'probe'")
     vs.add_argument("--out", type=Path, default=None, help="also write the scores as JSON here")
+    vs.set_defaults(func=_cmd_score)
 
     vsel = vsub.add_parser("select", help="rank trained vision models without labels (UDR)")
     vsel.add_argument("models", type=Path, nargs="+", help="run directories or model.pt files (same hyperparameters, different seeds)")
@@ -120,10 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     vsel.add_argument("--similarity", default="spearman", choices=["spearman", "lasso"], help="UDR's similarity between two models' latents")
     vsel.add_argument("--seed", type=int, default=0, help="seed of the renders")
     vsel.add_argument("--out", type=Path, default=None, help="also write the ranking as JSON here")
+    vsel.set_defaults(func=_cmd_select)
 
     ps = sub.add_parser("scan", help="SCAN: symbols grounded in a trained vision model's latents")
     ssub = ps.add_subparsers(dest="scmd", metavar="<command>", title="commands")
-    ps.set_defaults(help_of=ps)
+    ps.set_defaults(func=_help_of(ps))
     st = ssub.add_parser("train", help="train SCAN (and its recombination operators) on RUN_DIR's vision model")
     st.add_argument("run_dir", type=Path, help="a run directory whose vision stage is complete")
     st.add_argument("--steps", type=int, default=None, help="default: the run's scan.steps")
@@ -134,29 +145,37 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--set", dest="overrides", action="append", default=[], metavar="scan.KEY=VALUE",
                     help="override a scan setting of the run's config, e.g. --set scan.lam=5.0 (repeatable)")
     st.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
+    st.set_defaults(func=_scan_train)
     si = ssub.add_parser("imagine", help='sym2img: e.g. darla scan imagine RUN_DIR "navy floor AND red object"')
     si.add_argument("run_dir", type=Path, help="a run directory with a trained SCAN (darla scan train)")
     si.add_argument("expression", help='words joined by AND (see darla scan describe for the words), e.g. "navy floor AND red object"')
     si.add_argument("--n", type=int, default=8, help="images sampled")
     si.add_argument("--out", type=Path, default=None, help="PNG path (default: RUN_DIR/scan/imagine.png)")
     si.add_argument("--seed", type=int, default=0, help="seed of the sampled latents")
+    si.set_defaults(func=_cmd_scan)
     sd = ssub.add_parser("describe", help="img2sym: the words SCAN finds in an image")
     sd.add_argument("run_dir", type=Path, help="a run directory with a trained SCAN (darla scan train)")
     sd.add_argument("image", type=Path, help="an RGB image file at the vision model's size (e.g. a PNG of an env frame)")
+    sd.set_defaults(func=_cmd_scan)
 
     pa = sub.add_parser("agent", help="stage 2 alone")
     asub = pa.add_subparsers(dest="acmd", metavar="<command>", title="commands")
-    pa.set_defaults(help_of=pa)
-    _config_args(asub.add_parser("train", help="train the policies of CONFIG (runs stage 1 first if needed)"))
+    pa.set_defaults(func=_help_of(pa))
+    at = asub.add_parser("train", help="train the policies of CONFIG (runs stage 1 first if needed)")
+    _config_args(at)
+    at.set_defaults(func=partial(_stages_cmd, stages=upstream("agent")))
 
     pt = sub.add_parser("transfer", help="stage 3 alone")
     tsub = pt.add_subparsers(dest="tcmd", metavar="<command>", title="commands")
-    pt.set_defaults(help_of=pt)
-    _config_args(tsub.add_parser("eval", help="zero-shot evaluation in the target domains"))
+    pt.set_defaults(func=_help_of(pt))
+    te = tsub.add_parser("eval", help="zero-shot evaluation in the target domains")
+    _config_args(te)
+    te.set_defaults(func=partial(_stages_cmd, stages=upstream("transfer")))
 
     pr = sub.add_parser("report", help="(re)write report.html and results.json of a run directory, "
                         "or sweep_report.html and sweep_results.csv of a sweep directory")
     pr.add_argument("run_dir", type=Path, help="a run directory, or a sweep directory (holding sweep.json)")
+    pr.set_defaults(func=_cmd_report)
 
     psw = sub.add_parser("sweep", help="expand a sweep file (grid/list × seeds) into runs and run (or continue) them")
     psw.add_argument("sweep_file", type=Path, help="YAML sweep file (see README, Sweeps)")
@@ -167,13 +186,26 @@ def build_parser() -> argparse.ArgumentParser:
     psw.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     psw.add_argument("--sweep-dir", type=Path, default=None, help="default: the file's sweep_dir, else <base runs_dir>/<name>")
     psw.add_argument("--dry-run", action="store_true", help="expand and validate; list the runs; run nothing")
+    psw.set_defaults(func=_cmd_sweep)
 
-    sub.add_parser("envs", help="list environments, their factors and domain presets")
+    sub.add_parser("envs", help="list environments, their factors and domain presets").set_defaults(func=_cmd_envs)
     return p
 
 
-class UsageError(ValueError):
+def _help_of(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """The command of a parser whose subcommand is missing: print its help (which lists them)."""
+
+    def print_help(_: argparse.Namespace) -> int:
+        parser.print_help()
+        return 0
+
+    return print_help
+
+
+class UsageError(UserError, ValueError):
     """A bad command-line argument (not a config key): exit 2, one line naming the argument."""
+
+    exit_code = 2
 
 
 def _out_path(path: Path | None, flag: str = "--out") -> Path | None:
@@ -352,6 +384,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _cmd_select(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from darla.runs import RunDir
     from envs.factors import sample_images
     from envs.registry import ENVS, get_env_info
     from vision.registry import load_checkpoint
@@ -360,7 +393,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     if args.env not in ENVS:
         raise ValueError(f"unknown --env {args.env!r}; choose from {', '.join(sorted(ENVS))}")
     _out_path(args.out)
-    paths = [p / "vision" / "model.pt" if p.is_dir() else p for p in args.models]
+    paths = [RunDir(p).vision_model() if p.is_dir() else p for p in args.models]
     models = [load_checkpoint(p) for p in paths]
     info = get_env_info(args.env)
     data = info.ground_truth(models[0].obs_shape[1], info.domains["vision"])
@@ -391,14 +424,10 @@ def _scan_context(run_dir: Path, overrides: Sequence[str] = ()):
     return run, cfg, scan_context(cfg, run)
 
 
-def _scan_path(run, kl_direction: str = "forward") -> Path:
-    return run.path("scan", f"scan_{kl_direction}.pt")
-
-
 def _scan_train(args: argparse.Namespace) -> int:
     """The scan stage on a finished vision stage, with the run's scan settings unless flags override them."""
     from darla.report.run import format_table
-    from darla.stages.scan import VARIANTS, metric_keys, stage_scan
+    from darla.stages.scan import VARIANTS, metric_keys, stage_scan, variant_files
 
     overrides = list(args.overrides)
     for key, value in (("steps", args.steps), ("recombine_steps", args.recombine_steps), ("seed", args.seed)):
@@ -412,7 +441,7 @@ def _scan_train(args: argparse.Namespace) -> int:
         stage_scan(cfg, run, progress=not args.no_progress)
     results = json.loads(run.path("scan", "results.json").read_text())
     names = results["variant_order"]
-    records = {n: metric_keys(json.loads(run.path("scan", f"{VARIANTS[n].stem}.json").read_text())) for n in names}
+    records = {n: metric_keys(json.loads(variant_files(run, n)[1].read_text())) for n in names}
     rows = [(k, *(f"{records[n][k]:.3f}" for n in names)) for k in sorted(records[names[0]])]
     print(format_table(rows, ("SCAN evaluation", *(VARIANTS[n].label for n in names))))
     print(f"\nscan: {run.path('scan')}")
@@ -423,11 +452,10 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from darla.stages.scan import variant_files
     from vision.scan.train import load_scan, parse_expression
     from vision.scan.vocab import Vocabulary
 
-    if args.scmd == "train":
-        return _scan_train(args)
     if args.scmd == "imagine":
         if not 1 <= args.n <= MAX_IMAGINE:
             raise UsageError(f"--n: the number of samples must be in 1 … {MAX_IMAGINE}, got {args.n}")
@@ -440,7 +468,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     from envs.registry import get_env_info
 
     run, cfg, (model, _, _) = _scan_context(args.run_dir)
-    scan, _, names = load_scan(_scan_path(run))
+    scan, _, names = load_scan(variant_files(run, "scan")[0])  # the forward-KL SCAN, as trained by the stage
     device = next(model.parameters()).device
     scan.to(device)
     vocab = Vocabulary(get_env_info(cfg.env.name).scene_space, names)  # the words it was trained with
@@ -540,41 +568,11 @@ def _describe_domain(dom) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # a command group without its subcommand (or darla alone): its help, which lists them
-    group = getattr(args, "help_of", parser) if args.cmd is None or not any(
-        getattr(args, k, None) for k in ("vcmd", "scmd", "acmd", "tcmd")) and args.cmd in ("vision", "scan", "agent", "transfer") else None
-    if group is not None:
-        group.print_help()
-        return 0
     try:
-        if args.cmd == "pipeline":
-            return _stages_cmd(args, ALL_STAGES)
-        if args.cmd == "vision" and args.vcmd == "train":
-            return _stages_cmd(args, upstream("vision"))
-        if args.cmd == "vision" and args.vcmd == "traverse":
-            return _cmd_traverse(args)
-        if args.cmd == "vision" and args.vcmd == "score":
-            return _cmd_score(args)
-        if args.cmd == "vision" and args.vcmd == "select":
-            return _cmd_select(args)
-        if args.cmd == "scan":
-            return _cmd_scan(args)
-        if args.cmd == "agent":
-            return _stages_cmd(args, upstream("agent"))
-        if args.cmd == "transfer":
-            return _stages_cmd(args, upstream("transfer"))
-        if args.cmd == "report":
-            return _cmd_report(args)
-        if args.cmd == "sweep":
-            return _cmd_sweep(args)
-        if args.cmd == "envs":
-            return _cmd_envs(args)
-    except ConfigError as e:
-        print(f"darla: config error: {e}", file=sys.stderr)
-        return 2
-    except UsageError as e:
-        print(f"darla: error: {e}", file=sys.stderr)
-        return 2
+        return args.func(args)
+    except UserError as e:  # config, usage, run-dir and sweep errors: each class says its exit status
+        print(f"darla: {e.label}: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("\ndarla: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
@@ -583,7 +581,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"darla: error: {_user_message(e)}", file=sys.stderr)
             return 1
         raise
-    return 2
 
 
 #: OSErrors that are the machine's state, not a bug: a full disk or quota, a read-only filesystem,
@@ -592,19 +589,14 @@ _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 
 
 def _is_user_error(e: BaseException) -> bool:
-    """A failure the user can act on (one line, no traceback): a bad run dir, file or value (a
-    checkpoint that is not one is a ValueError too), a full or read-only disk, a loss gone
-    non-finite, a sweep with failed runs."""
-    from darla.runs import RunDirError
-
-    if isinstance(e, (RunDirError, FileNotFoundError, PermissionError)) or (isinstance(e, OSError) and e.errno in _DISK_ERRNOS):
+    """A failure the user can act on that is no :class:`~darla.errors.UserError` (the lower layers
+    and the standard library raise these): a missing file, a bad value (a checkpoint that is not
+    one is a ValueError too), a full or read-only disk, a loss gone non-finite."""
+    if isinstance(e, (FileNotFoundError, PermissionError, ValueError)) or (isinstance(e, OSError) and e.errno in _DISK_ERRNOS):
         return True
-    if isinstance(e, ValueError):
-        return not isinstance(e, ConfigError)
-    from darla.sweep import SweepError
     from vision.train import NonFiniteLossError  # torch: only for an error that may be one
 
-    return isinstance(e, (NonFiniteLossError, SweepError))
+    return isinstance(e, NonFiniteLossError)
 
 
 def _user_message(e: BaseException) -> str:

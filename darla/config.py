@@ -29,9 +29,14 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from darla.errors import UserError
 
-class ConfigError(ValueError):
-    """A config problem, reported as one line: ``<file>: <dotted.key>: <what is wrong>``."""
+
+class ConfigError(UserError, ValueError):
+    """A config problem, reported as one line: ``<file>: <dotted.key>: <what is wrong>``; exit 2."""
+
+    exit_code = 2
+    label = "config error"
 
     def __init__(self, source: str, key: str, message: str) -> None:
         self.source, self.key, self.message = source, key, message

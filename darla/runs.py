@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import darla
+from darla.errors import UserError
 from vision.io import file_sha256, write_json_atomic, write_text_atomic
 
 #: The lock file of a run (or sweep) directory; see :meth:`RunDir.lock`.
@@ -48,7 +49,7 @@ MANIFEST_SEAL = "manifest_sha256"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-class RunDirError(RuntimeError):
+class RunDirError(UserError, RuntimeError):
     """A run directory that cannot be used as asked (config changed, corrupted artifact, ...)."""
 
 
@@ -154,6 +155,23 @@ class RunDir:
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
+
+    # -- where the stages write: the run directory's layout is spelled here ------------------
+    def vision_dir(self, method: str | None = None) -> Path:
+        """Stage 1's folder, ``vision/``; with ``method``, that method's own encoder, ``vision/encoders/<method>/``."""
+        return self.path("vision") if method is None else self.path("vision", "encoders", method)
+
+    def vision_model(self, method: str | None = None) -> Path:
+        """The vision checkpoint in :meth:`vision_dir`."""
+        return self.vision_dir(method) / "model.pt"
+
+    def dae_dir(self) -> Path:
+        """The frozen DAE a β-VAE-DAE is trained against, ``vision/dae/``."""
+        return self.path("vision", "dae")
+
+    def agent_dir(self, method: str, algo: str, seed: int) -> Path:
+        """One policy of stage 2, ``agent/<method>/<algo>_seed<seed>/``."""
+        return self.path("agent", method, f"{algo}_seed{seed}")
 
     # -- manifest --------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

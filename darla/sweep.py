@@ -68,6 +68,7 @@ from darla.config import (
     safe_name,
     set_dotted,
 )
+from darla.errors import UserError
 from darla.runs import RunDir, RunDirError
 from darla.stages import STAGE_1_METHOD_KEYS, downstream, enabled_stages, stage_of_key
 from vision.io import replace_via_file, write_json_atomic
@@ -85,7 +86,7 @@ RESERVED = ("name",)
 EXECUTORS = ("local", "ray")
 
 
-class SweepError(RuntimeError):
+class SweepError(UserError, RuntimeError):
     """A sweep that ran but did not finish every run (failed runs, a missing Ray)."""
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,12 +208,15 @@ class _quiet:
         return self._w.__exit__(*exc)
 
 
-def read_curves(run_path: Any, methods: Sequence[str], seeds: Sequence[int], algo: str) -> dict[str, dict[int, dict[str, Any]]]:
-    """What :func:`fig_agent_curves` plots, read from ``agent/<method>/<algo>_seed<k>/``."""
+def read_curves(
+    agent_dir: Callable[[str, str, int], Path], methods: Sequence[str], seeds: Sequence[int], algo: str,
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """What :func:`fig_agent_curves` plots, read from each policy's folder, ``agent_dir(method, algo, seed)``
+    (:meth:`darla.runs.RunDir.agent_dir`)."""
     out: dict[str, dict[int, dict[str, Any]]] = {}
     for method in methods:
         for seed in seeds:
-            folder = run_path("agent", method, f"{algo}_seed{seed}")
+            folder = agent_dir(method, algo, seed)
             steps, rets = read_monitor(folder / "monitor")
             entry: dict[str, Any] = {"steps": steps, "returns": rets}
             evals = folder / "evaluations.jsonl"

@@ -29,10 +29,10 @@ def icf_blocks(cfg: Config, run: RunDir, results: dict[str, Any]) -> list[tuple[
     """(label, encoder folder, selectivity block) of every ICF encoder of the run, stage-1 model first."""
     out = []
     if results.get("vision", {}).get("selectivity"):
-        out.append((f"{cfg.vision.model} (vision)", run.path("vision"), results["vision"]["selectivity"]))
+        out.append((f"{cfg.vision.model} (vision)", run.vision_dir(), results["vision"]["selectivity"]))
     for method, numbers in results.get("encoders", {}).items():
         if numbers.get("selectivity"):
-            out.append((method, run.path("vision", "encoders", method), numbers["selectivity"]))
+            out.append((method, run.vision_dir(method), numbers["selectivity"]))
     return out
 
 

@@ -25,17 +25,17 @@ from vision.io import write_json_atomic, write_text_atomic
 # ---------------------------------------------------------------------------------------------
 def collect_results(cfg: Config, run: RunDir) -> dict[str, Any]:
     """Everything numeric the report shows; deterministic for a seed (no timings, no paths)."""
-    vision = _vision_numbers(run.path("vision"))
+    vision = _vision_numbers(run.vision_dir())
     encoders = {}
     for method in cfg.methods:
-        folder = run.path("vision", "encoders", method)
+        folder = run.vision_dir(method)
         if (folder / "summary.json").exists():
             encoders[method] = _vision_numbers(folder)
     transfer = json.loads(run.path("transfer", "summary.json").read_text())
     selected = {}
     for method in cfg.methods:
         for seed in cfg.agent.seeds:
-            meta = run.path("agent", method, f"{cfg.agent.algo}_seed{seed}", "meta.json")
+            meta = run.agent_dir(method, cfg.agent.algo, seed) / "meta.json"
             if meta.exists():
                 selected.setdefault(method, {})[str(seed)] = json.loads(meta.read_text()).get("selected")
     return {
@@ -430,7 +430,7 @@ def render_html(cfg: Config, run: RunDir, results: dict[str, Any]) -> str:
     baseline = t.get("probability_of_improvement", {}).get("baseline")
     one_seed = len(cfg.agent.seeds) < 2
     episodes = figures.read_episodes(run.path("transfer", "episodes.csv"))
-    curves = figures.read_curves(run.path, list(cfg.methods), list(cfg.agent.seeds), cfg.agent.algo)
+    curves = figures.read_curves(run.agent_dir, list(cfg.methods), list(cfg.agent.seeds), cfg.agent.algo)
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>darla report — {esc(cfg.name)}</title><style>{CSS}</style></head><body>",
@@ -470,10 +470,10 @@ def render_html(cfg: Config, run: RunDir, results: dict[str, Any]) -> str:
         + ("" if cfg.agent.eval_every else " No source-evaluation curve: agent.eval_every is 0 in this run.") + "</p>",
         "<h2>Learn to see</h2>",
         _carried_table(results, f"{cfg.vision.model} (vision)"),
-        *_vision_block(cfg.vision.model, run.path("vision"), results["vision"]),
+        *_vision_block(cfg.vision.model, run.vision_dir(), results["vision"]),
     ]
     for method, numbers in results.get("encoders", {}).items():
-        parts += _vision_block(f"{method} ({cfg.methods[method].encoder})", run.path("vision", "encoders", method), numbers)
+        parts += _vision_block(f"{method} ({cfg.methods[method].encoder})", run.vision_dir(method), numbers)
     parts.append(icf_section(cfg, run, results))  # "" when no ICF encoder was trained
     parts.append(scan_section(cfg, run))  # "" when no scan stage ran
     parts += [

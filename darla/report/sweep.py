@@ -60,6 +60,7 @@ from scipy import stats as sps  # noqa: E402
 from darla.config import load_yaml  # noqa: E402
 from darla.report.html import b64, base_css, esc, img, png_b64  # noqa: E402
 from darla.report.sweep_udr import NUM_IMAGES, cross_run_udr  # noqa: E402
+from darla.runs import RunDir  # noqa: E402
 from vision.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 
 #: The transfer ratio of a row: the mean over targets of target ÷ source return.
@@ -185,7 +186,7 @@ def _target_score(normalised: dict[str, Any], targets: Sequence[str]) -> float |
 
 def _udr(run_dir: Path) -> float | None:
     """UDR of the encoder stage 2 used (vision.select: udr): its score among the candidates."""
-    u = _read_json(run_dir / "vision" / "udr.json")
+    u = _read_json(RunDir(run_dir).vision_dir() / "udr.json")
     if not u or "scores" not in u or "best" not in u:
         return None
     v = u["scores"][u["best"]]
@@ -208,7 +209,7 @@ def _row_udr(run_dir: Path, run: str, method: str, cross: dict[str, Any]) -> dic
     if method == "":
         within = _udr(run_dir)
         if within is not None:
-            u = _read_json(run_dir / "vision" / "udr.json") or {}
+            u = _read_json(RunDir(run_dir).vision_dir() / "udr.json") or {}
             return {"udr": within, "udr_source": "candidates", "udr_n_models": len(u.get("scores") or [])}
     return dict(NO_UDR)
 
@@ -238,7 +239,7 @@ def collect_sweep(sweep_dir: Path, *, udr_images: int = NUM_IMAGES) -> dict[str,
             "overrides": {k: run.get("overrides", {}).get(k) for k in keys},
         }
         if not summary:
-            scores = _main_scores(_read_json(rdir / "vision" / "metrics.json"))
+            scores = _main_scores(_read_json(RunDir(rdir).vision_dir() / "metrics.json"))
             metric_names += [m for m in scores if m not in metric_names]
             rows.append({**base, "method": "", "encoder": "", "model": vision.get("model", ""), "beta": vision.get("beta"),
                          "frozen": False, "metrics": scores, **_row_udr(rdir, run["name"], "", cross),
@@ -255,11 +256,11 @@ def collect_sweep(sweep_dir: Path, *, udr_images: int = NUM_IMAGES) -> dict[str,
             enc = m.get("encoder", "vision")
             finetune = bool(m.get("finetune", False))
             if enc == "vision":
-                model, beta, folder = vision.get("model", ""), vision.get("beta"), rdir / "vision"
+                model, beta, folder = vision.get("model", ""), vision.get("beta"), RunDir(rdir).vision_dir()
             elif enc == "pixels":
                 model, beta, folder = "pixels", None, None
             else:
-                model, beta, folder = enc, (m.get("params") or {}).get("beta"), rdir / "vision" / "encoders" / method
+                model, beta, folder = enc, (m.get("params") or {}).get("beta"), RunDir(rdir).vision_dir(method)
             scores = _main_scores(_read_json(folder / "metrics.json")) if folder else {}
             metric_names += [k for k in scores if k not in metric_names]
             ratios = {t: r for t, r in res.get("transfer_ratio", {}).items()}

@@ -11,7 +11,7 @@ import torch
 
 from darla.config import Config, config_from_dict
 from darla.runs import RunDir
-from darla.stages.common import Log, agent_dir, domains_of, encoder_path, print_log
+from darla.stages.common import Log, domains_of, encoder_path, print_log
 from vision.io import file_sha256
 from vision.registry import load_checkpoint
 from vision.train import resolve_device
@@ -64,7 +64,7 @@ def stage_agent(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = p
                 log(f"[agent] {method} {a.algo} seed {seed}: complete, skipping")
                 continue
             what = {"latents": "frozen latents", "pixels": "pixels"}[m.observe] + (" (fine-tuned)" if m.finetune else "")
-            resuming = f" (resuming from {CHECKPOINT})" if (agent_dir(run, method, a.algo, seed) / CHECKPOINT).exists() else ""
+            resuming = f" (resuming from {CHECKPOINT})" if (run.agent_dir(method, a.algo, seed) / CHECKPOINT).exists() else ""
             log(f"[agent] {method}: {a.algo.upper()} seed {seed} on {what} for {a.total_timesteps} steps in {source.name!r}{resuming}")
             jobs.append((method, seed))
     if a.workers > 1 and len(jobs) > 1:
@@ -102,7 +102,7 @@ def _agent_job(cfg: Config | dict, root: str | Path, method: str, seed: int, pro
     encoder, sha = load_method_encoder(run, cfg, method)
     t0 = time.time()
     res = train_agent(
-        agent_spec(cfg, method, seed, encoder), encoder, sha, source, agent_dir(run, method, cfg.agent.algo, seed),
+        agent_spec(cfg, method, seed, encoder), encoder, sha, source, run.agent_dir(method, cfg.agent.algo, seed),
         device=resolve_device(cfg.device), resume=True, progress=progress,
         targets=targets if cfg.agent.log_targets else None,
     )
@@ -110,7 +110,7 @@ def _agent_job(cfg: Config | dict, root: str | Path, method: str, seed: int, pro
 
 
 def _record_agent(run: RunDir, cfg: Config, method: str, seed: int, steps_per_s: float, t0: float) -> None:
-    out = agent_dir(run, method, cfg.agent.algo, seed)
+    out = run.agent_dir(method, cfg.agent.algo, seed)
     files = [out / "model.zip", out / "meta.json"]
     if (out / "evaluations.jsonl").exists():
         files.append(out / "evaluations.jsonl")

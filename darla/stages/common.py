@@ -30,8 +30,4 @@ def encoder_path(run: RunDir, cfg: Config, method: str) -> Path | None:
     enc = cfg.methods[method].encoder
     if enc == "pixels":
         return None
-    return run.path("vision", "model.pt") if enc == "vision" else run.path("vision", "encoders", method, "model.pt")
-
-
-def agent_dir(run: RunDir, method: str, algo: str, seed: int) -> Path:
-    return run.path("agent", method, f"{algo}_seed{seed}")
+    return run.vision_model() if enc == "vision" else run.vision_model(method)

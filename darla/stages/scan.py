@@ -71,6 +71,12 @@ def variant_names(s: ScanConfig) -> list[str]:
     return ["scan", *[name for name in VARIANTS if name in s.compare]]
 
 
+def variant_files(run: RunDir, name: str) -> tuple[Path, Path]:
+    """(model, record) of a variant: ``scan/<stem>.pt`` and ``scan/<stem>.json``."""
+    stem = VARIANTS[name].stem
+    return run.path("scan", f"{stem}.pt"), run.path("scan", f"{stem}.json")
+
+
 def scan_seed(cfg: Config) -> int:
     return cfg.seed if cfg.scan.seed is None else cfg.scan.seed
 
@@ -110,7 +116,7 @@ def scan_context(cfg: Config, run: RunDir) -> ScanContext:
         raise ValueError(f"{run.root}: SCAN names the env's scene factors; this run's vision model was trained on {cfg.vision.data}")
     if not run.is_complete("vision"):
         raise FileNotFoundError(f"{run.root}: stage 'vision' is not complete; run `darla vision train` first")
-    model = load_checkpoint(run.path("vision", "model.pt")).to(resolve_device(cfg.device))
+    model = load_checkpoint(run.vision_model()).to(resolve_device(cfg.device))
     vision_dom, _, _ = domains_of(cfg)
     return ScanContext(model, vision_ground_truth(cfg, vision_dom), scan_vocabulary(cfg))
 
@@ -174,7 +180,7 @@ def run_variant(
     from vision.scan.train import save_scan, train_scan
 
     var = VARIANTS[name]
-    pt, js = run.path("scan", f"{var.stem}.pt"), run.path("scan", f"{var.stem}.json")
+    pt, js = variant_files(run, name)
     if run.is_complete(f"scan/{var.stem}"):
         log(f"[scan] {var.label}: complete, skipping")
         return json.loads(js.read_text())
@@ -335,10 +341,11 @@ def stage_scan(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = pr
         var = VARIANTS[name]
         vision_model = train_entangled_vision(cfg, run, progress, log) if var.entangled else ctx.vision_model
         records[name] = run_variant(name, cfg, run, ctx, vision_model, classifier, log)
-        scan, rec, _ = load_scan(run.path("scan", f"{var.stem}.pt"))
+        pt, js = variant_files(run, name)
+        scan, rec, _ = load_scan(pt)
         device = next(vision_model.parameters()).device
         models[name] = (scan.to(device), rec.to(device), vision_model)
-        artifacts += [run.path("scan", f"{var.stem}.pt"), run.path("scan", f"{var.stem}.json")]
+        artifacts += [pt, js]
         if var.entangled:
             artifacts.append(run.path("scan", "entangled_vision", "model.pt"))
 
@@ -364,4 +371,4 @@ def stage_scan(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = pr
     return run.complete("scan", [*artifacts, *files, run.path("scan", "results.json")], {"variants": list(records)}, started)
 
 
-__all__ = ["stage_scan", "scan_context", "scan_settings", "scan_vocabulary", "VARIANTS", "entangled_model_spec"]
+__all__ = ["stage_scan", "scan_context", "scan_settings", "scan_vocabulary", "VARIANTS", "variant_files", "entangled_model_spec"]

@@ -13,7 +13,7 @@ import numpy as np
 from darla.config import Config
 from darla.runs import RunDir
 from darla.stages.agent import agent_spec, load_method_encoder
-from darla.stages.common import Log, agent_dir, domains_of, print_log
+from darla.stages.common import Log, domains_of, print_log
 from vision.io import replace_via_file, write_bytes_atomic, write_json_atomic
 from vision.train import resolve_device
 
@@ -45,7 +45,7 @@ def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log 
         for seed in cfg.agent.seeds:
             # weights only, into the policy the run's config describes: nothing in model.zip is unpickled
             model = load_agent(
-                agent_dir(run, method, cfg.agent.algo, seed) / "model.zip", expect_encoder_sha256=sha,
+                run.agent_dir(method, cfg.agent.algo, seed) / "model.zip", expect_encoder_sha256=sha,
                 spec=agent_spec(cfg, method, seed, trained_on), latent_dim=None if pixels else trained_on.latent_dim,
             )
             log(f"[transfer] {method} seed {seed}: {t.n_episodes} episodes in each of {', '.join(domains)}")

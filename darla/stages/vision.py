@@ -60,7 +60,7 @@ def stage_vision(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = 
     started = time.time()
     v = cfg.vision
     vision_dom, _, _ = domains_of(cfg)
-    out = run.path("vision")
+    out = run.vision_dir()
     out.mkdir(parents=True, exist_ok=True)
     frames = vision_frames(cfg, vision_dom, log)
     obs_shape = (frames.shape[3], frames.shape[1], frames.shape[2])
@@ -106,7 +106,7 @@ def _train_extra_encoder(
 ) -> list[Path]:
     """A comparison encoder (e.g. a β = 1 VAE, a DAE): same frames, steps, batch and seed as vision.model."""
     m = cfg.methods[method]
-    out = run.path("vision", "encoders", method)
+    out = run.vision_dir(method)
     stage = f"vision/encoders/{method}"
     if not run.is_complete(stage):
         t0 = time.time()
@@ -196,7 +196,7 @@ def _train_and_select(
 
     from vision.select import udr_rank
 
-    out = run.path("vision")
+    out = run.vision_dir()
     candidates: dict[int, Path] = {}
     histories: dict[int, dict[str, list[float]]] = {}
     for seed in cfg.vision.seeds:
@@ -225,7 +225,7 @@ def pretrain_dae(cfg: Config, run: RunDir, frames: np.ndarray, obs_shape, progre
     """β-VAE-DAE needs a frozen DAE: train one first, into vision/dae/ (resumable on its own)."""
     from vision.train import train_vision
 
-    dae_dir = run.path("vision", "dae")
+    dae_dir = run.dae_dir()
     dae_path = dae_dir / "model.pt"
     entry = run.stage("vision/dae")
     if entry and entry.get("status") == "complete" and run.is_complete("vision/dae"):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from agents.encode import VecEncode
+from agents.resume import REPLAY
 from agents.rollout import make_vec_env
 from agents.stats import iqm, summarize_returns, transfer_ratio
 from agents.train import AgentSpec, load_agent, train_agent
@@ -225,8 +226,8 @@ def test_interrupted_agent_training_resumes_exactly(algo, tmp_path, monkeypatch)
     assert 128 <= saved[-1] < 256
     monkeypatch.setattr(agent_train, "save_resumable", real_save)
     loaded = []
-    real_apply = agent_train._apply_resume_state
-    monkeypatch.setattr(agent_train, "_apply_resume_state", lambda m, *a: loaded.append(m.num_timesteps) or real_apply(m, *a))
+    real_apply = agent_train.apply_resume_state
+    monkeypatch.setattr(agent_train, "apply_resume_state", lambda m, *a: loaded.append(m.num_timesteps) or real_apply(m, *a))
     res = train_agent(spec, tiny_encoder(), "h", source, cut, progress=False, tensorboard=False)
     assert loaded == [saved[-1]]  # continued from the checkpoint, not from zero
     assert res.timesteps == whole.timesteps and not (cut / agent_train.CHECKPOINT).exists()
@@ -260,9 +261,9 @@ def test_off_policy_resume_restores_the_replay_buffer(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
     with zipfile.ZipFile(tmp_path / agent_train.CHECKPOINT) as zf:
-        assert agent_train.REPLAY in zf.namelist()  # the buffer is committed with the model, in one rename
+        assert REPLAY in zf.namelist()  # the buffer is committed with the model, in one rename
     loaded = []
-    real_apply = agent_train._apply_resume_state
+    real_apply = agent_train.apply_resume_state
 
     def spy(model, *a):
         real_apply(model, *a)
@@ -270,7 +271,7 @@ def test_off_policy_resume_restores_the_replay_buffer(tmp_path, monkeypatch):
         loaded.append(model.replay_buffer.size())
 
     monkeypatch.setattr(agent_train, "save_resumable", real_save)
-    monkeypatch.setattr(agent_train, "_apply_resume_state", spy)
+    monkeypatch.setattr(agent_train, "apply_resume_state", spy)
     res = train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
     # Rows hold one step of both envs; SB3 stores a step after its callbacks run, hence the − 1.
     assert loaded and loaded[0] >= 128 // 2 - 1
