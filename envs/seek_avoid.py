@@ -33,6 +33,7 @@ from envs.factors import (
     sample_uniform_factors,
     to_chw_float,
 )
+from envs.grid import ACTIONS, first_move, move, pickup, respawn
 from envs.protocol import darla_domains, resolve_domain
 
 GRID = 8
@@ -87,9 +88,6 @@ DOMAINS: dict[str, Domain] = darla_domains(
     SCENE_SPACE, a="floor_colour", b="object_colour", c="wall_colour"
 )
 
-ACTIONS: dict[int, tuple[int, int]] = {0: (0, -1), 1: (0, 1), 2: (-1, 0), 3: (1, 0)}
-"""Action → (dx, dy): up, down, left, right (y grows downwards, as in the image)."""
-ACTION_NAMES: tuple[str, ...] = ("up", "down", "left", "right")
 
 _FLOOR_RGB = np.array(list(FLOOR_COLOURS.values()), dtype=np.uint8)
 _WALL_RGB = np.array(list(WALL_COLOURS.values()), dtype=np.uint8)
@@ -304,21 +302,8 @@ class SeekAvoidEnv(gym.Env[np.ndarray, np.int64]):
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._background is None:
             raise RuntimeError("call reset() before step()")
-        try:
-            dx, dy = ACTIONS[int(action)]
-        except KeyError:
-            raise ValueError(f"invalid action {action!r}; valid: 0..3 = {ACTION_NAMES}") from None
-        target = (self._agent[0] + dx, self._agent[1] + dy)
-        if target in self._free_set:  # outside the interior or an obstacle → blocked
-            self._agent = target
-        reward = 0.0
-        # Objects never sit under the agent (they respawn elsewhere), so equality means "stepped on".
-        if self._agent == self._good:
-            reward = 1.0
-            self._good = self._respawn(self._bad)
-        elif self._agent == self._bad:
-            reward = -1.0
-            self._bad = self._respawn(self._good)
+        self._agent = move(self._agent, action, self._free_set)  # outside the interior or an obstacle → blocked
+        reward, self._good, self._bad = pickup(self._agent, self._good, self._bad, self._respawn)
         self._t += 1
         self._frame = self._render_frame()
         return self._frame, reward, False, self._t >= self.max_steps, self._info()
@@ -339,33 +324,18 @@ class SeekAvoidEnv(gym.Env[np.ndarray, np.int64]):
         """
         if self._background is None:
             raise RuntimeError("call reset() before oracle_action()")
-        start, goal = self._agent, self._good
-        first: dict[tuple[int, int], int] = {start: -1}
-        frontier = [start]
-        while frontier:
-            nxt = []
-            for cell in frontier:
-                for a, (dx, dy) in ACTIONS.items():
-                    c = (cell[0] + dx, cell[1] + dy)
-                    if c in first or c not in self._free_set or c == self._bad:
-                        continue
-                    first[c] = a if cell == start else first[cell]
-                    if c == goal:
-                        return first[c]
-                    nxt.append(c)
-            frontier = nxt
+        a = first_move(self._agent, self._good, self._bad, self._free_set)
+        if a is not None:
+            return a
         # Unreachable (the bad object blocks a corridor): any move that does not step on it.
         for a, (dx, dy) in ACTIONS.items():
-            if (start[0] + dx, start[1] + dy) != self._bad:
+            if (self._agent[0] + dx, self._agent[1] + dy) != self._bad:
                 return a
         return 0
 
     def _respawn(self, other: tuple[int, int]) -> tuple[int, int]:
         """A uniformly random free cell that is neither the agent's nor ``other``'s."""
-        while True:  # at most 2 of >= 32 free cells are excluded, so this ends fast
-            cell = self._free[int(self.np_random.integers(len(self._free)))]
-            if cell != self._agent and cell != other:
-                return cell
+        return respawn(self.np_random, self._free, self._agent, other)
 
     def _render_frame(self) -> np.ndarray:
         assert self._background is not None

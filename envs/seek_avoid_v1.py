@@ -35,6 +35,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.factors import Domain, Factor, FactorSpace, check_env_args, reset_scene, to_chw_float
+from envs.grid import ACTIONS, first_move, move, pickup, respawn
 from envs.protocol import darla_domains, resolve_domain
 
 CELLS = 4
@@ -88,9 +89,6 @@ DOMAINS: dict[str, Domain] = darla_domains(
     SCENE_SPACE, a="floor_colour", b="wall_colour", c="object_set"
 )
 
-ACTIONS: dict[int, tuple[int, int]] = {0: (0, -1), 1: (0, 1), 2: (-1, 0), 3: (1, 0)}
-"""Action → (dx, dy): up, down, left, right (y grows downwards, as in the image)."""
-ACTION_NAMES: tuple[str, ...] = ("up", "down", "left", "right")
 
 _FLOOR_RGB = np.array(list(FLOOR_COLOURS.values()), dtype=np.uint8)
 _WALL_RGB = np.array(list(WALL_COLOURS.values()), dtype=np.uint8)
@@ -287,21 +285,8 @@ class SeekAvoidV1Env(gym.Env[np.ndarray, np.int64]):
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._background is None:
             raise RuntimeError("call reset() before step()")
-        try:
-            dx, dy = ACTIONS[int(action)]
-        except KeyError:
-            raise ValueError(f"invalid action {action!r}; valid: 0..3 = {ACTION_NAMES}") from None
-        target = (self._agent[0] + dx, self._agent[1] + dy)
-        if target in _CELL_SET:  # into the wall → blocked
-            self._agent = target
-        reward = 0.0
-        # Reward is decided by which object the agent is on (good/bad), never by its look.
-        if self._agent == self._good:
-            reward = 1.0
-            self._good = self._respawn(self._bad)
-        elif self._agent == self._bad:
-            reward = -1.0
-            self._bad = self._respawn(self._good)
+        self._agent = move(self._agent, action, _CELL_SET)  # into the wall → blocked
+        reward, self._good, self._bad = pickup(self._agent, self._good, self._bad, self._respawn)
         self._t += 1
         self._frame = self._render_frame()
         return self._frame, reward, False, self._t >= self.max_steps, self._info()
@@ -322,22 +307,10 @@ class SeekAvoidV1Env(gym.Env[np.ndarray, np.int64]):
         """
         if self._background is None:
             raise RuntimeError("call reset() before oracle_action()")
-        start, goal = self._agent, self._good
-        first: dict[tuple[int, int], int] = {start: -1}
-        frontier = [start]
-        while frontier:
-            nxt = []
-            for cell in frontier:
-                for a, (dx, dy) in ACTIONS.items():
-                    c = (cell[0] + dx, cell[1] + dy)
-                    if c in first or c not in _CELL_SET or c == self._bad:
-                        continue
-                    first[c] = a if cell == start else first[cell]
-                    if c == goal:
-                        return first[c]
-                    nxt.append(c)
-            frontier = nxt
-        raise AssertionError("the good object is always reachable on an open floor")
+        a = first_move(self._agent, self._good, self._bad, _CELL_SET)
+        if a is None:
+            raise AssertionError("the good object is always reachable on an open floor")
+        return a
 
     def true_state(self) -> np.ndarray:
         """float32 (6 + object sets,): the cells scaled to [0, 1] and the object set one-hot —
@@ -349,10 +322,7 @@ class SeekAvoidV1Env(gym.Env[np.ndarray, np.int64]):
 
     def _respawn(self, other: tuple[int, int]) -> tuple[int, int]:
         """A uniformly random cell that is neither the agent's nor ``other``'s."""
-        while True:  # 2 of 16 cells are excluded, so this ends fast
-            cell = _ALL_CELLS[int(self.np_random.integers(len(_ALL_CELLS)))]
-            if cell != self._agent and cell != other:
-                return cell
+        return respawn(self.np_random, _ALL_CELLS, self._agent, other)
 
     def _render_frame(self) -> np.ndarray:
         assert self._background is not None

@@ -40,6 +40,7 @@ from gymnasium import spaces
 
 from envs import reacher, seek_avoid, seek_avoid_v1
 from envs.factors import Domain
+from envs.grid import ACTION_NAMES, ACTIONS
 from envs.protocol import resolve_domain
 
 
@@ -148,7 +149,8 @@ def _grid_batch(states: np.ndarray, actions: np.ndarray, n_actions: int) -> tupl
     return s, a
 
 
-_SA_DELTAS = np.array([seek_avoid.ACTIONS[a] for a in range(len(seek_avoid.ACTIONS))], dtype=np.int64)
+_DELTAS = np.array([ACTIONS[a] for a in range(len(ACTIONS))], dtype=np.int64)
+"""Action → (dx, dy) as an array, for both seek-avoid sources (they share :mod:`envs.grid`)."""
 # free[layout, y, x]: whether an interior cell is walkable
 _SA_FREE = np.ones((len(seek_avoid.LAYOUTS), seek_avoid.INTERIOR, seek_avoid.INTERIOR), dtype=bool)
 for _i, _cells in enumerate(seek_avoid.LAYOUTS.values()):
@@ -174,8 +176,8 @@ class SeekAvoidTransitions:
         self.domain = resolve_domain(seek_avoid.DOMAINS, domain, "seek_avoid")
         self.names: tuple[str, ...] = self.truth.factor_names
         self.fixed = _fixed_columns(self.names, fixed, "seek_avoid")
-        self.action_space = spaces.Discrete(len(seek_avoid.ACTIONS))
-        self.action_names = seek_avoid.ACTION_NAMES  # optional: labels the report's per-action table
+        self.action_space = spaces.Discrete(len(ACTIONS))
+        self.action_names = ACTION_NAMES  # optional: labels the report's per-action table
         self.observation_shape = self.truth.observation_shape
 
     def sample_states(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -203,11 +205,11 @@ class SeekAvoidTransitions:
         return out
 
     def step_states(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        s, a = _grid_batch(states, actions, len(_SA_DELTAS))
+        s, a = _grid_batch(states, actions, len(_DELTAS))
         d = len(seek_avoid.SCENE_SPACE)
         layout = s[:, 3].astype(np.int64)
         agent = s[:, d : d + 2].astype(np.int64)
-        target = agent + _SA_DELTAS[a]
+        target = agent + _DELTAS[a]
         inside = ((target >= 0) & (target < seek_avoid.INTERIOR)).all(axis=1)
         tx, ty = np.clip(target, 0, seek_avoid.INTERIOR - 1).T
         moves = inside & _SA_FREE[layout, ty, tx]
@@ -229,7 +231,6 @@ class SeekAvoidTransitions:
 
 
 # -- seek-avoid v1 -------------------------------------------------------------------------------
-_V1_DELTAS = np.array([seek_avoid_v1.ACTIONS[a] for a in range(len(seek_avoid_v1.ACTIONS))], dtype=np.int64)
 _V1_N_CELLS = seek_avoid_v1.CELLS * seek_avoid_v1.CELLS
 
 
@@ -253,8 +254,8 @@ class SeekAvoidV1Transitions:
         self.domain = resolve_domain(seek_avoid_v1.DOMAINS, domain, "seek_avoid_v1")
         self.names: tuple[str, ...] = self.truth.factor_names
         self.fixed = _fixed_columns(self.names, fixed, "seek_avoid_v1")
-        self.action_space = spaces.Discrete(len(seek_avoid_v1.ACTIONS))
-        self.action_names = seek_avoid_v1.ACTION_NAMES
+        self.action_space = spaces.Discrete(len(ACTIONS))
+        self.action_names = ACTION_NAMES
         self.observation_shape = self.truth.observation_shape
         d = len(seek_avoid_v1.SCENE_SPACE)
         self._cells: dict[int, int] = {}  # object (0 agent, 1 good, 2 bad) → fixed cell code y·CELLS + x
@@ -286,10 +287,10 @@ class SeekAvoidV1Transitions:
         return out
 
     def step_states(self, states: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        s, a = _grid_batch(states, actions, len(_V1_DELTAS))
+        s, a = _grid_batch(states, actions, len(_DELTAS))
         d = len(seek_avoid_v1.SCENE_SPACE)
         agent = s[:, d : d + 2].astype(np.int64)
-        target = agent + _V1_DELTAS[a]
+        target = agent + _DELTAS[a]
         moves = ((target >= 0) & (target < seek_avoid_v1.CELLS)).all(axis=1)  # the wall frame blocks
         agent = np.where(moves[:, None], target, agent)
         s[:, d : d + 2] = agent
