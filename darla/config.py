@@ -167,6 +167,12 @@ class MethodConfig:
     )
     hyperparams: dict[str, Any] = field(default_factory=dict, metadata={"doc": "overrides of agent.hyperparams"})
     policy_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"doc": "overrides of agent.policy_kwargs"})
+    total_timesteps: int | None = field(
+        default=None,
+        metadata={"doc": "this method's training budget in env steps; null → agent.total_timesteps. For methods "
+                         "whose input costs more per step (end-to-end pixels) when they learn in fewer steps; the "
+                         "report prints each method's budget", **_bounds(1)},
+    )
 
     @property
     def observe(self) -> str:
@@ -243,6 +249,10 @@ class Config:
         metadata={"doc": "name → method compared in stages 2–3; empty: one method, vision's frozen encoder"},
     )
     scan: ScanConfig = field(default_factory=ScanConfig)
+
+    def timesteps_of(self, method: str) -> int:
+        """The env steps that ``method``'s agents train for: its own budget, else agent.total_timesteps."""
+        return self.methods[method].total_timesteps or self.agent.total_timesteps
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data, model params written flat under ``vision`` (round-trips)."""
@@ -897,8 +907,9 @@ def _check_sizes(cfg: Config, source: str) -> None:
             own = {**a.hyperparams, **m.hyperparams}
             where = f"methods.{name}.hyperparams" if m.hyperparams else "agent.hyperparams"
             if off_policy:  # the replay buffer fills up to the steps taken: observations and next observations
-                size = min(int(own.get("buffer_size", 1_000_000)), a.total_timesteps)
-                needs.append((f"{where}.buffer_size" if "buffer_size" in own else "agent.total_timesteps",
+                size = min(int(own.get("buffer_size", 1_000_000)), cfg.timesteps_of(name))
+                needs.append((f"{where}.buffer_size" if "buffer_size" in own
+                               else f"methods.{name}.total_timesteps" if m.total_timesteps else "agent.total_timesteps",
                               2 * size * obs, f"a replay buffer of {size} observations for method {name!r}"))
             else:  # SB3's rollout buffer stores every observation as float32
                 n_steps = int(own.get("n_steps", 2048 if a.algo == "ppo" else 5))

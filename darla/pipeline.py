@@ -250,7 +250,7 @@ def space_needed(cfg: Config, run: RunDir, stages: tuple[str, ...]) -> tuple[int
             for method, m in cfg.methods.items():
                 policy = pixel_params if m.observe == "pixels" else 100_000
                 obs = image if m.observe == "pixels" else 4 * v.latent_dim
-                buffer = 2 * obs * min(int({**a.hyperparams, **m.hyperparams}.get("buffer_size", 1_000_000)), a.total_timesteps)
+                buffer = 2 * obs * min(int({**a.hyperparams, **m.hyperparams}.get("buffer_size", 1_000_000)), cfg.timesteps_of(method))
                 per_run = 12 * policy + (buffer if off_policy else 0) + _MIB
                 need += per_run * sum(not done(f"agent/{method}/{a.algo}_seed{s}") for s in a.seeds)
         else:

@@ -45,6 +45,7 @@ def collect_results(cfg: Config, run: RunDir) -> dict[str, Any]:
         "encoders": encoders,
         "agent": {
             "algo": cfg.agent.algo, "seeds": list(cfg.agent.seeds), "total_timesteps": cfg.agent.total_timesteps,
+            "timesteps": {m: cfg.timesteps_of(m) for m in cfg.methods},
             "methods": cfg.to_dict()["methods"], "selected": selected,
         },
         "transfer": transfer,
@@ -329,6 +330,14 @@ table.prov th{text-align:right;font-weight:normal;color:#555;background:none} ta
 """
 
 
+def _budgets(cfg: Config) -> str:
+    """"N steps", or each method's budget where they differ (methods.NAME.total_timesteps)."""
+    steps = {m: cfg.timesteps_of(m) for m in cfg.methods}
+    if len(set(steps.values())) <= 1:
+        return f"{next(iter(steps.values()), cfg.agent.total_timesteps)} steps"
+    return "steps " + ", ".join(f"{esc(m)} {n}" for m, n in steps.items())
+
+
 def _method_rows(cfg: Config) -> str:
     what = {
         "vision": lambda m: f"frozen {cfg.vision.model} (stage 1)",
@@ -438,7 +447,7 @@ def render_html(cfg: Config, run: RunDir, results: dict[str, Any]) -> str:
         _provenance(cfg, run),
         f"<p>Env <b>{esc(cfg.env.name)}</b> ({cfg.env.size}×{cfg.env.size}); stage-1 vision model <b>{esc(cfg.vision.model)}</b> "
         f"with {cfg.vision.latent_dim} latents; policy <b>{esc(cfg.agent.algo.upper())}</b>, "
-        f"{cfg.agent.total_timesteps} steps × {len(cfg.agent.seeds)} seed(s) per method; {cfg.transfer.n_episodes} evaluation "
+        f"{_budgets(cfg)} × {len(cfg.agent.seeds)} seed(s) per method; {cfg.transfer.n_episodes} evaluation "
         f"episodes per domain and seed; policy selection: <b>{esc(cfg.agent.select)}</b> (source evaluations only).</p>",
         _banner(results),
         "<h2>Methods</h2>", _method_rows(cfg),
@@ -463,7 +472,7 @@ def render_html(cfg: Config, run: RunDir, results: dict[str, Any]) -> str:
         "factor values. Targets are held-out combinations: no target frame was used to train a vision model or a policy, "
         "or to select one.</p>", _frames_section(cfg),
         "<h2>Learn to act</h2>",
-        img(png_b64(figures.fig_agent_curves(curves, refs.get("source", {}), cfg.agent.algo, cfg.agent.total_timesteps)),
+        img(png_b64(figures.fig_agent_curves(curves, refs.get("source", {}), cfg.agent.algo, max(map(cfg.timesteps_of, cfg.methods)))),
              "agent learning curves"),
         "<p class='note'>Training episodes: returns of the policy while it learns (its exploration included), smoothed as "
         "the title says. Random-policy and oracle lines: the source references of the table above."

@@ -38,7 +38,7 @@ def agent_spec(cfg: Config, method: str, seed: int, encoder) -> Any:
         pixel_model, pixel_kwargs = "vae", {"latent_dim": cfg.vision.latent_dim, **arch}
     return AgentSpec(
         env_name=cfg.env.name, domain=source.name, size=cfg.env.size, max_steps=cfg.env.max_steps,
-        algo=a.algo, total_timesteps=a.total_timesteps, n_envs=a.n_envs, seed=seed,
+        algo=a.algo, total_timesteps=cfg.timesteps_of(method), n_envs=a.n_envs, seed=seed,
         hyperparams={**a.hyperparams, **m.hyperparams}, policy_kwargs={**a.policy_kwargs, **m.policy_kwargs},
         checkpoint_every=a.checkpoint_every, observe=m.observe, pixel_model=pixel_model,
         pixel_model_kwargs=pixel_kwargs, finetune=m.finetune, augment=m.augment,
@@ -65,7 +65,7 @@ def stage_agent(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = p
                 continue
             what = {"latents": "frozen latents", "pixels": "pixels"}[m.observe] + (" (fine-tuned)" if m.finetune else "")
             resuming = f" (resuming from {CHECKPOINT})" if (run.agent_dir(method, a.algo, seed) / CHECKPOINT).exists() else ""
-            log(f"[agent] {method}: {a.algo.upper()} seed {seed} on {what} for {a.total_timesteps} steps in {source.name!r}{resuming}")
+            log(f"[agent] {method}: {a.algo.upper()} seed {seed} on {what} for {cfg.timesteps_of(method)} steps in {source.name!r}{resuming}")
             jobs.append((method, seed))
     if a.workers > 1 and len(jobs) > 1:
         import multiprocessing

@@ -97,7 +97,7 @@ def _write_videos(path: Path, record: dict[str, tuple[np.ndarray, np.ndarray | N
 def _log_transfer_scalars(cfg: Config, rows: list[dict[str, Any]], references: dict[str, dict[str, float | None]], tb: Path) -> None:
     """TensorBoard: per method and seed (one run each, transfer/tb/<method>_seed<k>), every
     evaluation episode's return per domain (step = episode index), and the domain's mean return
-    and normalised score at step = agent.total_timesteps, so runs line up with their training."""
+    and normalised score at step = the method's training budget, so runs line up with their training."""
     import shutil
 
     from torch.utils.tensorboard import SummaryWriter
@@ -112,11 +112,11 @@ def _log_transfer_scalars(cfg: Config, rows: list[dict[str, Any]], references: d
                     rets = [r["ret"] for r in mine if r["domain"] == dname]
                     for k, ret in enumerate(rets):
                         w.add_scalar(f"transfer/episode_return/{dname}", ret, k)
-                    w.add_scalar(f"transfer/mean_return/{dname}", float(np.mean(rets)), cfg.agent.total_timesteps)
+                    w.add_scalar(f"transfer/mean_return/{dname}", float(np.mean(rets)), cfg.timesteps_of(method))
                     ref = references.get(dname, {})
                     if ref.get("oracle") is not None and ref["oracle"] > ref["random"]:
                         norm = (np.mean(rets) - ref["random"]) / (ref["oracle"] - ref["random"])
-                        w.add_scalar(f"transfer/normalised/{dname}", float(norm), cfg.agent.total_timesteps)
+                        w.add_scalar(f"transfer/normalised/{dname}", float(norm), cfg.timesteps_of(method))
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -149,3 +149,17 @@ def test_env_external_runs_a_recoloured_gym_env_from_the_command_line(tmp_path, 
         assert len(err) == 1 and "ext.yaml: env.external.gym_id: cannot make 'NoSuchEnv-v9'" in err[0]
     finally:
         unregister_recoloured("ext_cli")
+
+
+def test_a_method_can_have_its_own_training_budget(tiny_raw):
+    from darla.stages import stage_of_key
+    from darla.stages.agent import agent_spec
+
+    raw = {**tiny_raw, "methods": {"v": {"encoder": "vision"}, "pix": {"encoder": "pixels", "total_timesteps": 96}}}
+    cfg = config_from_dict(raw, "t.yaml")
+    assert cfg.timesteps_of("v") == cfg.agent.total_timesteps != 96
+    assert cfg.timesteps_of("pix") == 96
+    assert agent_spec(cfg, "pix", 0, None).total_timesteps == 96
+    assert agent_spec(cfg, "v", 0, None).total_timesteps == cfg.agent.total_timesteps
+    # a method's budget is read from stage 2 on: changing it keeps stage 1
+    assert stage_of_key("methods.pix.total_timesteps", raw, raw) == "agent"

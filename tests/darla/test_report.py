@@ -182,7 +182,10 @@ def tiny_run(tmp_path_factory):
     from darla.config import config_from_dict
     from darla.pipeline import run_pipeline
 
-    cfg = config_from_dict(json.loads(json.dumps(TINY)), "tiny.yaml")
+    raw = json.loads(json.dumps(TINY))
+    # a second method with its own, shorter budget (methods.NAME.total_timesteps)
+    raw["methods"] = {"beta_vae": {"encoder": "vision"}, "short": {"encoder": "vision", "total_timesteps": 128}}
+    cfg = config_from_dict(raw, "tiny.yaml")
     return cfg, run_pipeline(cfg, run_dir=tmp_path_factory.mktemp("runs") / "tiny", progress=False, log=lambda m: None)
 
 
@@ -214,6 +217,15 @@ def test_report_holds_a_bounded_video_per_method_and_provenance(tiny_run):
     assert "This run has one seed" in html and "stays under 8 MiB" in html
     manifest = json.loads((rd.root / "manifest.json").read_text())
     assert manifest["provenance"]["device"] == "cpu" and "command" in manifest["provenance"]
+
+
+def test_each_method_trains_for_its_own_budget_and_the_report_says_so(tiny_run):
+    cfg, rd = tiny_run
+    steps = {m: json.loads((rd.agent_dir(m, "ppo", 0) / "meta.json").read_text())["selected"]["timesteps"] for m in cfg.methods}
+    assert steps == {"beta_vae": 256, "short": 128}
+    assert "steps beta_vae 256, short 128 × 1 seed(s) per method" in (rd.root / "report.html").read_text()
+    results = json.loads((rd.root / "results.json").read_text())
+    assert results["agent"]["timesteps"] == {"beta_vae": 256, "short": 128}
 
 
 def test_tensorboard_has_stage_1_images_and_stage_3_scalars(tiny_run):
