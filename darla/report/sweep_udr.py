@@ -2,7 +2,7 @@
 
 UDR (Duan et al. 2020) ranks a model by how well *other seeds of the same hyperparameters* find
 its latents again, so its natural population in a sweep is the set of runs that differ only in
-the top-level ``seed`` (which seeds stage 1: frames, init, batch order; see ``darla/sweep.py``).
+the top-level ``seed`` (which seeds stage 1: frames, init, batch order; see :mod:`darla.sweep`).
 :func:`cross_run_udr`:
 
 1. groups the sweep's runs by :func:`population_key`, i.e. :func:`darla.sweep.vision_key` of the
