@@ -190,36 +190,36 @@ def _bytes(n: float) -> str:
 def check_sizes(cfg: Config, source: str) -> None:
     """What a run holds in memory at once, against what the machine has: a size that cannot fit is
     refused now, naming its key, not as an allocation traceback (or a swap storm) mid-run."""
-    v, s, a = cfg.vision, cfg.scan, cfg.agent
-    side = 64 if v.data == "dsprites" else cfg.env.size
-    channels = 1 if v.data == "dsprites" else 3
+    vision, scan, agent = cfg.vision, cfg.scan, cfg.agent
+    side = 64 if vision.data == "dsprites" else cfg.env.size
+    channels = 1 if vision.data == "dsprites" else 3
     image = channels * side * side  # one frame, in bytes as uint8
     # dSprites renders float32 before its uint8 copy; env frames are collected as uint8.
-    needs = [("vision.n_frames", v.n_frames * image * (5 if v.data == "dsprites" else 1), f"{v.n_frames} frames of {side}×{side}×{channels}"),
-             ("vision.batch_size", v.batch_size * image * 4, f"a batch of {v.batch_size} float32 frames")]
-    if s.enabled:
-        renders = {"scan.judge_renders": s.judge_renders, "scan.eval_img2sym": s.eval_img2sym,
-                   "scan.images_per_concept": s.images_per_concept * s.n_concepts, "scan.eval_samples": s.eval_samples * s.eval_concepts}
+    needs = [("vision.n_frames", vision.n_frames * image * (5 if vision.data == "dsprites" else 1), f"{vision.n_frames} frames of {side}×{side}×{channels}"),
+             ("vision.batch_size", vision.batch_size * image * 4, f"a batch of {vision.batch_size} float32 frames")]
+    if scan.enabled:
+        renders = {"scan.judge_renders": scan.judge_renders, "scan.eval_img2sym": scan.eval_img2sym,
+                   "scan.images_per_concept": scan.images_per_concept * scan.n_concepts, "scan.eval_samples": scan.eval_samples * scan.eval_concepts}
         needs += [(k, n * image * 4, f"{n} float32 renders") for k, n in renders.items()]
-    if v.data == "env":
+    if vision.data == "env":
         from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
         from agents.algos import ALGOS
 
-        off_policy = issubclass(ALGOS[a.algo], OffPolicyAlgorithm)
+        off_policy = issubclass(ALGOS[agent.algo], OffPolicyAlgorithm)
         for name, m in cfg.methods.items():
-            obs = image if m.observe == "pixels" else v.latent_dim * 4  # uint8 frames, float32 latents
-            own = {**a.hyperparams, **m.hyperparams}
+            obs = image if m.observe == "pixels" else vision.latent_dim * 4  # uint8 frames, float32 latents
+            own = {**agent.hyperparams, **m.hyperparams}
             where = f"methods.{name}.hyperparams" if m.hyperparams else "agent.hyperparams"
             if off_policy:  # the replay buffer fills up to the steps taken: observations and next observations
-                size = min(int(own.get("buffer_size", 1_000_000)), a.total_timesteps)
+                size = min(int(own.get("buffer_size", 1_000_000)), agent.total_timesteps)
                 needs.append((f"{where}.buffer_size" if "buffer_size" in own else "agent.total_timesteps",
                               2 * size * obs, f"a replay buffer of {size} observations for method {name!r}"))
             else:  # SB3's rollout buffer stores every observation as float32
-                n_steps = int(own.get("n_steps", 2048 if a.algo == "ppo" else 5))
+                n_steps = int(own.get("n_steps", 2048 if agent.algo == "ppo" else 5))
                 needs.append((f"{where}.n_steps" if "n_steps" in own else "agent.n_envs",
-                              n_steps * a.n_envs * (obs if m.observe == "latents" else image * 4),
-                              f"a rollout buffer of {n_steps} steps × {a.n_envs} envs for method {name!r}"))
+                              n_steps * agent.n_envs * (obs if m.observe == "latents" else image * 4),
+                              f"a rollout buffer of {n_steps} steps × {agent.n_envs} envs for method {name!r}"))
     memory = machine_memory()
     for key, need, what in needs:
         if need > memory:
@@ -268,17 +268,17 @@ def check_agent_builds(cfg: Config, source: str) -> None:
     the key, and not after stage 1 has trained."""
     from agents.train import check_agent_build
 
-    a = cfg.agent
+    agent = cfg.agent
     for name, m in cfg.methods.items():
         arch = {k: cfg.vision.params[k] for k in ("channels", "hidden") if k in cfg.vision.params}
-        hyper, policy = {**a.hyperparams, **m.hyperparams}, {**a.policy_kwargs, **m.policy_kwargs}
+        hyper, policy = {**agent.hyperparams, **m.hyperparams}, {**agent.policy_kwargs, **m.policy_kwargs}
         freq = hyper.get("train_freq")
-        if isinstance(freq, list) and freq[1:] == ["episode"] and a.n_envs > 1:  # SB3 asserts it in learn()
+        if isinstance(freq, list) and freq[1:] == ["episode"] and agent.n_envs > 1:  # SB3 asserts it in learn()
             key = f"methods.{name}.hyperparams.train_freq" if "train_freq" in m.hyperparams else "agent.hyperparams.train_freq"
-            raise ConfigError(source, key, f"SB3 trains per episode with one env only; set agent.n_envs: 1 (it is {a.n_envs})")
+            raise ConfigError(source, key, f"SB3 trains per episode with one env only; set agent.n_envs: 1 (it is {agent.n_envs})")
         problem = check_agent_build(
-            cfg.env.name, cfg.env.size, cfg.env.max_steps, a.algo, m.observe, cfg.vision.latent_dim,
-            {"latent_dim": cfg.vision.latent_dim, **arch}, hyper, policy, a.n_envs,
+            cfg.env.name, cfg.env.size, cfg.env.max_steps, agent.algo, m.observe, cfg.vision.latent_dim,
+            {"latent_dim": cfg.vision.latent_dim, **arch}, hyper, policy, agent.n_envs,
         )
         if problem is None:
             continue
@@ -286,7 +286,7 @@ def check_agent_builds(cfg: Config, source: str) -> None:
         where = "hyperparams" if part == "hyperparams" else "policy_kwargs"
         own = m.hyperparams if where == "hyperparams" else m.policy_kwargs
         prefix = f"methods.{name}.{where}" if arg in own or (arg is None and own) else f"agent.{where}"
-        raise ConfigError(source, f"{prefix}.{arg}" if arg else prefix, f"SB3 cannot build {a.algo.upper()} with it: {message}")
+        raise ConfigError(source, f"{prefix}.{arg}" if arg else prefix, f"SB3 cannot build {agent.algo.upper()} with it: {message}")
 
 
 def _register_external(env: EnvConfig, source: str) -> None:
@@ -336,17 +336,17 @@ def check_scan(cfg: Config, source: str) -> None:
     """What the schema cannot say: SCAN's words must be scene factors of the env, and it needs them."""
     from envs.registry import get_env_info
 
-    s = cfg.scan
-    if cfg.vision.data != "env" and (s.enabled or s.compare):
-        raise ConfigError(source, "scan.enabled" if s.enabled else "scan.compare", f"SCAN names the env's scene factors; vision.data: {cfg.vision.data} has none")
+    scan = cfg.scan
+    if cfg.vision.data != "env" and (scan.enabled or scan.compare):
+        raise ConfigError(source, "scan.enabled" if scan.enabled else "scan.compare", f"SCAN names the env's scene factors; vision.data: {cfg.vision.data} has none")
     names = {f.name: f for f in get_env_info(cfg.env.name).scene_space.factors}
-    for i, name in enumerate(s.factors):
+    for i, name in enumerate(scan.factors):
         if name not in names:
             raise ConfigError(source, f"scan.factors[{i}]", unknown_name(name, names, f"{cfg.env.name} scene factor"))
-    for key, values in (("factors", s.factors), ("compare", s.compare)):
+    for key, values in (("factors", scan.factors), ("compare", scan.compare)):
         if len(set(values)) != len(values):
             raise ConfigError(source, f"scan.{key}", f"entries must be distinct, got {values}")
-    for key, widths in (("hidden", s.hidden), ("recombine_hidden", s.recombine_hidden)):
+    for key, widths in (("hidden", scan.hidden), ("recombine_hidden", scan.recombine_hidden)):
         for i, w in enumerate(widths):
             if w < 1:
                 raise ConfigError(source, f"scan.{key}[{i}]", f"layer widths must be ≥ 1, got {w}")

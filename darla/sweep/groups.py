@@ -29,21 +29,21 @@ def vision_config(cfg: Config) -> Config:
     set to the vision domain and the targets dropped: stage 1 never reads them, and no env lacks
     its vision domain. A test checks that this keeps every key :func:`vision_key` hashes.
     """
-    d = cfg.env.domains
+    domains = cfg.env.domains
     trained = {
         n: MethodConfig(**{k: getattr(m, k) for k in STAGE_1_METHOD_KEYS})
         for n, m in cfg.methods.items() if m.encoder not in ENCODER_KINDS
     }
     return replace(
         cfg, name="vision", runs_dir=".", agent=AgentConfig(), transfer=TransferConfig(), scan=ScanConfig(),
-        methods=trained, env=replace(cfg.env, domains=replace(d, source=d.vision, targets={})),
+        methods=trained, env=replace(cfg.env, domains=replace(domains, source=domains.vision, targets={})),
     )
 
 
 def stage_1_inputs(cfg: Config) -> dict[str, Any]:
     """Dotted key → value of every key of ``cfg`` that stage 1 reads (:func:`darla.stages.stage_of_key`)."""
-    d = cfg.to_dict()
-    return {k: v for k, v in _flat(d).items() if stage_of_key(k, d, d) == "vision"}
+    raw = cfg.to_dict()
+    return {k: v for k, v in _flat(raw).items() if stage_of_key(k, raw, raw) == "vision"}
 
 
 def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
