@@ -34,6 +34,8 @@ from darla.config.checks import (
     check_transitions,
     check_vision,
     check_vision_checkpoint,
+    external_env_checked,
+    register_external_env,
     safe_name,
 )
 from darla.config.schema import (
@@ -60,7 +62,7 @@ __all__ = [
     "MethodConfig", "TransferConfig", "MetricsConfig", "ScanConfig", "ENCODER_KINDS", "SCAN_ABLATIONS",
     # loading, dumping, comparing
     "ConfigError", "load_config", "config_from_dict", "parse_override", "dump_config", "diff_configs",
-    "load_yaml", "load_yaml_text",
+    "load_yaml", "load_yaml_text", "register_external_env",
     # helpers other modules share: names, typos, dotted keys
     "safe_name", "closest", "did_you_mean", "set_dotted",
 ]
@@ -119,17 +121,18 @@ def config_from_dict(
     vision = check_vision(vision, extra, source)
     check_agent(cfg.agent, source)
     check_seed_ranges(cfg.agent, vision, source)
-    check_env(cfg, vision, source)
-    check_transitions(cfg, vision, source)
-    check_metrics(cfg.metrics, source)
-    check_scan(dataclasses.replace(cfg, vision=vision), source)
-    if not safe_name(cfg.name):
-        raise ConfigError(source, "name", f"use letters, digits, '-', '_' and '.', got {cfg.name!r}")
-    methods = check_methods(cfg, vision, source)
-    cfg = dataclasses.replace(cfg, vision=vision, methods=methods)
-    check_sizes(cfg, source)
-    if check_build and vision.data == "env":
-        check_agent_builds(cfg, source)
+    with external_env_checked(cfg.env, source):  # registered for good only by register_external_env
+        check_env(cfg, vision, source)
+        check_transitions(cfg, vision, source)
+        check_metrics(cfg.metrics, source)
+        check_scan(dataclasses.replace(cfg, vision=vision), source)
+        if not safe_name(cfg.name):
+            raise ConfigError(source, "name", f"use letters, digits, '-', '_' and '.', got {cfg.name!r}")
+        methods = check_methods(cfg, vision, source)
+        cfg = dataclasses.replace(cfg, vision=vision, methods=methods)
+        check_sizes(cfg, source)
+        if check_build and vision.data == "env":
+            check_agent_builds(cfg, source)
     if check_files and vision.checkpoint:
         check_vision_checkpoint(cfg, source)
     return cfg

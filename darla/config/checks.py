@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,13 +83,11 @@ def check_seed_ranges(agent: AgentConfig, vision: VisionConfig, source: str) -> 
 
 
 def check_env(cfg: Config, vision: VisionConfig, source: str) -> None:
-    """The env exists (``env.external`` is registered under ``env.name`` first), its domains are
+    """The env exists (``env.external`` inside :func:`external_env_checked`), its domains are
     valid and keep DARLA's protocol, and it has the ground-truth factors the config asks of it."""
     from envs.registry import ENVS, has_ground_truth
 
     env = cfg.env
-    if env.external.gym_id:
-        _register_external(env, source)
     if env.name not in ENVS:
         raise ConfigError(source, "env.name", unknown_name(env.name, ENVS, "environment"))
     _check_domains(env, source)
@@ -289,22 +288,59 @@ def check_agent_builds(cfg: Config, source: str) -> None:
         raise ConfigError(source, f"{prefix}.{arg}" if arg else prefix, f"SB3 cannot build {agent.algo.upper()} with it: {message}")
 
 
-def _register_external(env: EnvConfig, source: str) -> None:
-    """Register ``env.external`` as env ``env.name`` (idempotent: worker processes load the config too)."""
-    from envs.recolour import PRESETS, register_recoloured
+def _check_external(env: EnvConfig, source: str) -> None:
+    """What can be said of ``env.external`` before building it: a known preset, a name of its own."""
+    from envs.recolour import PRESETS, recoloured_gym_id
     from envs.registry import ENVS
 
-    ext = env.external
-    if ext.preset not in PRESETS:
-        raise ConfigError(source, "env.external.preset", unknown_name(ext.preset, PRESETS, "recolour preset"))
+    if env.external.preset not in PRESETS:
+        raise ConfigError(source, "env.external.preset", unknown_name(env.external.preset, PRESETS, "recolour preset"))
     known = ENVS.get(env.name)
-    if known is not None and known.gym_id != f"darla/recoloured.{env.name}-v0":
+    if known is not None and known.gym_id != recoloured_gym_id(env.name):
         raise ConfigError(source, "env.name", f"{env.name!r} is a built-in env; name the external env otherwise")
+
+
+def _cannot_make(env: EnvConfig, e: Exception, source: str) -> ConfigError:
+    """An unknown id, a missing extra, a non-image env: one line, not a traceback."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return ConfigError(source, "env.external.gym_id", f"cannot make {env.external.gym_id!r}: {msg}")
+
+
+def register_external_env(env: EnvConfig, source: str = "<config>") -> None:
+    """Register ``env.external`` as env ``env.name`` in this process (nothing when it has none).
+
+    The explicit call before a process makes the config's envs (the pipeline, each agent worker);
+    validating a config registers nothing. Idempotent: registering again replaces the entry.
+    """
+    from envs.recolour import register_recoloured
+
+    if not env.external.gym_id:
+        return
+    _check_external(env, source)
+    ext = env.external
     try:
         register_recoloured(env.name, ext.gym_id, ext.preset, base_kwargs=ext.kwargs, replace=True)
-    except Exception as e:  # an unknown id, a missing extra, a non-image env: one line, not a traceback
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(source, "env.external.gym_id", f"cannot make {ext.gym_id!r}: {msg}") from None
+    except Exception as e:  # the env's own code may raise anything
+        raise _cannot_make(env, e, source) from None
+
+
+@contextmanager
+def external_env_checked(env: EnvConfig, source: str) -> Iterator[None]:
+    """``env.external`` registered as env ``env.name`` for the checks inside the block only (they
+    build its domains and SB3 on its spaces); afterwards the registries are as they were."""
+    from envs.recolour import registered_recoloured
+
+    if not env.external.gym_id:
+        yield
+        return
+    _check_external(env, source)
+    ext = env.external
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(registered_recoloured(env.name, ext.gym_id, ext.preset, base_kwargs=ext.kwargs))
+        except Exception as e:  # the env's own code may raise anything
+            raise _cannot_make(env, e, source) from None
+        yield
 
 
 def _check_domains(env: EnvConfig, source: str) -> None:
