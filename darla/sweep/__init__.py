@@ -15,7 +15,9 @@ The package, in the order a sweep goes through it:
 - :mod:`~darla.sweep.names` names each run; :mod:`~darla.sweep.groups` gives its vision group;
 - :mod:`~darla.sweep.plan` finds what is left to do, and writes what ``sweep.json`` says;
 - :mod:`~darla.sweep.jobs` holds the jobs (a group's stage 1, a run);
-- :mod:`~darla.sweep.executors` runs them, locally or on Ray.
+- :mod:`~darla.sweep.executors` runs them, locally or on Ray;
+- :mod:`~darla.sweep.udr` scores each vision model among the other seeds of its hyperparameters
+  (UDR across runs) for the sweep's report, which imports it; running a sweep does not.
 """
 
 from __future__ import annotations
