@@ -80,6 +80,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def _deepcopy(x: Any) -> Any:
+    """A copy of plain YAML data, so that overrides never change the caller's mapping."""
     if isinstance(x, dict):
         return {k: _deepcopy(v) for k, v in x.items()}
     if isinstance(x, list):

@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from darla.errors import UserError
-from darla.runs import RunDir
+from darla.runs import RunDir, check_writable
 from darla.sweep.jobs import Log, run_job, vision_job
 from darla.sweep.plan import Plan, plan_sweep, sweep_state
 from darla.sweep.spec import Sweep, SweepRun
@@ -18,7 +18,6 @@ EXECUTORS = ("local", "ray")
 
 class SweepError(UserError, RuntimeError):
     """A sweep that ran but did not finish every run (failed runs, a missing Ray)."""
-
 
 
 def run_sweep(
@@ -41,8 +40,6 @@ def run_sweep(
         raise ValueError("--address names a Ray cluster: use it with --executor ray")
     # Absolute: a Ray worker (or a cluster node) does not share this process's working directory.
     sweep = replace(sweep, sweep_dir=sweep.sweep_dir.resolve())
-    from darla.runs import check_writable
-
     # One driver per sweep dir: the lock is the sweep dir's own .lock; each run (and each shared
     # vision dir) is locked separately by whichever process runs it.
     with RunDir(sweep.sweep_dir).lock(kind="sweep"):

@@ -55,7 +55,6 @@ def sweep_state(sweep: Sweep, status: Mapping[str, Mapping[str, Any]], executor:
     }
 
 
-
 @dataclass
 class Plan:
     """What is left to do: vision groups to train, runs to run (each naming its group)."""

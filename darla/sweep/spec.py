@@ -98,7 +98,6 @@ class Sweep:
         return self.sweep_dir / "vision" / key
 
 
-
 def load_sweep(path: str | Path, sweep_dir: str | Path | None = None) -> Sweep:
     """Read, expand and validate a sweep file. Every problem raises a one-line :class:`ConfigError`."""
     path = Path(path)
