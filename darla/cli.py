@@ -19,7 +19,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from darla.config import SCAN_ABLATIONS, Config, ConfigError, load_config, load_yaml
+from darla.config import (
+    SCAN_ABLATIONS,
+    Config,
+    ConfigError,
+    load_config,
+    load_yaml,
+    register_external_env,
+)
 from darla.errors import UserError
 from darla.stages import ALL_STAGES, upstream
 
@@ -274,6 +281,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not run.config_path.exists():
         raise FileNotFoundError(f"{args.run_dir} is not a darla run directory (no config.yaml) nor a sweep directory (no sweep.json)")
     cfg = load_config(run.config_path, check_build=False, check_files=False)  # its stages ran
+    register_external_env(cfg.env, str(run.config_path))  # the report draws the env's frames
     with run.lock():  # it writes the manifest: not while a pipeline runs here
         for s in upstream("transfer"):
             if not run.is_complete(s):
@@ -421,6 +429,7 @@ def _scan_context(run_dir: Path, overrides: Sequence[str] = ()):
         if not ov.strip().startswith("scan."):
             raise ConfigError("--set", ov.partition("=")[0], "darla scan train can only override scan.* keys (the rest describes what already ran)")
     cfg = load_config(run.config_path, overrides, check_build=False, check_files=False)  # its stages ran
+    register_external_env(cfg.env, str(run.config_path))
     return run, cfg, scan_context(cfg, run)
 
 

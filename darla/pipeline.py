@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from darla.config import Config, diff_configs, dump_config, load_yaml
+from darla.config import Config, diff_configs, dump_config, load_yaml, register_external_env
 from darla.runs import SUPERSEDED, RunDir, RunDirError, check_writable, provenance, remove_path
 from darla.stages import ALL_STAGES, STAGE_FILES, downstream, enabled_stages, stage_of_key
 from darla.stages.agent import stage_agent
@@ -155,6 +155,7 @@ def run_pipeline(
         raise ValueError("--force and --update contradict each other: --force starts over, --update keeps stage 1")
     if cfg.vision.data == "dsprites" and tuple(stages) != ("vision",):
         raise ValueError("vision.data: dsprites is for stage 1 alone (darla vision train): it has no policy to train")
+    register_external_env(cfg.env)  # validating cfg registered nothing; the stages make its envs
     run = RunDir(Path(run_dir) if run_dir is not None else Path(cfg.runs_dir) / cfg.name)
     with run.lock():  # one process per run dir; a second one fails at once, naming the first
         if run.path(SUPERSEDED, "RESTORING").exists():  # a restore that was killed: finish it first

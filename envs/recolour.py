@@ -53,7 +53,8 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, Literal, NamedTuple, NoReturn
@@ -387,6 +388,11 @@ class NoGroundTruth:
 _NAME = re.compile(r"^[A-Za-z0-9_.]+$")
 
 
+def recoloured_gym_id(name: str) -> str:
+    """The gymnasium id :func:`register_recoloured` registers env ``name`` under."""
+    return f"darla/recoloured.{name}-v0"
+
+
 def register_recoloured(
     name: str,
     base_id: str,
@@ -423,7 +429,7 @@ def register_recoloured(
             action_kind = "continuous"
         else:
             raise ValueError(f"{base_id} has action space {space}; the agents support Discrete and Box")
-    gym_id = f"darla/recoloured.{name}-v0"
+    gym_id = recoloured_gym_id(name)
     if gym_id in gym.registry:
         del gym.registry[gym_id]  # re-registration (replace=True, or a re-imported plugin)
     gym.register(
@@ -441,6 +447,28 @@ def register_recoloured(
     )
     ENVS[name] = info
     return info
+
+
+@contextmanager
+def registered_recoloured(
+    name: str, base_id: str, preset: str = "hue_v1", *, base_kwargs: Mapping[str, Any] | None = None,
+) -> Iterator[EnvInfo]:
+    """:func:`register_recoloured` (``replace=True``) for the ``with`` block only: afterwards
+    :data:`~envs.registry.ENVS` and gymnasium's registry hold what they held before, an earlier
+    registration of ``name`` included. For checks that must build the env and leave nothing behind."""
+    gym_id = recoloured_gym_id(name)
+    info_before, spec_before = ENVS.get(name), gym.registry.get(gym_id)
+    try:
+        yield register_recoloured(name, base_id, preset, base_kwargs=base_kwargs, replace=True)
+    finally:
+        if info_before is None:
+            ENVS.pop(name, None)
+        else:
+            ENVS[name] = info_before
+        if spec_before is None:
+            gym.registry.pop(gym_id, None)
+        else:
+            gym.registry[gym_id] = spec_before
 
 
 def unregister_recoloured(name: str) -> None:

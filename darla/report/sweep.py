@@ -29,7 +29,7 @@ Two views of transfer per (run, method), both means over the target domains:
   keeps (undefined where the source return is not positive).
 
 UDR is the score of a run's frozen encoder among the *other seeds of the same stage-1
-hyperparameters* in the sweep (:mod:`darla.report.sweep_udr`, cached in ``udr.json``;
+hyperparameters* in the sweep (:mod:`darla.sweep.udr`, cached in ``udr.json``;
 ``udr_source = seeds``). A run whose model has no such partner falls back to its own
 ``vision.select: udr`` score among its candidate seeds (``vision/udr.json``; ``udr_source =
 candidates``), else it has no UDR.
@@ -59,8 +59,8 @@ from scipy import stats as sps  # noqa: E402
 
 from darla.config import load_yaml  # noqa: E402
 from darla.report.html import b64, base_css, esc, img, png_b64  # noqa: E402
-from darla.report.sweep_udr import NUM_IMAGES, cross_run_udr  # noqa: E402
 from darla.runs import RunDir  # noqa: E402
+from darla.sweep.udr import NUM_IMAGES, cross_run_udr  # noqa: E402
 from vision.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 
 #: The transfer ratio of a row: the mean over targets of target ÷ source return.

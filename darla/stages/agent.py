@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from darla.config import Config, config_from_dict
+from darla.config import Config, config_from_dict, register_external_env
 from darla.runs import RunDir
 from darla.stages.common import Log, domains_of, encoder_path, print_log
 from vision.io import file_sha256
@@ -94,6 +94,7 @@ def _agent_job(cfg: Config | dict, root: str | Path, method: str, seed: int, pro
 
     if isinstance(cfg, dict):
         cfg = config_from_dict(cfg, "<worker>", check_build=False, check_files=False)  # checked by the parent
+        register_external_env(cfg.env, "<worker>")  # a spawned process: the parent's registrations are not here
         torch.set_num_threads(1)
     else:
         torch.set_num_threads(min(2, torch.get_num_threads()))

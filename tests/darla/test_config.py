@@ -125,6 +125,56 @@ def test_cli_subprocess_exit_code(tmp_path, tiny_raw):
     assert r.stderr.strip() == f"darla: config error: {p}: vision.latent_dim: expected an integer, got 'ten'"
 
 
+def test_validating_an_external_env_registers_nothing(tiny_raw):
+    """Validation builds the external env (its domains, SB3 on its spaces) and leaves gymnasium's
+    registry and ENVS as they were, an earlier registration included; registering is one explicit call."""
+    import gymnasium as gym
+
+    from darla.config import register_external_env
+    from envs.recolour import recoloured_gym_id, unregister_recoloured
+    from envs.registry import ENVS
+
+    tiny_raw["env"].update(name="ext_check", external={"gym_id": "darla/SeekAvoid-v0", "preset": "palette_v1",
+                                                        "kwargs": {"size": 32, "domain": "source"}})
+    tiny_raw["env"]["domains"]["targets"] = {"held_out": "target_all_new"}
+    gym_id = recoloured_gym_id("ext_check")
+    cfg = config_from_dict(tiny_raw, "ext.yaml")
+    assert "ext_check" not in ENVS and gym_id not in gym.registry
+    with pytest.raises(ConfigError, match="ext.yaml: metrics.enabled: .*ground-truth factors"):
+        config_from_dict({**tiny_raw, "metrics": {"enabled": ["mig"]}}, "ext.yaml")
+    assert "ext_check" not in ENVS and gym_id not in gym.registry  # a failed check leaves nothing either
+    try:
+        register_external_env(cfg.env)
+        info, spec = ENVS["ext_check"], gym.registry[gym_id]
+        assert info.scene_space.names == ("dark_colour", "mid_colour", "bright_colour")
+        config_from_dict(tiny_raw, "ext.yaml")
+        assert ENVS["ext_check"] is info and gym.registry[gym_id] is spec
+    finally:
+        unregister_recoloured("ext_check")
+
+
+@pytest.mark.slow
+def test_agent_workers_register_the_external_env_themselves(tiny_raw, tmp_path):
+    """A spawned agent worker validates the config again, which registers nothing: it must make the
+    external env by its own explicit registration (seconds of process start: slow)."""
+    from darla.config import register_external_env
+    from darla.pipeline import run_pipeline
+    from envs.recolour import unregister_recoloured
+
+    tiny_raw["env"].update(name="ext_workers", external={"gym_id": "darla/SeekAvoid-v0", "preset": "palette_v1",
+                                                          "kwargs": {"size": 32, "domain": "source"}})
+    tiny_raw["env"]["domains"]["targets"] = {"held_out": "target_all_new"}
+    tiny_raw["agent"].update(seeds=[0, 1], total_timesteps=64, workers=2)
+    cfg = config_from_dict(tiny_raw, "ext.yaml")
+    try:
+        run = run_pipeline(cfg, run_dir=tmp_path / "ext", progress=False, log=lambda m: None)
+        stages = run.manifest()["stages"]
+        assert all(stages[f"agent/{m}/ppo_seed{s}"]["status"] == "complete" for m in cfg.methods for s in (0, 1))
+    finally:
+        register_external_env(cfg.env)  # so that unregistering cannot fail, whichever step failed
+        unregister_recoloured("ext_workers")
+
+
 def test_env_external_runs_a_recoloured_gym_env_from_the_command_line(tmp_path, tiny_raw, capsys):
     """`env.external` registers any pixel gymnasium id under env.name, so `darla pipeline` runs it."""
     import yaml

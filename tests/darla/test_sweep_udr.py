@@ -18,11 +18,11 @@ import vision.select
 from darla.cli import main
 from darla.config import config_from_dict
 from darla.report.sweep import collect_sweep, write_sweep_report
-from darla.report.sweep_udr import CACHE_FILE, population_key
 from darla.runs import RunDir
 from darla.stages.common import domains_of
 from darla.stages.vision import vision_ground_truth
 from darla.sweep import load_sweep, run_sweep, vision_key
+from darla.sweep.udr import CACHE_FILE, population_key
 from vision.checkpoint import save_checkpoint
 from vision.io import file_sha256
 from vision.registry import load_checkpoint

@@ -2,10 +2,10 @@
 
 UDR (Duan et al. 2020) ranks a model by how well *other seeds of the same hyperparameters* find
 its latents again, so its natural population in a sweep is the set of runs that differ only in
-the top-level ``seed`` (which seeds stage 1: frames, init, batch order; see ``darla/sweep.py``).
+the top-level ``seed`` (which seeds stage 1: frames, init, batch order; see :mod:`darla.sweep`).
 :func:`cross_run_udr`:
 
-1. groups the sweep's runs by :func:`population_key`, i.e. :func:`darla.sweep.vision_key` of the
+1. groups the sweep's runs by :func:`population_key`, i.e. :func:`darla.sweep.groups.vision_key` of the
    run's config with ``seed`` set to 0, and for a method whose frozen encoder is another registry
    model (``vision/encoders/<method>/model.pt``) by that key plus the method's name (its encoder
    and params are part of the key already). The key is conservative: anything stage 1 reads
@@ -38,6 +38,7 @@ import yaml
 
 from darla.config import ENCODER_KINDS, Config, ConfigError, config_from_dict, load_yaml
 from darla.runs import RunDir, RunDirError
+from darla.sweep.groups import vision_key
 from envs.factors import sample_images
 from vision.io import file_sha256, write_json_atomic
 
@@ -73,8 +74,6 @@ class RunScore:
 
 def population_key(cfg: Config, method: str = "") -> str:
     """Runs with the same key differ at most in ``seed``: their (distinct) models are one population."""
-    from darla.sweep import vision_key
-
     key = vision_key(replace(cfg, seed=0))
     return f"{key}/{method}" if method else key
 
