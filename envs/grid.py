@@ -125,8 +125,7 @@ class GridEnv(gym.Env[np.ndarray, np.int64]):
         self.action_space = spaces.Discrete(len(ACTIONS))
         self._scene = np.zeros(len(self.scene_space), dtype=np.int64)
         self._background: np.ndarray | None = None
-        self._cells: tuple[Cell, ...] = ()
-        """The walkable cells, in the order placements and respawns draw from."""
+        self._cells: tuple[Cell, ...] = ()  # walkable, in the order placements and respawns draw from
         self._cell_set: frozenset[Cell] = frozenset()
         self._agent = self._good = self._bad = (0, 0)
         self._frame: np.ndarray | None = None
