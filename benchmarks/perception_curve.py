@@ -33,7 +33,7 @@ from envs.registry import get_domain
 from vision.metrics import score
 from vision.metrics.dci import accuracy_by_factor
 from vision.metrics.probe import probe_for_seed
-from vision.registry import get_model_class, load_checkpoint
+from vision.registry import get_model_class, load_checkpoint, make_model
 from vision.train import train_vision
 
 
@@ -95,7 +95,7 @@ def main() -> None:
             print(f"[{method}] DAE pretrained ({v.dae.steps} steps) in {time.time() - t:.0f} s")
             kwargs["dae_checkpoint"] = str(dae_dir / "model.pt")
         torch.manual_seed(cfg.seed)
-        model = cls(obs_shape, latent_dim=v.latent_dim, **kwargs)
+        model = make_model(cls, obs_shape, latent_dim=v.latent_dim, **kwargs)
         curve[method] = []
         for steps in sorted(args.at):
             t = time.time()

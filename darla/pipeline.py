@@ -27,7 +27,7 @@ from darla.stages.scan import stage_scan
 from darla.stages.transfer import stage_transfer
 from darla.stages.vision import stage_vision
 from vision.io import replace_via_file, write_text_atomic
-from vision.registry import VISION_MODELS
+from vision.registry import make_model
 from vision.train import resolve_device
 
 STAGE_FUNCS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -208,9 +208,9 @@ def _vision_params(cfg: Config, model: str, params: dict[str, Any]) -> int:
     size, channels = (64, 1) if cfg.vision.data == "dsprites" else (cfg.env.size, 3)
     try:
         with torch.device("meta"):
-            net = VISION_MODELS[model]((channels, size, size), latent_dim=cfg.vision.latent_dim, **params)
+            net = make_model(model, (channels, size, size), latent_dim=cfg.vision.latent_dim, **params)
         return sum(p.numel() for p in net.parameters())
-    except Exception:  # noqa: BLE001 (a model that reads files as it is built: β-VAE-DAE and its DAE, as two VAEs)
+    except Exception:  # noqa: BLE001 (β-VAE-DAE before its DAE is trained: its DAE counted as a second VAE)
         arch = {k: params[k] for k in ("channels", "hidden") if k in params}
         return 2 * _vision_params(cfg, "vae", arch) if model != "vae" else 10_000_000
 

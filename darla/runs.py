@@ -173,6 +173,10 @@ class RunDir:
         """One policy of stage 2, ``agent/<method>/<algo>_seed<seed>/``."""
         return self.path("agent", method, f"{algo}_seed{seed}")
 
+    def reset_frames(self) -> Path:
+        """Stage 3's seeded reset frames of every domain, for the report: ``transfer/reset_frames.npz``."""
+        return self.path("transfer", "reset_frames.npz")
+
     # -- manifest --------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
         """The manifest, structure and seal checked (the seal itself is not in the returned dict)."""

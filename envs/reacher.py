@@ -48,6 +48,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs import palettes
 from envs.factors import (
     Domain,
     Factor,
@@ -90,12 +91,7 @@ BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = {
     "maroon": (100, 25, 40),
     "dark green": (25, 85, 45),
 }
-TARGET_COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (235, 45, 45),
-    "blue": (50, 110, 255),
-    "green": (60, 225, 80),
-    "orange": (255, 160, 25),
-}
+TARGET_COLOURS = palettes.SATURATED
 ARM_COLOURS: dict[str, tuple[int, int, int]] = {
     "light grey": (200, 200, 200),
     "yellow": (230, 230, 70),

@@ -18,23 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from envs.factors import (
-    Domain,
-    Factor,
-    FactorSpace,
-    check_env_args,
-    reset_scene,
-    sample_uniform_factors,
-    to_chw_float,
-)
-from envs.grid import ACTIONS, first_move, move, pickup, respawn
-from envs.protocol import darla_domains, resolve_domain
+from envs import palettes
+from envs.factors import Domain, Factor, FactorSpace, sample_uniform_factors
+from envs.grid import STATE_NAMES as STATE_NAMES
+from envs.grid import GridEnv, GridGroundTruth, draw_sprites
+from envs.protocol import darla_domains
 
 GRID = 8
 """Cells per side including the 1-cell wall border."""
@@ -43,28 +34,11 @@ INTERIOR = GRID - 2
 MIN_SIZE = 24
 """Below 3 px per cell a circle and a square render identically."""
 
-# Colour palettes: dark floors, mid-tone walls, saturated objects, so that every pair of
-# colours that can share a frame is far apart in RGB and none is near the agent's white.
-FLOOR_COLOURS: dict[str, tuple[int, int, int]] = {
-    "dark grey": (50, 50, 50),
-    "navy": (25, 30, 105),
-    "maroon": (105, 25, 40),
-    "dark green": (25, 90, 45),
-}
-WALL_COLOURS: dict[str, tuple[int, int, int]] = {
-    "light grey": (170, 170, 170),
-    "teal": (30, 145, 145),
-    "purple": (125, 65, 170),
-    "tan": (185, 150, 95),
-}
-OBJECT_COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (235, 45, 45),
-    "blue": (50, 110, 255),
-    "green": (60, 225, 80),
-    "orange": (255, 160, 25),
-}
-AGENT_COLOUR: tuple[int, int, int] = (255, 255, 255)
-"""White: in no palette, so the agent is never confused with a scene colour."""
+# Dark floors, mid-tone walls, saturated objects: far apart in RGB, none near the agent's white.
+FLOOR_COLOURS = palettes.FLOORS
+WALL_COLOURS = palettes.WALLS
+OBJECT_COLOURS = palettes.SATURATED
+AGENT_COLOUR = palettes.AGENT_WHITE
 
 # Obstacle cells per layout, in interior (x, y) coordinates; drawn in the wall colour.
 LAYOUTS: dict[str, tuple[tuple[int, int], ...]] = {
@@ -81,9 +55,6 @@ SCENE_SPACE = FactorSpace(
         Factor("layout", tuple(LAYOUTS)),
     )
 )
-STATE_NAMES: tuple[str, ...] = ("agent_x", "agent_y", "good_x", "good_y", "bad_x", "bad_y")
-"""Order of ``info["state"]`` and of the state factors of :class:`SeekAvoidGroundTruth`."""
-
 DOMAINS: dict[str, Domain] = darla_domains(
     SCENE_SPACE, a="floor_colour", b="object_colour", c="wall_colour"
 )
@@ -180,12 +151,11 @@ def _draw(
     bad: Sequence[int],
 ) -> np.ndarray:
     """Copy the background and paste bad, good, agent in that order (later ones on top)."""
-    frame = background.copy()
-    flat = frame.reshape(-1, 3)
-    flat[sprites.index["square"][bad[1]][bad[0]]] = object_rgb
-    flat[sprites.index["circle"][good[1]][good[0]]] = object_rgb
-    flat[sprites.index["plus"][agent[1]][agent[0]]] = _AGENT_RGB
-    return frame
+    return draw_sprites(background, (
+        (sprites.index["square"][bad[1]][bad[0]], object_rgb),
+        (sprites.index["circle"][good[1]][good[0]], object_rgb),
+        (sprites.index["plus"][agent[1]][agent[0]], _AGENT_RGB),
+    ))
 
 
 def render_scene(
@@ -224,12 +194,13 @@ _FREE = tuple(_free_cells(i) for i in range(len(_LAYOUT_CELLS)))
 _FREE_SETS = tuple(frozenset(cells) for cells in _FREE)
 
 
-class SeekAvoidEnv(gym.Env[np.ndarray, np.int64]):
+class SeekAvoidEnv(GridEnv):
     """Top-down seek-avoid arena; observations are uint8 (size, size, 3) RGB frames.
 
     ``info`` (reset and step) holds ``"scene"``: int64 (4,) scene factors in
     :data:`SCENE_SPACE` order, and ``"state"``: int64 (6,) interior cells in
-    :data:`STATE_NAMES` order (agent x, y, good x, y, bad x, y).
+    :data:`STATE_NAMES` order (agent x, y, good x, y, bad x, y). A layout's obstacles block
+    moves; placements and respawns use its free cells.
     """
 
     metadata = {
@@ -240,6 +211,11 @@ class SeekAvoidEnv(gym.Env[np.ndarray, np.int64]):
             "cells in the wall colour": "border wall and the layout's obstacles",
         },
     }
+    scene_space = SCENE_SPACE
+    domains = DOMAINS
+    env_name = "seek_avoid"
+    cells_noun = "free cells"
+    sprites_for = staticmethod(_sprites)
 
     def __init__(
         self,
@@ -248,94 +224,14 @@ class SeekAvoidEnv(gym.Env[np.ndarray, np.int64]):
         max_steps: int = 100,
         render_mode: str | None = None,
     ) -> None:
-        check_env_args(self.metadata, render_mode, max_steps)
-        self.domain = resolve_domain(DOMAINS, domain, "seek_avoid")
-        self.size = int(size)
-        self.max_steps = int(max_steps)
-        self.render_mode = render_mode
-        self._sprites = _sprites(self.size)  # validates size
-        self.observation_space = spaces.Box(0, 255, (self.size, self.size, 3), dtype=np.uint8)
-        self.action_space = spaces.Discrete(len(ACTIONS))
-        self._scene = np.zeros(len(SCENE_SPACE), dtype=np.int64)
-        self._background: np.ndarray | None = None
+        super().__init__(domain, size, max_steps, render_mode)
         self._object_rgb = _OBJECT_RGB[0]
-        self._free: tuple[tuple[int, int], ...] = _FREE[0]
-        self._free_set: frozenset[tuple[int, int]] = _FREE_SETS[0]
-        self._agent = self._good = self._bad = (0, 0)
-        self._frame: np.ndarray | None = None
-        self._t = 0
 
-    # -- gymnasium API ---------------------------------------------------------------------
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Sample a scene from the domain and three distinct free cells, from ``np_random``.
-
-        ``options`` may fix ``"scene"`` (4 factor classes; it need not be in the domain) and/or
-        ``"state"`` (6 interior cells, :data:`STATE_NAMES` order; distinct free cells), for
-        tests and for rendering chosen situations.
-        """
-        super().reset(seed=seed)
-        rng = self.np_random
-        self._scene, options = reset_scene(options, SCENE_SPACE, self.domain, rng)
-        floor, wall, obj, layout = (int(v) for v in self._scene)
+    def _set_scene(self, scene: np.ndarray) -> None:
+        floor, wall, obj, layout = (int(v) for v in scene)
         self._background = _background(self.size, floor, wall, layout)
         self._object_rgb = _OBJECT_RGB[obj]
-        self._free, self._free_set = _FREE[layout], _FREE_SETS[layout]
-        if "state" in options:
-            s = [int(v) for v in np.asarray(options["state"]).reshape(-1)]
-            cells = [(s[0], s[1]), (s[2], s[3]), (s[4], s[5])] if len(s) == 6 else []
-            if len(set(cells)) != 3 or not all(c in self._free_set for c in cells):
-                raise ValueError(
-                    f"state must be 6 ints {STATE_NAMES} naming 3 distinct free cells, got {s}"
-                )
-            self._agent, self._good, self._bad = cells
-        else:
-            a, g, b = rng.choice(len(self._free), size=3, replace=False)
-            self._agent, self._good, self._bad = self._free[a], self._free[g], self._free[b]
-        self._t = 0
-        self._frame = self._render_frame()
-        return self._frame, self._info()
-
-    def step(
-        self, action: int | np.integer
-    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self._background is None:
-            raise RuntimeError("call reset() before step()")
-        self._agent = move(self._agent, action, self._free_set)  # outside the interior or an obstacle → blocked
-        reward, self._good, self._bad = pickup(self._agent, self._good, self._bad, self._respawn)
-        self._t += 1
-        self._frame = self._render_frame()
-        return self._frame, reward, False, self._t >= self.max_steps, self._info()
-
-    def render(self) -> np.ndarray | None:
-        """The current frame (a copy) for ``render_mode="rgb_array"``; None otherwise."""
-        if self.render_mode != "rgb_array" or self._frame is None:
-            return None
-        return self._frame.copy()
-
-    # -- internals -------------------------------------------------------------------------
-    def oracle_action(self) -> int:
-        """The first move of a shortest path to the good object that never steps on the bad one.
-
-        A scripted expert that reads the true state, not pixels: the 1 of normalised scores (the
-        random policy is the 0). Breadth-first search on the free cells, ties broken by action
-        order, so it is deterministic.
-        """
-        if self._background is None:
-            raise RuntimeError("call reset() before oracle_action()")
-        a = first_move(self._agent, self._good, self._bad, self._free_set)
-        if a is not None:
-            return a
-        # Unreachable (the bad object blocks a corridor): any move that does not step on it.
-        for a, (dx, dy) in ACTIONS.items():
-            if (self._agent[0] + dx, self._agent[1] + dy) != self._bad:
-                return a
-        return 0
-
-    def _respawn(self, other: tuple[int, int]) -> tuple[int, int]:
-        """A uniformly random free cell that is neither the agent's nor ``other``'s."""
-        return respawn(self.np_random, self._free, self._agent, other)
+        self._cells, self._cell_set = _FREE[layout], _FREE_SETS[layout]
 
     def _render_frame(self) -> np.ndarray:
         assert self._background is not None
@@ -343,14 +239,8 @@ class SeekAvoidEnv(gym.Env[np.ndarray, np.int64]):
             self._background, self._sprites, self._object_rgb, self._agent, self._good, self._bad
         )
 
-    def _info(self) -> dict[str, Any]:
-        return {
-            "scene": self._scene.copy(),
-            "state": np.array((*self._agent, *self._good, *self._bad), dtype=np.int64),
-        }
 
-
-class SeekAvoidGroundTruth:
+class SeekAvoidGroundTruth(GridGroundTruth):
     """Seek-avoid as :class:`envs.factors.GroundTruthData`: scene factors + six cell coordinates.
 
     Factors are independent and uniform (scene factors restricted to ``domain``'s combinations
@@ -358,17 +248,14 @@ class SeekAvoidGroundTruth:
     draws them in the order bad, good, agent, exactly as the env does.
     """
 
-    def __init__(self, size: int = 64, domain: str | Domain | None = None) -> None:
-        _sprites(size)  # validates size
-        self.size = int(size)
-        self.domain = None if domain is None else resolve_domain(DOMAINS, domain, "seek_avoid")
-        self.factor_names: tuple[str, ...] = SCENE_SPACE.names + STATE_NAMES
-        self.factor_sizes: tuple[int, ...] = SCENE_SPACE.sizes + (INTERIOR,) * len(STATE_NAMES)
-        self.observation_shape: tuple[int, int, int] = (3, self.size, self.size)
+    scene_space = SCENE_SPACE
+    domains = DOMAINS
+    env_name = "seek_avoid"
+    cells_per_side = INTERIOR
+    sprites_for = staticmethod(_sprites)
 
-    def scene_factor_names(self) -> tuple[str, ...]:
-        """The leading factors, which are scene factors (the rest are state factors)."""
-        return SCENE_SPACE.names
+    def __init__(self, size: int = 64, domain: str | Domain | None = None) -> None:
+        super().__init__(size, domain)
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """(n, 10) int64: scene factors (uniform, or uniform over the domain), then cells."""
@@ -379,20 +266,9 @@ class SeekAvoidGroundTruth:
             scene = self.domain.sample(rng, n)
         return np.concatenate([scene, state], axis=1)
 
-    def sample_observations_from_factors(
-        self, factors: np.ndarray, rng: np.random.Generator
-    ) -> np.ndarray:
-        """(n, 3, size, size) float32 in [0, 1]; deterministic (``rng`` is unused)."""
-        return to_chw_float(self.render_factors(factors))
-
     def render_factors(self, factors: np.ndarray) -> np.ndarray:
         """(n, size, size, 3) uint8 frames for (n, 10) factors: the env's own pixels."""
-        factors = np.asarray(factors, dtype=np.int64)
-        if factors.ndim != 2 or factors.shape[1] != len(self.factor_names):
-            raise ValueError(
-                f"factors must have shape (n, {len(self.factor_names)}) for "
-                f"{list(self.factor_names)}, got {factors.shape}"
-            )
+        factors = self._checked_factors(factors)
         sizes = np.asarray(self.factor_sizes)
         if (factors < 0).any() or (factors >= sizes).any():
             raise ValueError(f"a factor class is out of range {self.factor_sizes}")

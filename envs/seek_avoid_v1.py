@@ -28,35 +28,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from envs.factors import Domain, Factor, FactorSpace, check_env_args, reset_scene, to_chw_float
-from envs.grid import ACTIONS, first_move, move, pickup, respawn
-from envs.protocol import darla_domains, resolve_domain
+from envs import palettes
+from envs.factors import Domain, Factor, FactorSpace, sample_uniform_factors
+from envs.grid import STATE_NAMES as STATE_NAMES
+from envs.grid import GridEnv, GridGroundTruth, draw_sprites
+from envs.protocol import darla_domains
 
 CELLS = 4
 """Walkable cells per side; positions are cell coordinates 0..CELLS-1."""
 MIN_SIZE = 24
 """Below 5 px per cell the silhouettes blur into blobs."""
 
-FLOOR_COLOURS: dict[str, tuple[int, int, int]] = {
-    "dark grey": (50, 50, 50),
-    "navy": (25, 30, 105),
-    "maroon": (105, 25, 40),
-    "dark green": (25, 90, 45),
-}
-WALL_COLOURS: dict[str, tuple[int, int, int]] = {
-    "light grey": (170, 170, 170),
-    "teal": (30, 145, 145),
-    "purple": (125, 65, 170),
-    "tan": (185, 150, 95),
-}
-AGENT_COLOUR: tuple[int, int, int] = (255, 255, 255)
-"""White: in no palette, so the agent is never confused with a scene or object colour."""
+FLOOR_COLOURS = palettes.FLOORS
+WALL_COLOURS = palettes.WALLS
+AGENT_COLOUR = palettes.AGENT_WHITE
+"""White: in no palette and no object set, so the agent is never confused with a scene or object colour."""
 
 SHAPES: tuple[str, ...] = ("agent", "can", "hat", "balloon", "cake")
 """Silhouettes; the agent is a plus, the objects are DMLab's four."""
@@ -82,9 +71,6 @@ SCENE_SPACE = FactorSpace(
         Factor("object_set", tuple(OBJECT_SETS)),
     )
 )
-STATE_NAMES: tuple[str, ...] = ("agent_x", "agent_y", "good_x", "good_y", "bad_x", "bad_y")
-"""Order of ``info["state"]`` and of the state factors of :class:`SeekAvoidV1GroundTruth`."""
-
 DOMAINS: dict[str, Domain] = darla_domains(
     SCENE_SPACE, a="floor_colour", b="wall_colour", c="object_set"
 )
@@ -221,14 +207,19 @@ def sample_states(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack([cells % CELLS, cells // CELLS], axis=2).reshape(n, 6).astype(np.int64)
 
 
-class SeekAvoidV1Env(gym.Env[np.ndarray, np.int64]):
+class SeekAvoidV1Env(GridEnv):
     """Top-down seek-avoid on a 4 × 4 floor; observations are uint8 (size, size, 3) RGB frames.
 
     ``info`` (reset and step) holds ``"scene"``: int64 (3,) scene factors in
     :data:`SCENE_SPACE` order, and ``"state"``: int64 (6,) cells in :data:`STATE_NAMES` order.
+    Every cell is walkable; the wall frame blocks moves off the floor.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    scene_space = SCENE_SPACE
+    domains = DOMAINS
+    env_name = "seek_avoid_v1"
+    sprites_for = staticmethod(_sprites)
 
     def __init__(
         self,
@@ -237,80 +228,14 @@ class SeekAvoidV1Env(gym.Env[np.ndarray, np.int64]):
         max_steps: int = 100,
         render_mode: str | None = None,
     ) -> None:
-        check_env_args(self.metadata, render_mode, max_steps)
-        self.domain = resolve_domain(DOMAINS, domain, "seek_avoid_v1")
-        self.size = int(size)
-        self.max_steps = int(max_steps)
-        self.render_mode = render_mode
-        self._sprites = _sprites(self.size)  # validates size
-        self.observation_space = spaces.Box(0, 255, (self.size, self.size, 3), dtype=np.uint8)
-        self.action_space = spaces.Discrete(len(ACTIONS))
-        self._scene = np.zeros(len(SCENE_SPACE), dtype=np.int64)
-        self._background: np.ndarray | None = None
-        self._agent = self._good = self._bad = (0, 0)
-        self._frame: np.ndarray | None = None
-        self._t = 0
+        super().__init__(domain, size, max_steps, render_mode)
+        self._cells, self._cell_set = _ALL_CELLS, _CELL_SET
 
-    # -- gymnasium API ---------------------------------------------------------------------
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Sample a scene from the domain and three distinct cells, from ``np_random``.
-
-        ``options`` may fix ``"scene"`` (3 factor classes; it need not be in the domain) and/or
-        ``"state"`` (6 cells, :data:`STATE_NAMES` order, three distinct cells).
-        """
-        super().reset(seed=seed)
-        rng = self.np_random
-        self._scene, options = reset_scene(options, SCENE_SPACE, self.domain, rng)
-        floor, wall, obj = (int(v) for v in self._scene)
+    def _set_scene(self, scene: np.ndarray) -> None:
+        floor, wall, obj = (int(v) for v in scene)
         self._background = _backgrounds(self.size)[floor, wall]
         self._shapes = (_SET_SHAPE[obj, 0], _SET_SHAPE[obj, 1])
         self._colours = (_SET_RGB[obj, 0], _SET_RGB[obj, 1])
-        if "state" in options:
-            s = [int(v) for v in np.asarray(options["state"]).reshape(-1)]
-            cells = [(s[0], s[1]), (s[2], s[3]), (s[4], s[5])] if len(s) == 6 else []
-            if len(set(cells)) != 3 or not all(c in _CELL_SET for c in cells):
-                raise ValueError(f"state must be 6 ints {STATE_NAMES} naming 3 distinct cells, got {s}")
-            self._agent, self._good, self._bad = cells
-        else:
-            a, g, b = rng.choice(len(_ALL_CELLS), size=3, replace=False)
-            self._agent, self._good, self._bad = _ALL_CELLS[a], _ALL_CELLS[g], _ALL_CELLS[b]
-        self._t = 0
-        self._frame = self._render_frame()
-        return self._frame, self._info()
-
-    def step(
-        self, action: int | np.integer
-    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self._background is None:
-            raise RuntimeError("call reset() before step()")
-        self._agent = move(self._agent, action, _CELL_SET)  # into the wall → blocked
-        reward, self._good, self._bad = pickup(self._agent, self._good, self._bad, self._respawn)
-        self._t += 1
-        self._frame = self._render_frame()
-        return self._frame, reward, False, self._t >= self.max_steps, self._info()
-
-    def render(self) -> np.ndarray | None:
-        """The current frame (a copy) for ``render_mode="rgb_array"``; None otherwise."""
-        if self.render_mode != "rgb_array" or self._frame is None:
-            return None
-        return self._frame.copy()
-
-    # -- internals -------------------------------------------------------------------------
-    def oracle_action(self) -> int:
-        """First move of a shortest path to the good object that never steps on the bad one.
-
-        A scripted expert on the true state: the 1 of normalised scores (random is the 0).
-        Breadth-first search, ties broken by action order, so it is deterministic. On an open
-        4 × 4 floor the bad object never cuts the good one off.
-        """
-        if self._background is None:
-            raise RuntimeError("call reset() before oracle_action()")
-        a = first_move(self._agent, self._good, self._bad, _CELL_SET)
-        if a is None:
-            raise AssertionError("the good object is always reachable on an open floor")
-        return a
 
     def true_state(self) -> np.ndarray:
         """float32 (6 + object sets,): the cells scaled to [0, 1] and the object set one-hot —
@@ -320,28 +245,17 @@ class SeekAvoidV1Env(gym.Env[np.ndarray, np.int64]):
         onehot[int(self._scene[2])] = 1.0
         return np.concatenate([cells, onehot])
 
-    def _respawn(self, other: tuple[int, int]) -> tuple[int, int]:
-        """A uniformly random cell that is neither the agent's nor ``other``'s."""
-        return respawn(self.np_random, _ALL_CELLS, self._agent, other)
-
     def _render_frame(self) -> np.ndarray:
         assert self._background is not None
-        frame = self._background.copy()
-        flat = frame.reshape(-1, 3)
         index = self._sprites.index
-        flat[index[self._shapes[1]][self._bad[0] + CELLS * self._bad[1]]] = self._colours[1]
-        flat[index[self._shapes[0]][self._good[0] + CELLS * self._good[1]]] = self._colours[0]
-        flat[index[0][self._agent[0] + CELLS * self._agent[1]]] = _AGENT_RGB
-        return frame
-
-    def _info(self) -> dict[str, Any]:
-        return {
-            "scene": self._scene.copy(),
-            "state": np.array((*self._agent, *self._good, *self._bad), dtype=np.int64),
-        }
+        return draw_sprites(self._background, (
+            (index[self._shapes[1]][self._bad[0] + CELLS * self._bad[1]], self._colours[1]),
+            (index[self._shapes[0]][self._good[0] + CELLS * self._good[1]], self._colours[0]),
+            (index[0][self._agent[0] + CELLS * self._agent[1]], _AGENT_RGB),
+        ))
 
 
-class SeekAvoidV1GroundTruth:
+class SeekAvoidV1GroundTruth(GridGroundTruth):
     """Seek-avoid v1 as :class:`envs.factors.GroundTruthData`: scene factors + six cell coordinates.
 
     Scene factors are uniform (over ``domain``'s combinations when one is given) and independent
@@ -352,39 +266,25 @@ class SeekAvoidV1GroundTruth:
     included (bad, good, agent, later on top).
     """
 
-    def __init__(self, size: int = 32, domain: str | Domain | None = None) -> None:
-        _sprites(size)  # validates size
-        self.size = int(size)
-        self.domain = None if domain is None else resolve_domain(DOMAINS, domain, "seek_avoid_v1")
-        self.factor_names: tuple[str, ...] = SCENE_SPACE.names + STATE_NAMES
-        self.factor_sizes: tuple[int, ...] = SCENE_SPACE.sizes + (CELLS,) * len(STATE_NAMES)
-        self.observation_shape: tuple[int, int, int] = (3, self.size, self.size)
+    scene_space = SCENE_SPACE
+    domains = DOMAINS
+    env_name = "seek_avoid_v1"
+    cells_per_side = CELLS
+    sprites_for = staticmethod(_sprites)
 
-    def scene_factor_names(self) -> tuple[str, ...]:
-        """The leading factors, which are scene factors (the rest are state factors)."""
-        return SCENE_SPACE.names
+    def __init__(self, size: int = 32, domain: str | Domain | None = None) -> None:
+        super().__init__(size, domain)
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """(n, 9) int64: scene factors, then agent, good and bad cells (three distinct cells)."""
         if self.domain is None:
-            scene = np.stack([rng.integers(s, size=n) for s in SCENE_SPACE.sizes], axis=1)
+            scene = sample_uniform_factors(SCENE_SPACE.sizes, n, rng)
         else:
             scene = self.domain.sample(rng, n)
         return np.concatenate([scene.astype(np.int64).reshape(n, -1), sample_states(n, rng)], axis=1)
 
-    def sample_observations_from_factors(
-        self, factors: np.ndarray, rng: np.random.Generator
-    ) -> np.ndarray:
-        """(n, 3, size, size) float32 in [0, 1]; deterministic (``rng`` is unused)."""
-        return to_chw_float(self.render_factors(factors))
-
     def render_factors(self, factors: np.ndarray) -> np.ndarray:
         """(n, size, size, 3) uint8 frames for (n, 9) factors: the env's own pixels."""
-        factors = np.asarray(factors, dtype=np.int64)
-        if factors.ndim != 2 or factors.shape[1] != len(self.factor_names):
-            raise ValueError(
-                f"factors must have shape (n, {len(self.factor_names)}) for "
-                f"{list(self.factor_names)}, got {factors.shape}"
-            )
+        factors = self._checked_factors(factors)
         k = len(SCENE_SPACE)
         return render_batch(factors[:, :k], factors[:, k:], self.size)

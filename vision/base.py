@@ -52,7 +52,9 @@ class VisionModel(nn.Module):
     """Base class. Subclasses set ``name`` and implement :meth:`encode`, :meth:`decode`, :meth:`loss`.
 
     Constructor arguments other than ``obs_shape`` must be plain JSON-able values: they are saved
-    in checkpoints (``self.hparams``) and rebuilt from them.
+    in checkpoints (``self.hparams``) and rebuilt from them. A module argument (β-VAE-DAE's
+    trained ``dae``) is recorded as the plain values that rebuild it, its weights in the state dict.
+    Models read no files: :mod:`vision.registry` does.
     """
 
     name: ClassVar[str] = "base"

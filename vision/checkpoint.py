@@ -4,7 +4,7 @@ A checkpoint rebuilds its model from a class and constructor kwargs (:func:`buil
 :func:`vision.registry.load_checkpoint` looks the class up by name), so nothing in the file is
 unpickled as code: :func:`torch.load` runs with ``weights_only=True`` and a file that is not a
 darla vision checkpoint (or is truncated) raises :class:`CheckpointError` naming the path. This
-module knows no model by name, so models may use it (β-VAE-DAE reads its DAE) without a cycle.
+module knows no model by name: :mod:`vision.registry` builds and loads them, and models read no files.
 
 Every record written by :func:`save_atomic` (model checkpoints, the resumable
 ``checkpoint_last.pt`` with its optimiser state, SCAN checkpoints) is *sealed*: its ``"sha256"``

@@ -22,7 +22,6 @@ from vision.base import (
     reconstruction_loss,
     reparameterize,
 )
-from vision.checkpoint import CheckpointError, build_from_record, read_checkpoint
 from vision.nets import ConvDecoder, ConvEncoder, resolve_channels
 from vision.vae import VAE
 
@@ -110,11 +109,13 @@ class DAE(VisionModel):
 class BetaVAEDAE(VAE):
     """β-VAE-DAE (DARLA): ``‖J(x̂) − J(x)‖² + β·KL`` with J a frozen, pretrained :class:`DAE`.
 
-    ``dae_checkpoint`` names the trained DAE (the pipeline trains one first when it is absent).
-    Its architecture is copied into ``hparams["dae_kwargs"]`` and its weights into this model's
-    state_dict, so a β-VAE-DAE checkpoint is self-contained: it is rebuilt from ``dae_kwargs``
-    without the DAE file. The DAE never trains: its parameters are frozen, left out of the
-    optimiser, and the module is kept in eval mode whatever ``train()`` is called with.
+    ``dae`` is the trained DAE (the pipeline trains one first when the config names none). The
+    model reads no files: :func:`vision.registry.make_model` turns a config's ``dae_checkpoint``
+    into ``dae``. The DAE's architecture is copied into ``hparams["dae_kwargs"]`` and its weights
+    into this model's state_dict, so a β-VAE-DAE checkpoint is self-contained: it is rebuilt from
+    ``dae_kwargs`` (weights arriving with ``load_state_dict``) without the DAE. The DAE never
+    trains: its parameters are frozen, left out of the optimiser, and the module is kept in eval
+    mode whatever ``train()`` is called with.
     SCAN (Higgins et al. 2018) reports β = 53 with 32 latents; the default here is 1.
     """
 
@@ -131,6 +132,8 @@ class BetaVAEDAE(VAE):
         dae_layer: str = "bottleneck",
         channels: Sequence[int] | None = None,
         hidden: int = 256,
+        *,
+        dae: DAE | None = None,
     ) -> None:
         super().__init__(obs_shape, latent_dim, "bernoulli", channels, hidden)
         del self.hparams["likelihood"]  # the reconstruction term lives in the DAE's feature space
@@ -138,18 +141,23 @@ class BetaVAEDAE(VAE):
             raise ValueError(f"beta must be ≥ 0, got {beta}")
         if dae_layer not in DAE_LAYERS:
             raise ValueError(f"dae_layer must be one of {DAE_LAYERS}, got {dae_layer!r}")
-        if dae_checkpoint is not None:
-            record = read_checkpoint(dae_checkpoint)
-            if record["model"] != "dae" or tuple(record["obs_shape"]) != self.obs_shape:
-                raise CheckpointError(
-                    f"{dae_checkpoint} holds a {record['model']!r} for images {tuple(record['obs_shape'])}; "
-                    f"β-VAE-DAE needs a 'dae' for {self.obs_shape}"
-                )
-            dae = build_from_record(record, DAE, dae_checkpoint)
+        if dae_checkpoint is not None:  # a config-level name, resolved where files are read
+            raise ValueError(
+                "BetaVAEDAE reads no files: pass dae=<trained DAE>, or build it with "
+                "vision.registry.make_model, which loads dae_checkpoint"
+            )
+        if dae is not None:
+            if not isinstance(dae, DAE) or dae.obs_shape != self.obs_shape:
+                raise ValueError(f"β-VAE-DAE needs a trained DAE for images {self.obs_shape}, got {dae!r:.80}")
+            # Its own copy, not the caller's module (which freezing would change): built after the
+            # VAE's layers, as the dae_kwargs path builds it, so a seeded build draws the same numbers.
+            trained = dae
+            dae = DAE(self.obs_shape, **trained.hparams)
+            dae.load_state_dict(trained.state_dict())
         elif dae_kwargs is not None:
             dae = DAE(self.obs_shape, **dae_kwargs)  # weights arrive with load_state_dict
         else:
-            raise ValueError("β-VAE-DAE needs a trained DAE: pass dae_checkpoint=PATH (the pipeline trains one first)")
+            raise ValueError("β-VAE-DAE needs a trained DAE: pass dae=<trained DAE> (the pipeline trains one first)")
         assert isinstance(dae, DAE)
         self.dae = dae.eval()
         self.dae.requires_grad_(False)

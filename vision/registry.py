@@ -1,11 +1,15 @@
-"""Name → class lookup for vision models (a literal dict, as SB3's policy aliases), and loading a
-vision checkpoint, which rebuilds its model by that name (:mod:`vision.checkpoint` holds the record format)."""
+"""Name → class lookup for vision models (a literal dict, as SB3's policy aliases); building a new
+model from config-level arguments, which reads the files they name (models read none); and loading
+a vision checkpoint, which rebuilds its model by that name (:mod:`vision.checkpoint` holds the
+record format)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from vision.base import VisionModel
 from vision.beta_tcvae import BetaTCVAE
@@ -36,6 +40,38 @@ def get_model_class(name: str) -> type[VisionModel]:
         return VISION_MODELS[name]
     except KeyError:
         raise KeyError(f"unknown vision model {name!r}; choose from {sorted(VISION_MODELS)}") from None
+
+
+def load_dae(path: str | Path, obs_shape: Sequence[int]) -> DAE:
+    """The trained :class:`DAE` in ``path``, for images of ``obs_shape`` (CPU, eval mode).
+
+    Built without touching torch's global RNG: the model it is given to draws its own initial
+    weights from the caller's seed. Raises :class:`CheckpointError` naming the file.
+    """
+    record = read_checkpoint(path)
+    shape = record.get("obs_shape")
+    shape = tuple(shape) if isinstance(shape, (list, tuple)) else shape
+    if record.get("model") != "dae" or shape != tuple(obs_shape):
+        raise CheckpointError(
+            f"{path} holds a {record.get('model')!r} for images {shape}; β-VAE-DAE needs a 'dae' for {tuple(obs_shape)}"
+        )
+    with torch.random.fork_rng(devices=[]):
+        dae = build_from_record(record, DAE, path)
+    assert isinstance(dae, DAE)
+    return dae.eval()
+
+
+def make_model(cls: type[VisionModel] | str, obs_shape: Sequence[int], **kwargs: Any) -> VisionModel:
+    """A new (untrained) model from config-level constructor arguments.
+
+    Arguments that name files are read here: β-VAE-DAE's ``dae_checkpoint`` becomes its ``dae``
+    (:func:`load_dae`). Everything else goes to the constructor unchanged.
+    """
+    if isinstance(cls, str):
+        cls = get_model_class(cls)
+    if getattr(cls, "requires", None) == "dae" and kwargs.get("dae_checkpoint") is not None:
+        kwargs["dae"] = load_dae(kwargs.pop("dae_checkpoint"), obs_shape)
+    return cls(tuple(obs_shape), **kwargs)
 
 
 def _mismatches(record: Mapping[str, Any], expect: Mapping[str, Any]) -> list[str]:

@@ -213,11 +213,10 @@ def _load_training_state(
 def cudnn_deterministic(enabled: bool = True) -> Iterator[None]:
     """cuDNN's deterministic convolution algorithms while inside (the flags are restored after).
 
-    cuDNN's default backward algorithms accumulate with atomics, so two GPU runs of one config and
-    seed drift apart: two H100 runs of one 32 px seek-avoid config and seed read the bad object's
-    cell at 0.94 (one, at 20k steps) and at 0.49-0.50 (the other, at 15k and 30k steps; docs/experiments/
-    seek-avoid-stage1-gpu.md). The standing rule is "same seed, same
-    machine, same results", so stage 1 asks for deterministic ones on CUDA.
+    cuDNN's default backward algorithms accumulate with atomics in no fixed order, so two GPU runs
+    of one config and seed drift apart, far enough to change what the model learns (measured in
+    docs/experiments/seek-avoid-stage1-gpu.md). darla promises the same results for the same seed
+    on the same machine, so stage 1 trains with the deterministic algorithms on CUDA.
     """
     if not enabled:
         yield

@@ -133,33 +133,23 @@ SUMMARY_HEADER = (
 )
 
 
-def _domain_frames(cfg: Config) -> tuple[list[tuple[str, list[tuple[str, str]]]], dict[str, str] | None]:
-    """([(domain, [(frame PNG, caption)] × 4)], the env's render key) from four seeded resets.
+def _domain_frames(path: Path) -> tuple[list[tuple[str, list[tuple[str, str]]]], dict[str, str] | None]:
+    """([(domain, [(frame PNG, caption)] × 4)], the env's render key) from the transfer stage's
+    ``reset_frames.npz`` (:func:`darla.stages.transfer.write_reset_frames`).
 
-    Captions name the scene's factor values, read from the env's ``info["scene"]`` and its
-    registry :class:`~envs.factors.FactorSpace`; the key is the env's ``metadata["render_key"]``
-    (what each drawn thing is), where it has one.
+    Captions name each frame's scene factor values; the key says what each drawn thing is, where
+    the env has one.
     """
-    from darla.stages.common import domains_of
-    from envs.registry import get_env_info, make_env
-
-    try:
-        space = get_env_info(cfg.env.name).scene_space
-    except KeyError:  # an external env: no factor names to show
-        space = None
-    vision, source, targets = domains_of(cfg)
-    out, key = [], None
-    for name, dom in {"vision": vision, "source": source, **targets}.items():
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        frames = {name: z[f"frames/{name}"] for name in meta["domains"]}
+    out = []
+    for name in meta["domains"]:
         tiles = []
-        for k in range(4):
-            env = make_env(cfg.env.name, dom, size=cfg.env.size, max_steps=cfg.env.max_steps)
-            obs, info = env.reset(seed=cfg.transfer.seed_base + 7919 * k)
-            key = key or env.unwrapped.metadata.get("render_key")
-            env.close()
-            scene = info.get("scene")
+        for obs, scene in zip(frames[name], meta["scenes"][name]):
             caption = ""
-            if scene is not None and space is not None:
-                caption = "<br>".join(f"{esc(n.replace('_', ' '))}: <b>{esc(v)}</b>" for n, v in space.describe(scene).items())
+            if scene is not None:
+                caption = "<br>".join(f"{esc(n.replace('_', ' '))}: <b>{esc(v)}</b>" for n, v in scene.items())
             if obs.shape[0] < 96:
                 import cv2
 
@@ -167,11 +157,17 @@ def _domain_frames(cfg: Config) -> tuple[list[tuple[str, list[tuple[str, str]]]]
                 obs = cv2.resize(obs, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST)
             tiles.append((rgb_png_b64(obs), caption))
         out.append((name, tiles))
-    return out, key
+    return out, meta["render_key"]
 
 
-def _frames_section(cfg: Config) -> str:
-    domains, key = _domain_frames(cfg)
+def _frames_section(run: RunDir) -> str:
+    path = run.reset_frames()
+    if not path.exists():
+        return (
+            "<p class='note'>No reset frames to show: this run directory has no transfer/reset_frames.npz. "
+            "Re-running the transfer stage writes it.</p>"
+        )
+    domains, key = _domain_frames(path)
     parts = []
     for name, tiles in domains:
         figs = "".join(
@@ -470,7 +466,7 @@ def render_html(cfg: Config, run: RunDir, results: dict[str, Any]) -> str:
         "<h2>Watch the agent</h2>", _videos_section(cfg, run),
         "<h2>What changed between domains</h2><p class='note'>Four reset frames per domain, each captioned with its scene's "
         "factor values. Targets are held-out combinations: no target frame was used to train a vision model or a policy, "
-        "or to select one.</p>", _frames_section(cfg),
+        "or to select one.</p>", _frames_section(run),
         "<h2>Learn to act</h2>",
         img(png_b64(figures.fig_agent_curves(curves, refs.get("source", {}), cfg.agent.algo, max(map(cfg.timesteps_of, cfg.methods)))),
              "agent learning curves"),

@@ -4,6 +4,7 @@ oracle references on the same episodes, and the statistics of ``transfer/summary
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log 
                 returns = {ep.domain: ep.ret for ep in eps if ep.episode == 0}
                 videos.append(_write_videos(out / "videos" / f"{method}.npz", record, returns))
     _write_csv(out / "episodes.csv", rows)
+    write_reset_frames(cfg, run.reset_frames())
 
     log("[transfer] references: a random policy and the env's oracle on the same episodes")
     env = make_env(cfg.env.name, source, size=cfg.env.size, max_steps=cfg.env.max_steps)
@@ -72,26 +74,72 @@ def stage_transfer(cfg: Config, run: RunDir, *, progress: bool = True, log: Log 
     summary = summarize_transfer(rows, list(domains), list(cfg.methods), list(cfg.agent.seeds), references, seed=cfg.seed)
     write_json_atomic(out / "summary.json", summary)
     _log_transfer_scalars(cfg, rows, references, out / "tb")
-    return run.complete("transfer", [out / "episodes.csv", out / "summary.json", *videos], {}, started)
+    artifacts = [out / "episodes.csv", out / "summary.json", run.reset_frames(), *videos]
+    return run.complete("transfer", artifacts, {}, started)
+
+
+#: Seeded resets per domain in :func:`write_reset_frames`.
+RESET_FRAMES_PER_DOMAIN = 4
+
+
+def write_reset_frames(cfg: Config, path: Path) -> Path:
+    """What each domain looks like, for the report: the frames of four seeded resets per domain.
+
+    ``frames/<domain>``: uint8 (4, H, W, C) for the vision, source and target domains; ``meta``: a
+    JSON string with the domain order, the reset seeds, each frame's scene as factor → value name
+    (null where the env names no factors) and the env's ``metadata["render_key"]`` (what each drawn
+    thing is; null where it has none). Each frame comes from a fresh env.
+    """
+    from envs.registry import get_env_info, make_env
+
+    try:
+        space = get_env_info(cfg.env.name).scene_space
+    except KeyError:  # an external env: no factor names to give
+        space = None
+    vision, source, targets = domains_of(cfg)
+    seeds = [cfg.transfer.seed_base + 7919 * k for k in range(RESET_FRAMES_PER_DOMAIN)]
+    arrays: dict[str, np.ndarray] = {}
+    scenes: dict[str, list[dict[str, str] | None]] = {}
+    key = None
+    for name, dom in {"vision": vision, "source": source, **targets}.items():
+        frames = []
+        scenes[name] = []
+        for seed in seeds:
+            env = make_env(cfg.env.name, dom, size=cfg.env.size, max_steps=cfg.env.max_steps)
+            obs, info = env.reset(seed=seed)
+            key = key or env.unwrapped.metadata.get("render_key")
+            env.close()
+            frames.append(obs)
+            scene = info.get("scene")
+            scenes[name].append(None if scene is None or space is None else space.describe(scene))
+        arrays[f"frames/{name}"] = np.stack(frames)
+    meta = {"domains": list(scenes), "seeds": seeds, "scenes": scenes, "render_key": key}
+    arrays["meta"] = np.array(json.dumps(meta))
+    _savez_atomic(path, arrays)
+    return path
 
 
 def _write_videos(path: Path, record: dict[str, tuple[np.ndarray, np.ndarray | None]], returns: dict[str, float]) -> Path:
     """``transfer/videos/<method>.npz``: per domain, every frame of the first seed's evaluation
     episode 0 (``frames/<domain>``), its return and its scene factor classes; ``domains`` in order."""
-    import io
-
-
     arrays: dict[str, np.ndarray] = {"domains": np.array(list(record))}
     for dname, (frames, scene) in record.items():
         arrays[f"frames/{dname}"] = frames
         arrays[f"return/{dname}"] = np.array(returns[dname])
         if scene is not None:
             arrays[f"scene/{dname}"] = scene
+    _savez_atomic(path, arrays)
+    return path
+
+
+def _savez_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """A compressed .npz of plain arrays (no pickles), written atomically."""
+    import io
+
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, buf.getvalue())
-    return path
 
 
 def _log_transfer_scalars(cfg: Config, rows: list[dict[str, Any]], references: dict[str, dict[str, float | None]], tb: Path) -> None:

@@ -21,7 +21,7 @@ from envs.factors import Domain, sample_images, to_chw_float
 from envs.registry import get_env_info
 from vision.checkpoint import save_checkpoint
 from vision.io import write_json_atomic
-from vision.registry import get_model_class, load_checkpoint
+from vision.registry import get_model_class, load_checkpoint, make_model
 from vision.train import resolve_device
 
 
@@ -175,7 +175,7 @@ def train_one(
         if "n_actions" not in params and "action_dim" not in params:
             params = {**params, **action_kwargs(transitions.action_space)}
     torch.manual_seed(seed)  # here, after any DAE pretraining, so a resumed run inits the same
-    model = cls(obs_shape, latent_dim=v.latent_dim, **params)
+    model = make_model(cls, obs_shape, latent_dim=v.latent_dim, **params)
     if transitions is not None:
         model.attach_data(transitions, np.random.default_rng(seed))
     elif hasattr(model, "attach_data"):  # DC-IGN draws one-factor-varies batches from the renderer

@@ -20,7 +20,7 @@ from darla.runs import RunDir, RunDirError
 ARTIFACTS = [
     "config.yaml", "manifest.json", "vision/model.pt", "vision/summary.json", "vision/recon.png",
     "vision/traversals.png", "agent/beta_vae/ppo_seed0/model.zip", "agent/beta_vae/ppo_seed0/meta.json",
-    "transfer/episodes.csv", "transfer/summary.json", "results.json", "report.html",
+    "transfer/episodes.csv", "transfer/summary.json", "transfer/reset_frames.npz", "results.json", "report.html",
 ]
 
 

@@ -228,6 +228,45 @@ def test_each_method_trains_for_its_own_budget_and_the_report_says_so(tiny_run):
     assert results["agent"]["timesteps"] == {"beta_vae": 256, "short": 128}
 
 
+def test_report_draws_reset_frames_from_the_transfer_stage_file_only(tiny_run, tmp_path, monkeypatch):
+    """Stage 3 writes the reset frames (in its manifest entry, with their sha256); the report reads
+    them and builds no env. A run directory without the file still gets its report, with a note."""
+    import shutil
+
+    import envs.registry
+    from darla.report.run import collect_results, render_html
+    from darla.runs import RunDir
+    from vision.io import file_sha256
+
+    cfg, rd = tiny_run
+    path = rd.reset_frames()
+    assert path == rd.root / "transfer/reset_frames.npz"
+    recorded = json.loads((rd.root / "manifest.json").read_text())["stages"]["transfer"]["sha256"]
+    assert recorded["transfer/reset_frames.npz"] == file_sha256(path)
+    domains = ["vision", "source", "target_floor_object"]
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        assert meta["domains"] == domains and meta["seeds"] == [cfg.transfer.seed_base + 7919 * k for k in range(4)]
+        for d in domains:
+            assert z[f"frames/{d}"].shape == (4, 32, 32, 3) and z[f"frames/{d}"].dtype == np.uint8
+            assert len(meta["scenes"][d]) == 4 and "floor_colour" in meta["scenes"][d][0]
+        assert meta["render_key"]["white plus"] == "the agent"
+
+    def no_envs(*args, **kwargs):
+        raise AssertionError("the report built an env")
+
+    monkeypatch.setattr(envs.registry, "make_env", no_envs)
+    html = render_html(cfg, rd, collect_results(cfg, rd))
+    assert html.count('alt="reset frame from domain') == 4 * len(domains)
+    assert "floor colour: <b>" in html and "Key:</b> white plus: the agent" in html
+
+    old = RunDir(Path(shutil.copytree(rd.root, tmp_path / "old")))
+    old.reset_frames().unlink()
+    html = render_html(cfg, old, collect_results(cfg, old))
+    assert "reset frame from domain" not in html and "no transfer/reset_frames.npz" in html
+    assert "Zero-shot transfer" in html and "Learn to see" in html  # the rest of the report is all there
+
+
 def test_tensorboard_has_stage_1_images_and_stage_3_scalars(tiny_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -1,4 +1,4 @@
-"""Reacher: API conformance, determinism, physics, reward, rendering, ground-truth data."""
+"""Reacher: spaces, determinism, physics, reward, rendering, ground-truth data (what every env promises: test_conformance.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env as gym_check_env
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from envs.factors import GroundTruthData
 from envs.reacher import (
@@ -43,13 +41,6 @@ def pixel(size: int, x: float, y: float) -> tuple[int, int]:
     """(row, col) of the pixel containing world point (x, y)."""
     scale = size / (2 * VIEW)
     return int((VIEW - y) * scale), int((x + VIEW) * scale)
-
-
-@pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("size", [32, 64])
-def test_env_checkers(size):
-    gym_check_env(ReacherEnv(size=size, render_mode="rgb_array"), skip_render_check=False)
-    sb3_check_env(ReacherEnv(size=size), warn=False)
 
 
 def test_spaces_and_obs():
@@ -205,15 +196,6 @@ def test_invalid_arguments_name_the_choices():
         env.reset(options={"scene": (0, 0, 4)})
 
 
-def test_render_returns_current_frame():
-    env = ReacherEnv(size=32, render_mode="rgb_array")
-    obs, _ = env.reset(seed=0)
-    np.testing.assert_array_equal(env.render(), obs)
-    obs, *_ = env.step(np.ones(2, dtype=np.float32))
-    np.testing.assert_array_equal(env.render(), obs)
-    assert ReacherEnv(size=32).render() is None
-
-
 # -- rendering --------------------------------------------------------------------------------
 @pytest.mark.parametrize("size", [32, 64, 84])
 @pytest.mark.parametrize("scene", [(0, 0, 0), (1, 2, 3), (3, 3, 2), (2, 1, 1)])
@@ -281,14 +263,6 @@ def test_ground_truth_data(size):
         data.render_factors(np.array([[0, 0, 0, 16, 0, 0, 0]]))
     with pytest.raises(ValueError, match="shape"):
         data.render_factors(np.zeros((1, 4), dtype=np.int64))
-
-
-def test_ground_truth_domain_restricts_scenes():
-    data = ReacherGroundTruth(size=32, domain="vision")
-    f = data.sample_factors(200, np.random.default_rng(0))
-    assert all(DOMAINS["vision"].contains(row) for row in f[:, :3])
-    with pytest.raises(KeyError, match="presets"):
-        ReacherGroundTruth(domain="nope")
 
 
 def test_state_bins_cover_the_ranges():

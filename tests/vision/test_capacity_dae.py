@@ -7,7 +7,7 @@ import torch
 
 from vision.checkpoint import CheckpointError, save_checkpoint
 from vision.dae import DAE, BetaVAEDAE
-from vision.registry import load_checkpoint
+from vision.registry import load_checkpoint, load_dae, make_model
 from vision.vae import BetaVAE, CapacityVAE
 
 SMALL = {"channels": [8, 8, 16, 16], "hidden": 32}
@@ -77,15 +77,20 @@ def test_dae_reconstructs_the_clean_frame():
 
 
 @pytest.fixture
-def dae_file(tmp_path):
+def trained_dae():
     torch.manual_seed(0)
-    return save_checkpoint(tmp_path / "dae.pt", DAE(SHAPE, 16, **SMALL))
+    return DAE(SHAPE, 16, **SMALL).eval()
+
+
+@pytest.fixture
+def dae_file(tmp_path, trained_dae):
+    return save_checkpoint(tmp_path / "dae.pt", trained_dae)
 
 
 @pytest.mark.parametrize("layer", ["bottleneck", "output"])
-def test_beta_vae_dae_never_updates_the_dae(dae_file, layer):
+def test_beta_vae_dae_never_updates_the_dae(trained_dae, layer):
     torch.manual_seed(0)
-    m = BetaVAEDAE(SHAPE, 4, beta=2.0, dae_checkpoint=str(dae_file), dae_layer=layer, **SMALL)
+    m = BetaVAEDAE(SHAPE, 4, beta=2.0, dae=trained_dae, dae_layer=layer, **SMALL)
     frozen = {k: v.clone() for k, v in m.dae.state_dict().items()}
     vae_before = {k: v.clone() for k, v in m.encoder.state_dict().items()}
     (opt,) = m.configure_optimizers(1e-3)
@@ -99,9 +104,9 @@ def test_beta_vae_dae_never_updates_the_dae(dae_file, layer):
     assert any(not torch.equal(v, vae_before[k]) for k, v in m.encoder.state_dict().items())
 
 
-def test_beta_vae_dae_loss_is_feature_space_error(dae_file):
+def test_beta_vae_dae_loss_is_feature_space_error(trained_dae):
     torch.manual_seed(0)
-    m = BetaVAEDAE(SHAPE, 4, beta=3.0, dae_checkpoint=str(dae_file), **SMALL)
+    m = BetaVAEDAE(SHAPE, 4, beta=3.0, dae=trained_dae, **SMALL)
     x = batch()
     torch.manual_seed(7)
     out = m.loss(x, 0)
@@ -114,10 +119,10 @@ def test_beta_vae_dae_loss_is_feature_space_error(dae_file):
     torch.testing.assert_close(out.total, expected + 3.0 * out.terms["kl"])
 
 
-def test_beta_vae_dae_reconstructs_through_the_dae(dae_file):
+def test_beta_vae_dae_reconstructs_through_the_dae(trained_dae):
     """Its pixels are unconstrained by the loss; the recon grid shows what the DAE makes of them."""
     torch.manual_seed(0)
-    m = BetaVAEDAE(SHAPE, 4, dae_checkpoint=str(dae_file), **SMALL).eval()
+    m = BetaVAEDAE(SHAPE, 4, dae=trained_dae, **SMALL).eval()
     x = batch()
     mu, _ = m.encode(x)
     raw = torch.sigmoid(m.decode(mu))
@@ -127,7 +132,7 @@ def test_beta_vae_dae_reconstructs_through_the_dae(dae_file):
     assert out.shape == x.shape and not torch.allclose(out, raw)
 
 
-def test_beta_vae_dae_traversals_and_scan_images_go_through_the_dae(dae_file):
+def test_beta_vae_dae_traversals_and_scan_images_go_through_the_dae(trained_dae):
     """Every picture of the model (traversal rows, SCAN's decoded samples) comes from ``render``."""
     import numpy as np
 
@@ -136,7 +141,7 @@ def test_beta_vae_dae_traversals_and_scan_images_go_through_the_dae(dae_file):
     from vision.traverse import to_uint8_hwc, traversal_grid
 
     torch.manual_seed(0)
-    m = BetaVAEDAE(SHAPE, 4, dae_checkpoint=str(dae_file), **SMALL).eval()
+    m = BetaVAEDAE(SHAPE, 4, dae=trained_dae, **SMALL).eval()
     x0 = batch(1)[0]
     grid = traversal_grid(m, x0.numpy(), order=[0], n_steps=3, limit=1.0)
     mu, _ = m.encode(x0[None])
@@ -155,24 +160,55 @@ def test_beta_vae_dae_traversals_and_scan_images_go_through_the_dae(dae_file):
     torch.testing.assert_close(imgs, m.dae.reconstruct(torch.sigmoid(m.decode(zs))))
 
 
-def test_beta_vae_dae_checkpoint_is_self_contained(dae_file, tmp_path):
+def test_beta_vae_dae_holds_its_own_frozen_copy_of_the_dae(trained_dae):
     torch.manual_seed(0)
-    m = BetaVAEDAE(SHAPE, 4, dae_checkpoint=str(dae_file), **SMALL)
+    m = BetaVAEDAE(SHAPE, 4, dae=trained_dae, **SMALL)
+    assert m.dae is not trained_dae and all(p.requires_grad for p in trained_dae.parameters())  # the caller's is untouched
+    for k, v in trained_dae.state_dict().items():
+        assert torch.equal(m.dae.state_dict()[k], v), k
+    assert m.hparams["dae_kwargs"] == trained_dae.hparams and m.hparams["dae_checkpoint"] is None
+
+
+def test_make_model_reads_dae_checkpoint_like_a_given_dae(dae_file, trained_dae):
+    """The config's ``dae_checkpoint`` is read by the registry; the seeded build is the same either way."""
+    torch.manual_seed(5)
+    from_file = make_model("beta_vae_dae", SHAPE, latent_dim=4, beta=2.0, dae_checkpoint=str(dae_file), **SMALL)
+    after_file = torch.rand(3)
+    torch.manual_seed(5)
+    given = BetaVAEDAE(SHAPE, 4, beta=2.0, dae=trained_dae, **SMALL)
+    assert torch.equal(after_file, torch.rand(3))  # reading the DAE drew nothing from torch's RNG
+    assert from_file.hparams == given.hparams
+    for k, v in given.state_dict().items():
+        assert torch.equal(from_file.state_dict()[k], v), k
+    assert isinstance(load_dae(dae_file, SHAPE), DAE)
+
+
+def test_beta_vae_dae_checkpoint_is_self_contained(dae_file, tmp_path):
+    """A saved β-VAE-DAE (DAE architecture in ``dae_kwargs``, its weights in the state dict) reloads
+    without the DAE's file and encodes exactly as the model that was saved."""
+    torch.manual_seed(0)
+    m = make_model(BetaVAEDAE, SHAPE, latent_dim=4, dae_checkpoint=str(dae_file), **SMALL).eval()
     p = save_checkpoint(tmp_path / "m.pt", m)
     dae_file.unlink()  # the DAE's own file is gone; its weights travel inside the model
     back = load_checkpoint(p)
     for k, v in m.state_dict().items():
         assert torch.equal(v, back.state_dict()[k])
+    x = batch(6).numpy()
+    assert (back.represent(x) == m.represent(x)).all()
 
 
 def test_beta_vae_dae_refuses_a_wrong_or_missing_dae(tmp_path):
     with pytest.raises(ValueError, match="needs a trained DAE"):
         BetaVAEDAE(SHAPE, 4, **SMALL)
+    with pytest.raises(ValueError, match="needs a trained DAE"):
+        BetaVAEDAE(SHAPE, 4, dae=BetaVAE(SHAPE, 4, **SMALL), **SMALL)
+    with pytest.raises(ValueError, match="reads no files.*make_model"):
+        BetaVAEDAE(SHAPE, 4, dae_checkpoint=str(tmp_path / "dae.pt"), **SMALL)
     other = save_checkpoint(tmp_path / "vae.pt", BetaVAE(SHAPE, 4, **SMALL))
     with pytest.raises(CheckpointError, match="holds a 'beta_vae'.*needs a 'dae'"):
-        BetaVAEDAE(SHAPE, 4, dae_checkpoint=str(other), **SMALL)
+        make_model(BetaVAEDAE, SHAPE, latent_dim=4, dae_checkpoint=str(other), **SMALL)
     small = save_checkpoint(tmp_path / "d24.pt", DAE((3, 24, 24), 8, **SMALL))
     with pytest.raises(CheckpointError, match=r"for images \(3, 24, 24\)"):
-        BetaVAEDAE(SHAPE, 4, dae_checkpoint=str(small), **SMALL)
+        make_model(BetaVAEDAE, SHAPE, latent_dim=4, dae_checkpoint=str(small), **SMALL)
     with pytest.raises(CheckpointError, match="no vision checkpoint"):
-        BetaVAEDAE(SHAPE, 4, dae_checkpoint=str(tmp_path / "missing.pt"), **SMALL)
+        make_model(BetaVAEDAE, SHAPE, latent_dim=4, dae_checkpoint=str(tmp_path / "missing.pt"), **SMALL)

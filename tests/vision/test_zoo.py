@@ -16,7 +16,7 @@ from envs.seek_avoid import SeekAvoidGroundTruth
 from envs.transitions import SeekAvoidTransitions
 from vision.checkpoint import save_checkpoint
 from vision.dae import DAE
-from vision.registry import VISION_MODELS, load_checkpoint
+from vision.registry import VISION_MODELS, load_checkpoint, make_model
 
 SIDE = 32
 SMALL = {"channels": [8, 8, 16, 16], "hidden": 32}
@@ -47,7 +47,7 @@ LATENT = {"dcign": 10}
 
 def build(name: str, dae_path: str, seed: int = 0):
     torch.manual_seed(seed)
-    model = VISION_MODELS[name]((3, SIDE, SIDE), LATENT.get(name, 4), **SMALL, **extra_kwargs(name, dae_path))
+    model = make_model(name, (3, SIDE, SIDE), latent_dim=LATENT.get(name, 4), **SMALL, **extra_kwargs(name, dae_path))
     if getattr(model, "learns_from", "frames") == "transitions":  # ICF: (s, a, s') from the env
         model.attach_data(SeekAvoidTransitions(SIDE, "vision"), np.random.default_rng(0))
     elif hasattr(model, "attach_data"):
