@@ -190,3 +190,11 @@ def sample_uniform_factors(sizes: Sequence[int], n: int, rng: np.random.Generato
 def to_chw_float(frames_hwc_uint8: np.ndarray) -> np.ndarray:
     """(n, H, W, C) uint8 → (n, C, H, W) float32 in [0, 1]."""
     return np.ascontiguousarray(frames_hwc_uint8.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+def factor_array(factors: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """``factors`` as int64, after checking their shape is (n, len(names))."""
+    factors = np.asarray(factors, dtype=np.int64)
+    if factors.ndim != 2 or factors.shape[1] != len(names):
+        raise ValueError(f"factors must have shape (n, {len(names)}) for {list(names)}, got {factors.shape}")
+    return factors

@@ -250,12 +250,3 @@ class GridGroundTruth:
         """(n, 3, size, size) float32 in [0, 1]; deterministic (``rng`` is unused)."""
         return to_chw_float(self.render_factors(factors))
 
-    def _checked_factors(self, factors: np.ndarray) -> np.ndarray:
-        """``factors`` as int64, after checking their shape is (n, number of factors)."""
-        factors = np.asarray(factors, dtype=np.int64)
-        if factors.ndim != 2 or factors.shape[1] != len(self.factor_names):
-            raise ValueError(
-                f"factors must have shape (n, {len(self.factor_names)}) for "
-                f"{list(self.factor_names)}, got {factors.shape}"
-            )
-        return factors

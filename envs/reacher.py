@@ -54,6 +54,7 @@ from envs.factors import (
     Factor,
     FactorSpace,
     check_env_args,
+    factor_array,
     reset_scene,
     sample_uniform_factors,
     to_chw_float,
@@ -440,12 +441,7 @@ class ReacherGroundTruth:
 
     def render_factors(self, factors: np.ndarray) -> np.ndarray:
         """(n, size, size, 3) uint8 frames for (n, 7) factors: the env's own pixels."""
-        factors = np.asarray(factors, dtype=np.int64)
-        if factors.ndim != 2 or factors.shape[1] != len(self.factor_names):
-            raise ValueError(
-                f"factors must have shape (n, {len(self.factor_names)}) for "
-                f"{list(self.factor_names)}, got {factors.shape}"
-            )
+        factors = factor_array(factors, self.factor_names)
         if (factors < 0).any() or (factors >= np.asarray(self.factor_sizes)).any():
             raise ValueError(f"a factor class is out of range {self.factor_sizes}")
         states = state_from_bins(factors[:, len(SCENE_SPACE) :])

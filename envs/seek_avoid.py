@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from envs import palettes
-from envs.factors import Domain, Factor, FactorSpace, sample_uniform_factors
+from envs.factors import Domain, Factor, FactorSpace, factor_array, sample_uniform_factors
 from envs.grid import STATE_NAMES as STATE_NAMES
 from envs.grid import GridEnv, GridGroundTruth, draw_sprites
 from envs.protocol import darla_domains
@@ -268,7 +268,7 @@ class SeekAvoidGroundTruth(GridGroundTruth):
 
     def render_factors(self, factors: np.ndarray) -> np.ndarray:
         """(n, size, size, 3) uint8 frames for (n, 10) factors: the env's own pixels."""
-        factors = self._checked_factors(factors)
+        factors = factor_array(factors, self.factor_names)
         sizes = np.asarray(self.factor_sizes)
         if (factors < 0).any() or (factors >= sizes).any():
             raise ValueError(f"a factor class is out of range {self.factor_sizes}")
