@@ -1,4 +1,4 @@
-"""Disentanglement-metric cost at full settings: seconds per metric's pure ``_compute_*`` on one
+"""Disentanglement-metric cost at full settings: seconds per metric's pure ``compute_*`` on one
 synthetic dataset, their total against a 60 s budget, and each relative to one sklearn
 LogisticRegression fit on the same codes (the in-run baseline, so numbers from different machines
 or loads compare).
@@ -119,15 +119,15 @@ def main() -> None:
     bv = beta_vae.FULL
     (bv_tr, bv_ev), bv_in, _ = timed(
         lambda: (
-            beta_vae._beta_vae_points(data, represent, bv["num_train"], rng, bv["batch_size"]),
-            beta_vae._beta_vae_points(data, represent, bv["num_eval"], rng, bv["batch_size"]),
+            beta_vae.beta_vae_points(data, represent, bv["num_train"], rng, bv["batch_size"]),
+            beta_vae.beta_vae_points(data, represent, bv["num_eval"], rng, bv["batch_size"]),
         )
     )
     fv = factor_vae.FULL
     (fv_tr, fv_ev), fv_in, _ = timed(
         lambda: (
-            factor_vae._factor_vae_batches(data, represent, fv["num_train"], rng, fv["batch_size"]),
-            factor_vae._factor_vae_batches(data, represent, fv["num_eval"], rng, fv["batch_size"]),
+            factor_vae.factor_vae_batches(data, represent, fv["num_train"], rng, fv["batch_size"]),
+            factor_vae.factor_vae_batches(data, represent, fv["num_eval"], rng, fv["batch_size"]),
         )
     )
     fv_codes = train.codes[: fv["num_variance_estimate"]]
@@ -138,9 +138,9 @@ def main() -> None:
     args3 = (train.codes, train.factors, test.codes, test.factors)
 
     jobs: dict[str, tuple[Callable[[], dict[str, Any]], str, float]] = {
-        "beta_vae": (lambda: beta_vae._compute_beta_vae(*bv_tr, *bv_ev), "beta_vae", bv_in),
+        "beta_vae": (lambda: beta_vae.compute_beta_vae(*bv_tr, *bv_ev), "beta_vae", bv_in),
         "factor_vae": (
-            lambda: factor_vae._compute_factor_vae(
+            lambda: factor_vae.compute_factor_vae(
                 fv_codes,
                 *fv_tr,
                 *fv_ev,
@@ -151,14 +151,14 @@ def main() -> None:
             fv_in,
         ),
         "mig": (
-            lambda: mig._compute_mig(train.codes, train.factors, num_bins=mig.FULL["num_bins"]),
+            lambda: mig.compute_mig(train.codes, train.factors, num_bins=mig.FULL["num_bins"]),
             "mig",
             0.0,
         ),
-        "dci": (lambda: dci._compute_dci(*args3, estimator=dci.FULL["estimator"]), "dci", 0.0),
-        "sap": (lambda: sap._compute_sap(*args3, continuous=False), "sap", 0.0),
+        "dci": (lambda: dci.compute_dci(*args3, estimator=dci.FULL["estimator"]), "dci", 0.0),
+        "sap": (lambda: sap.compute_sap(*args3, continuous=False), "sap", 0.0),
         "modularity": (
-            lambda: modularity._compute_modularity(*args3, num_bins=modularity.FULL["num_bins"]),
+            lambda: modularity.compute_modularity(*args3, num_bins=modularity.FULL["num_bins"]),
             "modularity",
             0.0,
         ),
@@ -167,7 +167,7 @@ def main() -> None:
     }
     if args.dci_exact:
         jobs["dci (gbt, dlib exact)"] = (
-            lambda: dci._compute_dci(*args3, estimator="gbt"),
+            lambda: dci.compute_dci(*args3, estimator="gbt"),
             "dci",
             0.0,
         )

@@ -216,28 +216,13 @@ def test_private_attribute_use_detector():
     assert [use.rsplit(" ", 1)[1] for use in found] == ["pkg.mod._a", "m._b", "mod._c"]
 
 
-#: Uses found when this check was written, left to their own change: the metrics' pure
-#: ``_compute_*`` functions, called by the metrics package and a benchmark. Nothing may be added.
-KNOWN_PRIVATE_ATTRIBUTE_USES = {
-    "vision/metrics/__init__.py": {"mig._compute_mig", "dci._compute_dci", "sap._compute_sap", "modularity._compute_modularity"},
-    "benchmarks/metrics_throughput.py": {
-        "beta_vae._beta_vae_points", "factor_vae._factor_vae_batches", "beta_vae._compute_beta_vae",
-        "factor_vae._compute_factor_vae", "mig._compute_mig", "dci._compute_dci", "sap._compute_sap",
-        "modularity._compute_modularity",
-    },
-}
 
 
 def test_no_private_attributes_of_other_modules():
     """``module._name`` is a private import by another road: a private name is its own module's business."""
     mods = _modules(PACKAGES)
     found = [b for m, path in _modules(PACKAGES + CLIENTS).items() for b in private_attribute_uses(m, path, mods)]
-    bad = []
-    for use in found:
-        where, _, what = use.partition(": ")
-        if what not in KNOWN_PRIVATE_ATTRIBUTE_USES.get(where.rsplit(":", 1)[0], set()):
-            bad.append(use)
-    assert not bad
+    assert not found
 
 
 def _declares_all(path: Path) -> bool:

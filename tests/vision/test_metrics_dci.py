@@ -16,9 +16,9 @@ from vision.metrics.dci import (
     GBT_KWARGS,
     HIST_GBT_KWARGS,
     _completeness,
-    _compute_dci,
     _disentanglement,
     _hist_mdi,
+    compute_dci,
     dci,
 )
 
@@ -63,9 +63,9 @@ def test_all_zero_importances_are_uniform_and_one_factor_is_defined():
 
 def test_identity_high_rotation_lower_zeros_low():
     ztr, ftr, zte, fte = split()
-    good = _compute_dci(ztr, ftr, zte, fte)
-    rot = _compute_dci(ztr @ ROT, ftr, zte @ ROT, fte)
-    zero = _compute_dci(np.zeros_like(ztr), ftr, np.zeros_like(zte), fte)
+    good = compute_dci(ztr, ftr, zte, fte)
+    rot = compute_dci(ztr @ ROT, ftr, zte @ ROT, fte)
+    zero = compute_dci(np.zeros_like(ztr), ftr, np.zeros_like(zte), fte)
     assert (
         good["dci"] >= 0.9 and good["completeness"] >= 0.9 and good["informativeness_test"] >= 0.9
     )
@@ -80,7 +80,7 @@ def test_informativeness_per_factor_says_which_factors_the_code_carries():
     ztr, ftr, zte, fte = split()
     keep0 = np.zeros((3, 3))
     keep0[0, 0] = 1.0
-    out = _compute_dci(ztr @ keep0, ftr, zte @ keep0, fte)
+    out = compute_dci(ztr @ keep0, ftr, zte @ keep0, fte)
     acc = out["informativeness_test_per_factor"]
     assert len(acc) == len(out["informativeness_train_per_factor"]) == 3
     assert acc[0] >= 0.95
@@ -95,8 +95,8 @@ def test_permutation_of_latents_leaves_score_unchanged():
     # takes the lower index (dlib's GBC: a random feature order), which moves ~1e-3 of importance.
     ztr, ftr, zte, fte = split()
     perm = [2, 0, 1]
-    a = _compute_dci(ztr @ ROT, ftr, zte @ ROT, fte)
-    b = _compute_dci((ztr @ ROT)[:, perm], ftr, (zte @ ROT)[:, perm], fte)
+    a = compute_dci(ztr @ ROT, ftr, zte @ ROT, fte)
+    b = compute_dci((ztr @ ROT)[:, perm], ftr, (zte @ ROT)[:, perm], fte)
     for key in ("dci", "completeness", "informativeness_train", "informativeness_test"):
         assert b[key] == pytest.approx(a[key], abs=0.01)
     assert np.allclose(
@@ -130,12 +130,12 @@ def test_dlib_estimator_agrees_with_the_fast_one():
     c = np.sqrt(0.5)
     mixes = (np.eye(2), np.array([[c, -c], [c, c]]), np.array([[1.0, 0.5], [0.0, 1.0]]))
     for mix in mixes:  # D ≈ 1, ≈ 0 and ≈ 0.6 under both estimators
-        fast = _compute_dci(ztr @ mix, ftr, zte @ mix, fte, estimator="hist_gbt")
-        exact = _compute_dci(ztr @ mix, ftr, zte @ mix, fte, estimator="gbt")
+        fast = compute_dci(ztr @ mix, ftr, zte @ mix, fte, estimator="hist_gbt")
+        exact = compute_dci(ztr @ mix, ftr, zte @ mix, fte, estimator="gbt")
         assert fast["dci"] == pytest.approx(exact["dci"], abs=0.05)
         assert fast["completeness"] == pytest.approx(exact["completeness"], abs=0.05)
     with pytest.raises(ValueError, match="choose from"):
-        _compute_dci(ztr, ftr, zte, fte, estimator="lasso")
+        compute_dci(ztr, ftr, zte, fte, estimator="lasso")
 
 
 def test_public_function_on_toy_data_and_same_seed():
@@ -154,12 +154,12 @@ def test_constant_factor_single_latent_missing_class():
     ztr, ftr, zte, fte = split()
     ftr, fte = ftr.copy(), fte.copy()
     ftr[:, 0] = 0  # constant on train: skipped, not a crash
-    out = _compute_dci(ztr, ftr, zte, fte)
+    out = compute_dci(ztr, ftr, zte, fte)
     assert out["skipped_factors"] == [0] and np.shape(out["importance_matrix"]) == (3, 2)
     assert all(np.isfinite(out[k]) for k in ("dci", "completeness", "informativeness_test"))
-    one = _compute_dci(ztr[:, :1], ftr, zte[:, :1], fte)  # a single latent
+    one = compute_dci(ztr[:, :1], ftr, zte[:, :1], fte)  # a single latent
     assert one["completeness"] == 1.0 and np.isfinite(one["dci"])
     fte[:, 2] = np.minimum(fte[:, 2], 3)  # class 4 of factor 2 missing from the test split
-    assert np.isfinite(_compute_dci(ztr, ftr, zte, fte)["informativeness_test"])
-    allconst = _compute_dci(ztr, np.zeros_like(ftr), zte, fte)
+    assert np.isfinite(compute_dci(ztr, ftr, zte, fte)["informativeness_test"])
+    allconst = compute_dci(ztr, np.zeros_like(ftr), zte, fte)
     assert allconst["dci"] == 0.0 and allconst["skipped_factors"] == [0, 1, 2]

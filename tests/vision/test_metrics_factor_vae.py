@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from metric_toys import ToyData, identity
 
-from vision.metrics.factor_vae import FAST, FULL, _compute_factor_vae, factor_vae
+from vision.metrics.factor_vae import FAST, FULL, compute_factor_vae, factor_vae
 
 
 class ConstantFactorToy(ToyData):
@@ -39,7 +39,7 @@ def test_hand_computed_votes_and_pruning():
     train_labels = np.array([0, 0, 1])  # → latent 0 votes factor 0, latent 1 votes factor 1
     evals = np.array([fix0, fix0, fix1])
     eval_labels = np.array([0, 1, 1])  # the middle vote goes to latent 0 but is factor 1: wrong
-    out = _compute_factor_vae(
+    out = compute_factor_vae(
         codes, train, train_labels, evals, eval_labels, num_factors=2, prune_threshold=0.05
     )
     assert out["train_accuracy"] == 1.0
@@ -52,7 +52,7 @@ def test_hand_computed_votes_and_pruning():
 def test_no_active_dim_scores_zero():
     codes = np.zeros((10, 4))
     batches = np.zeros((5, 3, 4))
-    out = _compute_factor_vae(
+    out = compute_factor_vae(
         codes, batches, np.zeros(5, int), batches, np.zeros(5, int), num_factors=2
     )
     assert out == {
@@ -66,7 +66,7 @@ def test_no_active_dim_scores_zero():
     # active even with threshold 0 (dlib: 0/0).
     small = run(lambda x: 0.001 * identity(x))
     assert small["factor_vae"] == 0.0 and small["num_active_dims"] == 0
-    out0 = _compute_factor_vae(
+    out0 = compute_factor_vae(
         codes,
         batches,
         np.zeros(5, int),
@@ -115,7 +115,7 @@ def test_class_missing_from_eval_votes_is_defined():
     codes = np.array([[0.0, 0.0], [2.0, 2.0]])
     fix0 = [[0.0, 0.0], [0.0, 1.0]]
     batches = np.array([fix0, fix0])
-    out = _compute_factor_vae(
+    out = compute_factor_vae(
         codes, batches, np.array([0, 2]), batches[:1], np.array([0]), num_factors=3
     )
     assert out["eval_accuracy"] == 1.0  # factor 1 never voted for, factor 2 absent from eval

@@ -12,9 +12,9 @@ from envs.factors import sample_uniform_factors
 from vision.metrics.modularity import (
     FAST,
     FULL,
-    _compute_modularity,
     _modularity_from_mi,
     _ovr_auc,
+    compute_modularity,
     modularity,
 )
 
@@ -72,9 +72,9 @@ def test_ovr_auc_by_hand_and_with_missing_classes():
 
 def test_identity_high_zeros_low_rotation_lower():
     ztr, ftr, zte, fte = split()
-    good = _compute_modularity(ztr, ftr, zte, fte)
-    zero = _compute_modularity(np.zeros_like(ztr), ftr, np.zeros_like(zte), fte)
-    rot = _compute_modularity(ztr @ ROT, ftr, zte @ ROT, fte)
+    good = compute_modularity(ztr, ftr, zte, fte)
+    zero = compute_modularity(np.zeros_like(ztr), ftr, np.zeros_like(zte), fte)
+    rot = compute_modularity(ztr @ ROT, ftr, zte @ ROT, fte)
     assert good["modularity"] >= 0.9 and good["explicitness_test"] >= 0.9
     assert zero["modularity"] <= 0.2 and zero["explicitness_test"] == pytest.approx(0.5)
     assert rot["modularity"] < good["modularity"] - 0.1
@@ -83,8 +83,8 @@ def test_identity_high_zeros_low_rotation_lower():
 def test_permutation_of_latents_leaves_score_unchanged():
     ztr, ftr, zte, fte = split()
     perm = [2, 0, 1]
-    a = _compute_modularity(ztr @ ROT, ftr, zte @ ROT, fte)
-    b = _compute_modularity((ztr @ ROT)[:, perm], ftr, (zte @ ROT)[:, perm], fte)
+    a = compute_modularity(ztr @ ROT, ftr, zte @ ROT, fte)
+    b = compute_modularity((ztr @ ROT)[:, perm], ftr, (zte @ ROT)[:, perm], fte)
     assert b["modularity"] == pytest.approx(a["modularity"], abs=1e-12)
     for key in ("explicitness_train", "explicitness_test"):
         assert b[key] == pytest.approx(a[key], abs=1e-6)  # lbfgs on permuted columns
@@ -102,18 +102,18 @@ def test_missing_test_class_constant_factor_single_latent():
     fte[:, 2] = np.minimum(
         fte[:, 2], 3
     )  # class 4 of factor 2 missing from the test split (dlib crashes)
-    out = _compute_modularity(ztr, ftr, zte, fte)
+    out = compute_modularity(ztr, ftr, zte, fte)
     assert out["explicitness_test"] >= 0.9 and out["explicitness_skipped_test"] == []
     fte[:, 1] = 0  # factor 1's test labels are one class: its test AUC is undefined → left out
-    out = _compute_modularity(ztr, ftr, zte, fte)
+    out = compute_modularity(ztr, ftr, zte, fte)
     assert out["explicitness_skipped_test"] == [1] and np.isfinite(out["explicitness_test"])
     ftr = ftr.copy()
     ftr[:, 0] = 0  # constant on train: skipped, not a crash
-    out = _compute_modularity(ztr, ftr, zte, fte)
+    out = compute_modularity(ztr, ftr, zte, fte)
     assert out["skipped_factors"] == [0] and np.shape(out["mutual_information"]) == (3, 2)
-    one = _compute_modularity(ztr[:, :1], ftr, zte[:, :1], fte)  # a single latent
+    one = compute_modularity(ztr[:, :1], ftr, zte[:, :1], fte)  # a single latent
     assert all(
         np.isfinite(one[k]) for k in ("modularity", "explicitness_train", "explicitness_test")
     )
-    none = _compute_modularity(ztr, np.zeros_like(ftr), zte, fte)
+    none = compute_modularity(ztr, np.zeros_like(ftr), zte, fte)
     assert none["modularity"] == 0.0 and none["explicitness_test"] == 0.5

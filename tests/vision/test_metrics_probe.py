@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from metric_toys import SIZES, ToyData, identity, zeros
 
-from vision.metrics.probe import _compute_probe, mlp_probe
+from vision.metrics.probe import compute_probe, mlp_probe
 
 
 def test_identity_is_read_and_zeros_are_chance():
@@ -22,7 +22,7 @@ def test_a_factor_spread_over_rotated_latents_is_still_read():
     y = rng.integers(6, size=3000)
     rot, _ = np.linalg.qr(rng.standard_normal((6, 6)))
     codes = np.eye(6)[y] @ rot + 0.05 * rng.standard_normal((3000, 6))
-    acc = _compute_probe(codes[:2000], y[:2000, None], codes[2000:], y[2000:, None])
+    acc = compute_probe(codes[:2000], y[:2000, None], codes[2000:], y[2000:, None])
     assert acc.shape == (1,) and acc[0] >= 0.98, acc
 
 
@@ -32,7 +32,7 @@ def test_a_factor_no_hyperplane_separates_is_read():
     ab = rng.integers(2, size=(3000, 2))
     codes = ab + 0.1 * rng.standard_normal((3000, 2))
     y = (ab[:, 0] ^ ab[:, 1])[:, None]
-    assert _compute_probe(codes[:2000], y[:2000], codes[2000:], y[2000:])[0] >= 0.95
+    assert compute_probe(codes[:2000], y[:2000], codes[2000:], y[2000:])[0] >= 0.95
 
 
 def test_a_factor_constant_in_training_is_its_one_class():
@@ -40,7 +40,7 @@ def test_a_factor_constant_in_training_is_its_one_class():
     codes = rng.standard_normal((100, 4))
     train_f = np.zeros((60, 1), dtype=np.int64)
     test_f = np.array([[0]] * 30 + [[1]] * 10)
-    assert _compute_probe(codes[:60], train_f, codes[60:], test_f)[0] == 0.75
+    assert compute_probe(codes[:60], train_f, codes[60:], test_f)[0] == 0.75
 
 
 def test_same_seed_same_accuracies():

@@ -9,7 +9,7 @@ import pytest
 from metric_toys import SIZES, ToyData
 
 from envs.factors import sample_uniform_factors
-from vision.metrics.sap import FAST, FULL, _compute_sap, sap
+from vision.metrics.sap import FAST, FULL, compute_sap, sap
 
 
 def split(n_train=600, n_test=300, seed=0):
@@ -34,13 +34,13 @@ def test_hand_computed_accuracies_and_gap():
     x_train = np.array([[-10.0, -10.0], [-10.0, -10.0], [10.0, 10.0], [10.0, 10.0]])
     y_test = np.array([0, 0, 1, 1])
     x_test = np.array([[-10.0, -10.0], [-10.0, 10.0], [10.0, 10.0], [10.0, 10.0]])  # latent 1: 3/4
-    out = _compute_sap(x_train, y_train[:, None], x_test, y_test[:, None])
+    out = compute_sap(x_train, y_train[:, None], x_test, y_test[:, None])
     assert np.allclose(out["score_matrix"], [[1.0], [0.75]])
     assert out["sap"] == pytest.approx(0.25)
     # Two factors: the gap is averaged over factors (factor 1 is read by latent 1 only → 1 − 0.5).
     y2 = np.column_stack([y_train, [0, 1, 0, 1]])
     x2 = np.column_stack([x_train[:, 0], [-10.0, 10.0, -10.0, 10.0]])
-    out2 = _compute_sap(x2, y2, x2, y2)
+    out2 = compute_sap(x2, y2, x2, y2)
     assert np.allclose(out2["score_matrix"], [[1.0, 0.5], [0.5, 1.0]])
     assert out2["sap"] == pytest.approx(0.5)
 
@@ -48,21 +48,21 @@ def test_hand_computed_accuracies_and_gap():
 def test_continuous_mode_is_r_squared():
     z = np.array([[0.0, 1.0, 5.0], [1.0, 0.0, 5.0], [2.0, 1.0, 5.0], [3.0, 0.0, 5.0]])
     y = np.column_stack([2 * z[:, 0] + 1, [1.0, 2.0, 1.0, 2.0]])
-    out = _compute_sap(z, y, z, y, continuous=True)
+    out = compute_sap(z, y, z, y, continuous=True)
     m = np.asarray(out["score_matrix"])
     r01 = np.corrcoef(z[:, 1], y[:, 0])[0, 1] ** 2
     assert m[0, 0] == pytest.approx(1.0) and m[1, 0] == pytest.approx(r01)
     assert m[2].tolist() == [0.0, 0.0]  # a constant latent scores 0
     assert out["sap"] == pytest.approx(((1 - r01) + (1 - m[0, 1])) / 2)
-    const = _compute_sap(z, np.column_stack([y[:, 0], np.ones(4)]), z, y, continuous=True)
+    const = compute_sap(z, np.column_stack([y[:, 0], np.ones(4)]), z, y, continuous=True)
     assert const["skipped_factors"] == [1] and np.isfinite(const["sap"])
 
 
 def test_identity_beats_entangled_and_zeros_low():
     ztr, ftr, zte, fte = split()
-    good = _compute_sap(ztr, ftr, zte, fte)["sap"]
-    rot = _compute_sap(ztr @ ROT, ftr, zte @ ROT, fte)["sap"]
-    zero = _compute_sap(np.zeros_like(ztr), ftr, np.zeros_like(zte), fte)["sap"]
+    good = compute_sap(ztr, ftr, zte, fte)["sap"]
+    rot = compute_sap(ztr @ ROT, ftr, zte @ ROT, fte)["sap"]
+    zero = compute_sap(np.zeros_like(ztr), ftr, np.zeros_like(zte), fte)["sap"]
     assert good > rot + 0.1, (good, rot)
     assert zero <= 0.2 and zero == pytest.approx(0.0)  # identical latents: no gap
 
@@ -70,8 +70,8 @@ def test_identity_beats_entangled_and_zeros_low():
 def test_permutation_of_latents_leaves_score_unchanged():
     ztr, ftr, zte, fte = split()
     perm = [2, 0, 1]
-    a = _compute_sap(ztr @ ROT, ftr, zte @ ROT, fte)
-    b = _compute_sap((ztr @ ROT)[:, perm], ftr, (zte @ ROT)[:, perm], fte)
+    a = compute_sap(ztr @ ROT, ftr, zte @ ROT, fte)
+    b = compute_sap((ztr @ ROT)[:, perm], ftr, (zte @ ROT)[:, perm], fte)
     assert b["sap"] == pytest.approx(a["sap"], abs=1e-12)
     assert np.allclose(b["score_matrix"], np.asarray(a["score_matrix"])[perm])
 
@@ -88,11 +88,11 @@ def test_constant_factor_single_latent_missing_class():
     ztr, ftr, zte, fte = split(300, 150)
     ftr = ftr.copy()
     ftr[:, 1] = 0  # constant on train: skipped, not a crash
-    out = _compute_sap(ztr, ftr, zte, fte)
+    out = compute_sap(ztr, ftr, zte, fte)
     assert out["skipped_factors"] == [1] and np.isfinite(out["sap"])
-    one = _compute_sap(ztr[:, :1], ftr, zte[:, :1], fte)  # single latent: gap = top − 0
+    one = compute_sap(ztr[:, :1], ftr, zte[:, :1], fte)  # single latent: gap = top − 0
     assert np.allclose(one["sap_per_factor"], np.asarray(one["score_matrix"])[0])
     fte = fte.copy()
     fte[:, 2] = np.minimum(fte[:, 2], 2)  # classes 3, 4 of factor 2 missing from the test split
-    assert np.isfinite(_compute_sap(ztr, ftr, zte, fte)["sap"])
-    assert _compute_sap(ztr, np.zeros_like(ftr), zte, fte)["sap"] == 0.0
+    assert np.isfinite(compute_sap(ztr, ftr, zte, fte)["sap"])
+    assert compute_sap(ztr, np.zeros_like(ftr), zte, fte)["sap"] == 0.0

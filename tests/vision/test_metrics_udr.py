@@ -11,10 +11,10 @@ from scipy.stats import ortho_group, spearmanr
 from vision.metrics.udr import (
     FAST,
     FULL,
-    _compute_udr,
     _lasso_matrix,
     _pair_score,
     _spearman_matrix,
+    compute_udr,
     udr_from_codes,
 )
 
@@ -48,34 +48,34 @@ def active(models: int, d: int = K) -> list[np.ndarray]:
 @pytest.mark.parametrize("similarity", ["spearman", "lasso"])
 def test_disentangled_seeds_rank_above_entangled_ones(similarity):
     dis, ent = model_sets(np.random.default_rng(0))
-    s_dis = _compute_udr(dis, active(5), similarity)["udr"]
-    s_ent = _compute_udr(ent, active(5), similarity)["udr"]
+    s_dis = compute_udr(dis, active(5), similarity)["udr"]
+    s_ent = compute_udr(ent, active(5), similarity)["udr"]
     assert min(s_dis) > max(s_ent) + 0.3, (s_dis, s_ent)
     assert min(s_dis) > 0.75 and max(s_ent) < 0.5
 
 
 def test_identical_models_score_one():
     z = factor_grid()  # independent by design, so R is exactly the identity
-    out = _compute_udr([z, z, z], active(3))
+    out = compute_udr([z, z, z], active(3))
     np.testing.assert_allclose(out["udr"], 1.0, atol=1e-9)
     # A signed permutation is the same representation.
-    out = _compute_udr([z, -z[:, ::-1], z[:, [2, 0, 1, 4, 3]]], active(3))
+    out = compute_udr([z, -z[:, ::-1], z[:, [2, 0, 1, 4, 3]]], active(3))
     np.testing.assert_allclose(out["udr"], 1.0, atol=1e-9)
 
 
 def test_inactive_latents_are_ignored():
     rng = np.random.default_rng(1)
     dis, _ = model_sets(rng, n=300, models=3)
-    base = _compute_udr(dis, active(3))
+    base = compute_udr(dis, active(3))
     # Model 1 gains a latent of pure noise; with KL 0.01 (≤ threshold) it is dropped.
     noisy = [dis[0], np.concatenate([dis[1], rng.normal(size=(300, 1))], axis=1), dis[2]]
     kls = [np.ones(K), np.append(np.ones(K), 0.01), np.ones(K)]
-    dead = _compute_udr(noisy, kls)
+    dead = compute_udr(noisy, kls)
     np.testing.assert_allclose(dead["udr"], base["udr"], atol=1e-12)
     np.testing.assert_allclose(dead["udr_pairwise"], base["udr_pairwise"], atol=1e-12)
     assert dead["num_active"] == [K, K, K] and dead["active_latents"][1] == list(range(K))
     # The same latent with a KL above the threshold counts, and lowers model 1's score.
-    alive = _compute_udr(noisy, [np.ones(K), np.ones(K + 1), np.ones(K)])
+    alive = compute_udr(noisy, [np.ones(K), np.ones(K + 1), np.ones(K)])
     assert alive["num_active"] == [K, K + 1, K]
     assert alive["udr"][1] < base["udr"][1] - 0.05
 
@@ -104,29 +104,29 @@ def test_pair_score_uses_the_papers_normalisation():
 
 def test_model_with_no_active_latent_scores_zero():
     z = factor_grid()
-    out = _compute_udr([z, z, z], [np.ones(K), np.full(K, 0.005), np.ones(K)])
+    out = compute_udr([z, z, z], [np.ones(K), np.full(K, 0.005), np.ones(K)])
     assert out["num_active"] == [K, 0, K] and out["active_latents"][1] == []
     assert out["udr"][1] == 0.0
     pw = np.array(out["udr_pairwise"])
     assert (pw[1, [0, 2]] == 0).all() and (pw[[0, 2], 1] == 0).all()
     assert pw[0, 2] == pytest.approx(1.0) and np.isnan(np.diag(pw)).all()
     assert out["udr"][0] == pytest.approx(0.5)  # median of (0, 1)
-    both_dead = _compute_udr([z, z], [np.zeros(K), np.zeros(K)])
+    both_dead = compute_udr([z, z], [np.zeros(K), np.zeros(K)])
     assert both_dead["udr"] == [0.0, 0.0]
 
 
 def test_single_model_and_bad_inputs_are_refused():
     z = factor_grid()
     with pytest.raises(ValueError, match="UDR needs >= 2 models"):
-        _compute_udr([z], [np.ones(K)])
+        compute_udr([z], [np.ones(K)])
     with pytest.raises(ValueError, match="UDR needs >= 2 models"):
         udr_from_codes([], [])
     with pytest.raises(ValueError, match="same n images"):
-        _compute_udr([z, z[:10]], active(2))
+        compute_udr([z, z[:10]], active(2))
     with pytest.raises(ValueError, match="KL values"):
-        _compute_udr([z, z], [np.ones(K), np.ones(K - 1)])
+        compute_udr([z, z], [np.ones(K), np.ones(K - 1)])
     with pytest.raises(ValueError, match="unknown similarity 'pearson'"):
-        _compute_udr([z, z], active(2), "pearson")
+        compute_udr([z, z], active(2), "pearson")
 
 
 def test_similarity_matrices():

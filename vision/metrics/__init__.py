@@ -1,7 +1,7 @@
 """Disentanglement metrics (disentanglement_lib protocol) by name, and :func:`score` to run several.
 
 Each metric is a public function ``metric(data, represent, rng, **settings) -> dict`` whose main
-score sits under the metric's own name, plus a pure ``_compute_*`` on arrays. ``FAST`` settings are
+score sits under the metric's own name, plus a pure ``compute_*`` on arrays. ``FAST`` settings are
 for smoke runs and tests; ``FULL`` are the papers' (see each module).
 
 :func:`score` encodes each dataset once: the metrics that score iid points (MIG, DCI, SAP,
@@ -40,14 +40,14 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
 
 #: Metrics that score iid (code, factor) points: name → f(train, test, settings, seed) on arrays.
 FROM_IID_CODES: dict[str, Callable[[FactorCodes, FactorCodes, dict[str, Any], int], dict[str, Any]]] = {
-    "mig": lambda tr, te, s, seed: mig._compute_mig(tr.codes, tr.factors, num_bins=s["num_bins"]),
-    "dci": lambda tr, te, s, seed: dci._compute_dci(
+    "mig": lambda tr, te, s, seed: mig.compute_mig(tr.codes, tr.factors, num_bins=s["num_bins"]),
+    "dci": lambda tr, te, s, seed: dci.compute_dci(
         tr.codes, tr.factors, te.codes, te.factors, estimator=s["estimator"], random_state=seed
     ),
-    "sap": lambda tr, te, s, seed: sap._compute_sap(
+    "sap": lambda tr, te, s, seed: sap.compute_sap(
         tr.codes, tr.factors, te.codes, te.factors, continuous=s["continuous"], random_state=seed
     ),
-    "modularity": lambda tr, te, s, seed: modularity._compute_modularity(
+    "modularity": lambda tr, te, s, seed: modularity.compute_modularity(
         tr.codes, tr.factors, te.codes, te.factors, num_bins=s["num_bins"], random_state=seed
     ),
 }

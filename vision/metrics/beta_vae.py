@@ -31,7 +31,7 @@ FAST: dict[str, Any] = {"num_train": 300, "num_eval": 200, "batch_size": 16}
 CLASSIFIER_KWARGS: dict[str, Any] = {"solver": "lbfgs", "C": 1.0, "max_iter": 1000, "tol": 1e-4}
 
 
-def _beta_vae_points(
+def beta_vae_points(
     data: GroundTruthData,
     represent: RepresentFn,
     num_points: int,
@@ -57,7 +57,7 @@ def _beta_vae_points(
     return np.concatenate(features), np.concatenate(labels)
 
 
-def _compute_beta_vae(
+def compute_beta_vae(
     train_features: np.ndarray,
     train_labels: np.ndarray,
     eval_features: np.ndarray,
@@ -98,8 +98,8 @@ def beta_vae(
     batch_size: int = FULL["batch_size"],
 ) -> dict[str, Any]:
     """β-VAE metric of ``represent`` on ``data``: eval accuracy under key ``beta_vae``."""
-    xtr, ytr = _beta_vae_points(data, represent, num_train, rng, batch_size)
-    xev, yev = _beta_vae_points(data, represent, num_eval, rng, batch_size)
+    xtr, ytr = beta_vae_points(data, represent, num_train, rng, batch_size)
+    xev, yev = beta_vae_points(data, represent, num_eval, rng, batch_size)
     seed = int(rng.integers(2**31 - 1))
-    out = _compute_beta_vae(xtr, ytr, xev, yev, random_state=seed)
+    out = compute_beta_vae(xtr, ytr, xev, yev, random_state=seed)
     return {**out, "num_train": num_train, "num_eval": num_eval, "batch_size": batch_size}

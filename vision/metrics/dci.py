@@ -240,7 +240,7 @@ def _completeness(importance: np.ndarray) -> tuple[float, np.ndarray]:
     return float(np.sum(rho * per_factor)), per_factor
 
 
-def _compute_dci(
+def compute_dci(
     train_codes: np.ndarray,
     train_factors: np.ndarray,
     test_codes: np.ndarray,
@@ -318,7 +318,7 @@ def dci(
     train = generate_batch_factor_code(data, represent, num_train, rng)
     test = generate_batch_factor_code(data, represent, num_test, rng)
     seed = int(rng.integers(2**31 - 1))
-    out = _compute_dci(
+    out = compute_dci(
         train.codes, train.factors, test.codes, test.factors, estimator=estimator, random_state=seed
     )
     return {**out, "num_train": num_train, "num_test": num_test}

@@ -54,7 +54,7 @@ FAST: dict[str, Any] = {
 }
 
 
-def _factor_vae_batches(
+def factor_vae_batches(
     data: GroundTruthData,
     represent: RepresentFn,
     num_votes: int,
@@ -103,7 +103,7 @@ def _vote_accuracy(votes: np.ndarray, classifier: np.ndarray) -> float:
     return float(votes[classifier, np.arange(votes.shape[1])].sum() / total) if total else 0.0
 
 
-def _compute_factor_vae(
+def compute_factor_vae(
     codes: np.ndarray,
     train_batches: np.ndarray,
     train_labels: np.ndarray,
@@ -160,9 +160,9 @@ def factor_vae(
             f"got {batch_size} and {num_variance_estimate}"
         )
     codes = generate_batch_factor_code(data, represent, num_variance_estimate, rng).codes
-    xtr, ytr = _factor_vae_batches(data, represent, num_train, rng, batch_size)
-    xev, yev = _factor_vae_batches(data, represent, num_eval, rng, batch_size)
-    out = _compute_factor_vae(
+    xtr, ytr = factor_vae_batches(data, represent, num_train, rng, batch_size)
+    xev, yev = factor_vae_batches(data, represent, num_eval, rng, batch_size)
+    out = compute_factor_vae(
         codes,
         xtr,
         ytr,

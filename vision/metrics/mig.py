@@ -33,7 +33,7 @@ FULL: dict[str, Any] = {"num_train": 10_000, "num_bins": 20, "batch_size": 64}
 FAST: dict[str, Any] = {"num_train": 1_000, "num_bins": 20, "batch_size": 64}
 
 
-def _compute_mig(codes: np.ndarray, factors: np.ndarray, *, num_bins: int = 20) -> dict[str, Any]:
+def compute_mig(codes: np.ndarray, factors: np.ndarray, *, num_bins: int = 20) -> dict[str, Any]:
     """MIG on arrays: ``codes`` (n, d) float, ``factors`` (n, F) int classes."""
     discrete = histogram_discretize(codes, num_bins)
     m = mutual_info_matrix(discrete, factors)  # (d, F)
@@ -63,4 +63,4 @@ def mig(
 ) -> dict[str, Any]:
     """MIG of ``represent`` on ``num_train`` iid points of ``data``."""
     codes, factors = generate_batch_factor_code(data, represent, num_train, rng, batch_size)
-    return {**_compute_mig(codes, factors, num_bins=num_bins), "num_train": num_train}
+    return {**compute_mig(codes, factors, num_bins=num_bins), "num_train": num_train}

@@ -110,7 +110,7 @@ def _explicitness(
     )
 
 
-def _compute_modularity(
+def compute_modularity(
     train_codes: np.ndarray,
     train_factors: np.ndarray,
     test_codes: np.ndarray,
@@ -181,7 +181,7 @@ def modularity(
     train = generate_batch_factor_code(data, represent, num_train, rng)
     test = generate_batch_factor_code(data, represent, num_test, rng)
     seed = int(rng.integers(2**31 - 1))
-    out = _compute_modularity(
+    out = compute_modularity(
         train.codes, train.factors, test.codes, test.factors, num_bins=num_bins, random_state=seed
     )
     return {**out, "num_train": num_train, "num_test": num_test}

@@ -26,7 +26,7 @@ HIDDEN = 256
 SIZES: dict[str, tuple[int, int]] = {"fast": (2000, 1000), "full": (N_TRAIN, N_TEST)}
 
 
-def _compute_probe(
+def compute_probe(
     train_codes: np.ndarray, train_factors: np.ndarray, test_codes: np.ndarray, test_factors: np.ndarray,
     random_state: int = 0,
 ) -> np.ndarray:
@@ -61,5 +61,5 @@ def mlp_probe(
     """Factor name → test accuracy of an MLP probe from ``represent``'s codes of iid renders."""
     train = generate_batch_factor_code(data, represent, n_train, rng)
     test = generate_batch_factor_code(data, represent, n_test, rng)
-    acc = _compute_probe(train.codes, train.factors, test.codes, test.factors, int(rng.integers(2**31 - 1)))
+    acc = compute_probe(train.codes, train.factors, test.codes, test.factors, int(rng.integers(2**31 - 1)))
     return dict(zip(data.factor_names, acc.tolist()))

@@ -85,7 +85,7 @@ def _continuous_score_matrix(codes: np.ndarray, factors: np.ndarray) -> np.ndarr
     return np.where(ok, cov**2 / np.where(ok, denom, 1.0), 0.0)
 
 
-def _compute_sap(
+def compute_sap(
     train_codes: np.ndarray,
     train_factors: np.ndarray,
     test_codes: np.ndarray,
@@ -139,7 +139,7 @@ def sap(
     train = generate_batch_factor_code(data, represent, num_train, rng)
     test = generate_batch_factor_code(data, represent, num_test, rng)
     seed = int(rng.integers(2**31 - 1))
-    out = _compute_sap(
+    out = compute_sap(
         train.codes,
         train.factors,
         test.codes,

@@ -122,7 +122,7 @@ def _check_inputs(
     return codes, kls
 
 
-def _compute_udr(
+def compute_udr(
     codes: Sequence[np.ndarray],
     kls: Sequence[np.ndarray],
     similarity: str = "spearman",
@@ -179,6 +179,6 @@ def udr_from_codes(
     used). See the module docstring for the algorithm; ``udr`` holds the per-model scores.
     """
     return {
-        **_compute_udr(codes, kls, similarity, kl_threshold=kl_threshold),
+        **compute_udr(codes, kls, similarity, kl_threshold=kl_threshold),
         "num_models": len(codes),
     }
