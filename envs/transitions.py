@@ -214,20 +214,28 @@ class SeekAvoidTransitions:
         tx, ty = np.clip(target, 0, seek_avoid.INTERIOR - 1).T
         moves = inside & _SA_FREE[layout, ty, tx]
         agent = np.where(moves[:, None], target, agent)
-        s[:, d : d + 2] = agent
-        good, bad = s[:, d + 2 : d + 4].astype(np.int64), s[:, d + 4 : d + 6].astype(np.int64)
-        hit_good = (agent == good).all(axis=1)
-        hit_bad = (agent == bad).all(axis=1) & ~hit_good  # the env checks the good object first
-        for i in np.nonzero(hit_good | hit_bad)[0]:
-            other = tuple(bad[i] if hit_good[i] else good[i])
+        for i, col, other in _pickups(s, d, agent):
             free = _SA_FREE[layout[i]]
             options = [(x, y) for y, x in zip(*np.nonzero(free)) if (x, y) not in (tuple(agent[i]), other)]
-            col = d + 2 if hit_good[i] else d + 4
             s[i, col : col + 2] = options[int(rng.integers(len(options)))]
         return s
 
     def render_states(self, states: np.ndarray) -> np.ndarray:
         return self.truth.render_factors(np.asarray(states).astype(np.int64))
+
+
+def _pickups(s: np.ndarray, d: int, agent: np.ndarray) -> list[tuple[int, int, tuple[int, int]]]:
+    """Moves the agent columns of ``s`` (scene columns ``d``) to ``agent``, and lists each row where it
+    steps on an object: (row, the picked object's x column, the other object's cell). The env checks
+    the good object first, so an agent on both picks the good one."""
+    s[:, d : d + 2] = agent
+    good, bad = s[:, d + 2 : d + 4].astype(np.int64), s[:, d + 4 : d + 6].astype(np.int64)
+    hit_good = (agent == good).all(axis=1)
+    hit_bad = (agent == bad).all(axis=1) & ~hit_good
+    return [
+        (int(i), d + 2 if hit_good[i] else d + 4, tuple(bad[i] if hit_good[i] else good[i]))
+        for i in np.nonzero(hit_good | hit_bad)[0]
+    ]
 
 
 # -- seek-avoid v1 -------------------------------------------------------------------------------
@@ -293,18 +301,12 @@ class SeekAvoidV1Transitions:
         target = agent + _DELTAS[a]
         moves = ((target >= 0) & (target < seek_avoid_v1.CELLS)).all(axis=1)  # the wall frame blocks
         agent = np.where(moves[:, None], target, agent)
-        s[:, d : d + 2] = agent
-        good, bad = s[:, d + 2 : d + 4].astype(np.int64), s[:, d + 4 : d + 6].astype(np.int64)
-        hit_good = (agent == good).all(axis=1)
-        hit_bad = (agent == bad).all(axis=1) & ~hit_good  # the env checks the good object first
-        for i in np.nonzero(hit_good | hit_bad)[0]:
-            other = tuple(bad[i] if hit_good[i] else good[i])
+        for i, col, other in _pickups(s, d, agent):
             while True:  # the env's own draw: a uniform cell, redrawn while it is taken
                 code = int(rng.integers(_V1_N_CELLS))
                 cell = (code % seek_avoid_v1.CELLS, code // seek_avoid_v1.CELLS)
                 if cell != tuple(agent[i]) and cell != other:
                     break
-            col = d + 2 if hit_good[i] else d + 4
             s[i, col : col + 2] = cell
         return s
 

@@ -244,3 +244,63 @@ def test_package_imports_stay_inside_its_all(package):
            for m, path in mods.items() for src, n, line in _from_imports(m, path)
            if n and src == package and n not in names and f"{package}.{n}" not in mods]
     assert not bad
+
+
+# --- no block of code written twice ------------------------------------------------------------
+#: How many code lines make a duplicated block.
+BLOCK = 6
+
+
+def code_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, stripped line) of the logic in a file: no blank or comment lines, no docstrings,
+    no imports, and no def/class headers or decorators, whose repetition an interface requires (every
+    model's ``train_step`` has the same signature)."""
+    tree = ast.parse(text)
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            skip.update(range(node.lineno, node.end_lineno + 1))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            skip.update(range(node.lineno, node.body[0].lineno))
+            for d in node.decorator_list:
+                skip.update(range(d.lineno, d.end_lineno + 1))
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                skip.update(range(first.lineno, first.end_lineno + 1))
+    lines = enumerate(text.splitlines(), 1)
+    return [(i, s.strip()) for i, s in lines if i not in skip and s.strip() and not s.strip().startswith("#")]
+
+
+def duplicated_blocks(files: dict[str, str], n: int = BLOCK) -> list[tuple[str, str]]:
+    """Pairs of places ``file:first-last`` whose ``n`` consecutive code lines are the same, letter for
+    letter once stripped: the first such window of each pair of files (a longer run is one report)."""
+    seen: dict[tuple[str, ...], list[tuple[str, int, int]]] = {}
+    pairs: dict[tuple[str, str], tuple[str, str]] = {}
+    for name, text in files.items():
+        lines = code_lines(text)
+        for k in range(len(lines) - n + 1):
+            window = tuple(s for _, s in lines[k : k + n])
+            here = (name, lines[k][0], lines[k + n - 1][0])
+            for other in seen.get(window, []):
+                if other[0] == name and other[2] >= here[1]:
+                    continue  # a run overlapping itself
+                pairs.setdefault((other[0], name), (f"{other[0]}:{other[1]}-{other[2]}", f"{name}:{here[1]}-{here[2]}"))
+            seen.setdefault(window, []).append(here)
+    return sorted(pairs.values())
+
+
+def test_duplicated_block_detector():
+    body = "".join(f"    x{i} = compute(x{i - 1}, {i})\n" for i in range(1, 8))
+    a = '"""Doc."""\nimport os\n\n\ndef f(x0):\n    """Doc."""\n' + body + "    return x7\n"
+    b = "def g(x0):\n    # a comment between the lines does not hide the copy\n" + body.replace("x4 =", "# note\n    x4 =") + "    return x7\n"
+    c = "def h(x0):\n" + body.replace("compute(x3", "other(x3") + "    return x7\n"
+    assert duplicated_blocks({"a.py": a, "b.py": b}) == [("a.py:7-12", "b.py:3-9")]
+    assert duplicated_blocks({"a.py": a, "c.py": c}) == []  # one changed line breaks every 6-line window
+    same_signature = "def train_step(\n    self,\n    x,\n    step,\n    optimizers,\n    scaler=None,\n):\n    return 1\n"
+    assert duplicated_blocks({"m.py": same_signature, "n.py": same_signature.replace("return 1", "return 2")}) == []
+
+
+def test_no_block_of_code_is_written_twice():
+    files = {str(p.relative_to(REPO)): p.read_text(encoding="utf-8") for p in _modules(PACKAGES + CLIENTS).values()}
+    assert not duplicated_blocks(files)
