@@ -29,8 +29,8 @@ Two views of transfer per (run, method), both means over the target domains:
   keeps (undefined where the source return is not positive).
 
 UDR is the score of a run's frozen encoder among the *other seeds of the same stage-1
-hyperparameters* in the sweep (:mod:`darla.sweep.udr`, cached in ``udr.json``;
-``udr_source = seeds``). A run whose model has no such partner falls back to its own
+hyperparameters* in the sweep, as the sweep driver scored it into ``udr.json``
+(:mod:`darla.sweep.udr`; ``udr_source = seeds``). The report loads no model. A run whose model has no such partner falls back to its own
 ``vision.select: udr`` score among its candidate seeds (``vision/udr.json``; ``udr_source =
 candidates``), else it has no UDR.
 
@@ -60,7 +60,7 @@ from scipy import stats as sps  # noqa: E402
 from darla.config import load_yaml  # noqa: E402
 from darla.report.html import b64, base_css, esc, img, png_b64  # noqa: E402
 from darla.runs import RunDir  # noqa: E402
-from darla.sweep.udr import NUM_IMAGES, cross_run_udr  # noqa: E402
+from darla.sweep.udr import read_cross_run_udr  # noqa: E402
 from vision.io import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 
 #: The transfer ratio of a row: the mean over targets of target ÷ source return.
@@ -214,16 +214,13 @@ def _row_udr(run_dir: Path, run: str, method: str, cross: dict[str, Any]) -> dic
     return dict(NO_UDR)
 
 
-def collect_sweep(sweep_dir: Path, *, udr_images: int = NUM_IMAGES) -> dict[str, Any]:
-    """Rows (one per run and method) with every number the report shows.
-
-    Everything is read from files except cross-run UDR, which loads the models of every
-    population of ≥ 2 seeds once (``udr_images`` images each) and caches the scores in
-    ``udr.json``; ``udr`` in the result summarises the populations.
-    """
+def collect_sweep(sweep_dir: Path) -> dict[str, Any]:
+    """Rows (one per run and method) with every number the report shows, read from the files the
+    runs and the sweep driver wrote (cross-run UDR from ``udr.json``); ``udr`` in the result
+    summarises its populations."""
     sweep_dir = Path(sweep_dir)
     state = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
-    cross = cross_run_udr(sweep_dir, state, num_images=udr_images)
+    cross = read_cross_run_udr(sweep_dir)
     keys = list(state.get("keys", []))
     rows: list[dict[str, Any]] = []
     targets: list[str] = []
@@ -476,7 +473,7 @@ def udr_note(data: dict[str, Any]) -> str:
             f"UDR: across {n} seeds of the same hyperparameters (Duan et al. 2020): {len(scored)} population(s) of "
             f"models whose stage-1 settings differ only in seed, each model scored by the median over its partners "
             f"on {u.get('num_images')} images rendered from the vision domain (factor seed {u.get('image_seed')}); "
-            f"{by_seeds} row(s). Cached in udr.json."
+            f"{by_seeds} row(s). Scored by the sweep driver into udr.json."
         )
     if by_cands:
         parts.append(f"{by_cands} row(s): UDR among their run's own vision.select: udr candidates (vision/udr.json).")
@@ -488,6 +485,12 @@ def udr_note(data: dict[str, Any]) -> str:
         parts.append(f"UDR failed for population {p['key']}: {p['error']}")
     for why in u.get("skipped") or []:
         parts.append(f"Not in any UDR population: {why}.")
+    if u.get("stale"):
+        parts.append(f"No UDR for {len(u['stale'])} model(s) retrained since udr.json was written "
+                     f"({', '.join(u['stale'])}): run the sweep again to score them.")
+    if u.get("missing"):
+        parts.append("UDR across seeds is not scored yet (no udr.json): run the sweep again (darla sweep SWEEP_FILE); "
+                     "complete runs are skipped and only UDR is computed.")
     if not parts:
         parts.append("UDR: no run has a seed partner with the same hyperparameters, nor vision.select: udr; add seeds: to the sweep.")
     return " ".join(parts)
@@ -600,11 +603,11 @@ def render_sweep_html(data: dict[str, Any], corr: dict[str, Any], grp: list[dict
     return "\n".join(parts)
 
 
-def write_sweep_report(sweep_dir: Path, *, seed: int = 0, reps: int = 2000, udr_images: int = NUM_IMAGES) -> list[Path]:
-    """Write ``sweep_results.csv``, ``sweep_results.json`` and ``sweep_report.html`` into ``sweep_dir``
-    (and ``udr.json``, the cross-run UDR cache, when some models have seed partners)."""
+def write_sweep_report(sweep_dir: Path, *, seed: int = 0, reps: int = 2000) -> list[Path]:
+    """Write ``sweep_results.csv``, ``sweep_results.json``, the DARLA figure and ``sweep_report.html``
+    into ``sweep_dir``."""
     sweep_dir = Path(sweep_dir)
-    data = collect_sweep(sweep_dir, udr_images=udr_images)
+    data = collect_sweep(sweep_dir)
     corr = correlations(data, seed=seed, reps=reps)
     grp = groups(data, seed=seed)
     header, rows = csv_rows(data)

@@ -17,7 +17,7 @@ The package, in the order a sweep goes through it:
 - :mod:`~darla.sweep.jobs` holds the jobs (a group's stage 1, a run);
 - :mod:`~darla.sweep.executors` runs them, locally or on Ray;
 - :mod:`~darla.sweep.udr` scores each vision model among the other seeds of its hyperparameters
-  (UDR across runs) for the sweep's report, which imports it; running a sweep does not.
+  (UDR across runs) once the runs are done, into ``udr.json``, which the sweep's report reads.
 """
 
 from __future__ import annotations

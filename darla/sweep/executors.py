@@ -11,6 +11,7 @@ from darla.runs import RunDir, check_writable
 from darla.sweep.jobs import Log, run_job, vision_job
 from darla.sweep.plan import Plan, plan_sweep, sweep_state
 from darla.sweep.spec import Sweep, SweepRun
+from darla.sweep.udr import NUM_IMAGES, cross_run_udr
 from vision.io import write_json_atomic
 
 EXECUTORS = ("local", "ray")
@@ -22,7 +23,7 @@ class SweepError(UserError, RuntimeError):
 
 def run_sweep(
     sweep: Sweep, *, executor: str = "local", workers: int | None = None, address: str | None = None,
-    log: Log = print,
+    log: Log = print, udr_images: int = NUM_IMAGES,
 ) -> dict[str, Any]:
     """Run (or continue) every run of ``sweep``; returns the final ``sweep.json`` content.
 
@@ -30,7 +31,9 @@ def run_sweep(
     runs in this process. ``ray``: one Ray task per vision group and per run, with ``resources``,
     on a local Ray started here (``workers`` CPUs) or the cluster at ``address``. Runs of a vision
     group start as soon as their group's stage 1 is done. The sweep dir is locked while this
-    runs (:meth:`darla.runs.RunDir.lock`): a second driver on it fails at once.
+    runs (:meth:`darla.runs.RunDir.lock`): a second driver on it fails at once. Then it scores
+    UDR across the seeds of each stage-1 setting into ``udr.json`` (:func:`darla.sweep.udr.cross_run_udr`,
+    ``udr_images`` images per population).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
@@ -59,7 +62,11 @@ def run_sweep(
             except BaseException:
                 tracker.interrupted()
                 raise
-        return tracker.write()
+        state = tracker.write()
+        # UDR across seeds needs every seed's model: scored here, once the runs are done, so that
+        # the report only reads udr.json (a population already scored is read from it, not redone)
+        cross_run_udr(sweep.sweep_dir, state, num_images=udr_images, log=log)
+        return state
 
 
 class _Tracker:

@@ -20,10 +20,14 @@ the top-level ``seed`` (which seeds stage 1: frames, init, batch order; see :mod
    (:data:`IMAGE_SEED`) instead of the run's seed, since the models of a population have
    different seeds and must see the same images.
 
-Results are cached in ``SWEEP_DIR/udr.json`` (:data:`CACHE_FILE`), one entry per population keyed
-by its models' sorted sha256s: a second report reads the scores, and a population whose set of
-models changed (a run added, a model retrained) is a new key and is scored again. Entries of
-populations that no longer exist are dropped. A population of one model has no UDR.
+The sweep driver (:func:`darla.sweep.run_sweep`) calls it once its runs are done and writes
+``SWEEP_DIR/udr.json`` (:data:`CACHE_FILE`): every population with its members (run, method,
+model sha256) and scores, and one cache entry per scored population keyed by its models' sorted
+sha256s. Running the sweep again scores only a population whose set of models changed (a run
+added, a model retrained: a new key); entries of populations that no longer exist are dropped.
+A population of one model has no UDR. The sweep report reads the file with
+:func:`read_cross_run_udr` and loads no model: a member whose model no longer matches its run's
+manifest is reported as stale, not rescored.
 """
 
 from __future__ import annotations
@@ -127,12 +131,9 @@ def _images(cfg: Config, num_images: int) -> Any:
 
 def _read_cache(path: Path, num_images: int) -> dict[str, Any]:
     """The cached populations if the file was written with these settings, else nothing."""
-    try:
-        cache = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
+    cache = _read_json(path)
     settings = {"format": CACHE_FORMAT, "num_images": num_images, "image_seed": IMAGE_SEED, "similarity": SIMILARITY}
-    if not isinstance(cache, dict) or any(cache.get(k) != v for k, v in settings.items()):
+    if any(cache.get(k) != v for k, v in settings.items()):
         return {}
     pops = cache.get("populations")
     return pops if isinstance(pops, dict) else {}
@@ -184,10 +185,61 @@ def cross_run_udr(
         by_sha = summary["scores"] or {}
         for m in members:
             scores[(m.run, m.method)] = RunScore(by_sha.get(m.sha256), len(shas), key)
-    if fresh != cached:  # a second report with nothing new writes nothing
-        write_json_atomic(cache_path, {"format": CACHE_FORMAT, "num_images": num_images, "image_seed": IMAGE_SEED,
-                                       "similarity": SIMILARITY, "populations": fresh})
+    members = [{"run": m.run, "method": m.method, "sha256": m.sha256, "population": key}
+               for key, ms in pops.items() for m in ms]
+    doc = {"format": CACHE_FORMAT, "num_images": num_images, "image_seed": IMAGE_SEED, "similarity": SIMILARITY,
+           "populations": fresh,
+           # without "cached", which says what this call computed, not what the sweep holds
+           "summary": {"populations": [{k: v for k, v in s.items() if k != "cached"} for s in summaries],
+                       "members": members, "skipped": skipped}}
+    if doc != _read_json(cache_path):  # a second sweep with nothing new writes nothing
+        write_json_atomic(cache_path, doc)
     return {"scores": scores, "populations": summaries, "num_images": num_images, "image_seed": IMAGE_SEED, "skipped": skipped}
+
+
+def read_cross_run_udr(sweep_dir: Path) -> dict[str, Any]:
+    """What :func:`cross_run_udr` last wrote to ``udr.json``, in its return shape, loading no model.
+
+    A member whose model's sha256 in its run's manifest is no longer the one scored (the model was
+    retrained since) gets no score and is named in ``stale``; ``missing`` is True where the sweep
+    has not scored UDR yet (no ``udr.json``, or one without its summary).
+    """
+    sweep_dir = Path(sweep_dir)
+    doc = _read_json(sweep_dir / CACHE_FILE)
+    summary = doc.get("summary") if isinstance(doc, dict) else None
+    out: dict[str, Any] = {"scores": {}, "populations": [], "num_images": None, "image_seed": None, "skipped": [],
+                           "stale": [], "missing": not isinstance(summary, dict)}
+    if out["missing"]:
+        return out
+    out.update(num_images=doc.get("num_images"), image_seed=doc.get("image_seed"),
+               populations=list(summary.get("populations") or []), skipped=list(summary.get("skipped") or []))
+    by_key = {p["key"]: p for p in out["populations"]}
+    runs = {r["name"]: r for r in _read_json(sweep_dir / "sweep.json").get("runs", [])}
+    for m in summary.get("members") or []:
+        pop = by_key.get(m["population"], {})
+        score = (pop.get("scores") or {}).get(m["sha256"])
+        rel = f"vision/encoders/{m['method']}/model.pt" if m["method"] else "vision/model.pt"
+        run = runs.get(m["run"])
+        recorded = None
+        if run is not None:
+            try:
+                recorded = (RunDir(sweep_dir / run["dir"]).stage("vision") or {}).get("sha256", {}).get(rel)
+            except RunDirError:
+                pass
+        if recorded != m["sha256"]:
+            out["stale"].append(f"{m['run']}: {rel}")
+            score = None
+        out["scores"][(m["run"], m["method"])] = RunScore(score, int(pop.get("n_models", 0)), m["population"])
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; {} where it is missing or not one."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _score(members: list[Member], shas: list[str], cfg: Config, num_images: int, images_by_key: dict[str, Any]) -> dict[str, Any]:

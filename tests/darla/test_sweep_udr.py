@@ -1,4 +1,5 @@
-"""Cross-run UDR in the sweep report: seeds of the same stage-1 hyperparameters score each other."""
+"""Cross-run UDR: the sweep driver scores each model among the seeds of its stage-1 hyperparameters
+into udr.json, and the sweep report reads it."""
 
 from __future__ import annotations
 
@@ -17,17 +18,17 @@ from conftest import TINY
 import vision.select
 from darla.cli import main
 from darla.config import config_from_dict
-from darla.report.sweep import collect_sweep, write_sweep_report
+from darla.report.sweep import collect_sweep, udr_note, write_sweep_report
 from darla.runs import RunDir
 from darla.stages.common import domains_of
 from darla.stages.vision import vision_ground_truth
 from darla.sweep import load_sweep, run_sweep, vision_key
-from darla.sweep.udr import CACHE_FILE, population_key
+from darla.sweep.udr import CACHE_FILE, cross_run_udr, population_key
 from vision.checkpoint import save_checkpoint
 from vision.io import file_sha256
 from vision.registry import load_checkpoint
 
-#: Fewer images than the paper's 1,000 where a test scores by hand; the CLI test uses the default.
+#: Fewer images than the paper's 1,000 where a test scores again by hand; the sweep itself uses the default.
 N_IMAGES = 200
 
 
@@ -110,8 +111,19 @@ def test_population_key_ignores_the_seed_only():
     assert population_key(cfg, "b1") == population_key(cfg) + "/b1"
 
 
-def test_sweep_report_scores_each_model_among_its_seeds(sweep_dir, capsys):
-    assert main(["report", str(sweep_dir)]) == 0  # the CLI: 1,000 images, as the paper
+def fail(*a, **k):
+    raise AssertionError("UDR recomputed")
+
+
+def no_model_loads(monkeypatch) -> None:
+    monkeypatch.setattr(vision.select, "udr_rank", fail)
+    monkeypatch.setattr("vision.registry.load_checkpoint", fail)
+
+
+def test_sweep_scores_each_model_among_its_seeds_and_the_report_reads_it(sweep_dir, capsys, monkeypatch):
+    no_model_loads(monkeypatch)  # the sweep scored UDR (1,000 images, as the paper); the report reads it
+    assert main(["report", str(sweep_dir)]) == 0
+    monkeypatch.undo()
     capsys.readouterr()
     res = json.loads((sweep_dir / "sweep_results.json").read_text())
     rows = rows_by_run(res)
@@ -147,32 +159,34 @@ def test_sweep_report_scores_each_model_among_its_seeds(sweep_dir, capsys):
     assert cache["populations"][",".join(sorted(expected))]["scores"] == [expected[s] for s in sorted(expected)]
 
 
-def test_cache_is_reused_and_invalidated_when_a_model_changes(sweep_dir, monkeypatch):
+def test_a_second_scoring_reuses_udr_json_and_a_retrained_model_is_stale_until_scored_again(sweep_dir, monkeypatch):
+    cache_path = sweep_dir / CACHE_FILE
+    cache_path.unlink()
     calls = []
     real = vision.select.udr_rank
     monkeypatch.setattr(vision.select, "udr_rank", lambda *a, **k: calls.append(1) or real(*a, **k))
-    first = rows_by_run(collect_sweep(sweep_dir, udr_images=N_IMAGES))
+    cross_run_udr(sweep_dir, num_images=N_IMAGES)
     assert calls == [1]
-    cache_path = sweep_dir / CACHE_FILE
+    first = rows_by_run(collect_sweep(sweep_dir))
     stamp = cache_path.stat().st_mtime_ns, cache_path.read_text()
 
-    # a second report reads the cache: no model is loaded, nothing is rewritten
-    def fail(*a, **k):
-        raise AssertionError("UDR recomputed")
-
-    monkeypatch.setattr(vision.select, "udr_rank", fail)
-    monkeypatch.setattr("vision.registry.load_checkpoint", fail)
-    again = rows_by_run(collect_sweep(sweep_dir, udr_images=N_IMAGES))
-    assert {r: row["udr"] for r, row in again.items()} == {r: row["udr"] for r, row in first.items()}
+    # scoring again with nothing new reads udr.json: no model is loaded, nothing is rewritten
+    no_model_loads(monkeypatch)
+    cross_run_udr(sweep_dir, num_images=N_IMAGES)
     assert (cache_path.stat().st_mtime_ns, cache_path.read_text()) == stamp
+    again = rows_by_run(collect_sweep(sweep_dir))
+    assert {r: row["udr"] for r, row in again.items()} == {r: row["udr"] for r, row in first.items()}
 
     # another image count is another score: recomputed (here: fails, reported, no UDR, no crash)
-    other = collect_sweep(sweep_dir, udr_images=N_IMAGES + 1)
+    cross_run_udr(sweep_dir, num_images=N_IMAGES + 1)
+    other = collect_sweep(sweep_dir)
     (pop,) = [p for p in other["udr"]["populations"] if p["n_models"] == 2]
     assert "UDR recomputed" in pop["error"] and all(r["udr"] is None for r in other["rows"])
     monkeypatch.undo()
+    cross_run_udr(sweep_dir, num_images=N_IMAGES)
 
-    # retrain one model (here: perturb its weights) and record it: a new set of models, scored again
+    # retrain one model (here: perturb its weights) and record it: the report gives it no score and
+    # says why, without loading a model; the next scoring sees a new set of models and scores it
     run = next(r for r, row in first.items() if row["udr"] is not None)
     path = sweep_dir / "runs" / run / "vision/model.pt"
     model = load_checkpoint(path)
@@ -183,18 +197,35 @@ def test_cache_is_reused_and_invalidated_when_a_model_changes(sweep_dir, monkeyp
     manifest = RunDir(sweep_dir / "runs" / run).manifest()
     manifest["stages"]["vision"]["sha256"]["vision/model.pt"] = file_sha256(path)
     (sweep_dir / "runs" / run / "manifest.json").write_text(json.dumps(manifest))
+    no_model_loads(monkeypatch)
+    stale = collect_sweep(sweep_dir)
+    assert rows_by_run(stale)[run]["udr"] is None and stale["udr"]["stale"] == [f"{run}: vision/model.pt"]
+    assert "retrained since udr.json was written" in udr_note(stale)
+    monkeypatch.undo()
     calls.clear()
     monkeypatch.setattr(vision.select, "udr_rank", lambda *a, **k: calls.append(1) or real(*a, **k))
-    changed = collect_sweep(sweep_dir, udr_images=N_IMAGES)
+    cross_run_udr(sweep_dir, num_images=N_IMAGES)
     assert calls == [1]
     scored = sorted(r for r, row in first.items() if row["udr"] is not None)
     expected = by_hand(sweep_dir, scored, N_IMAGES)
-    rows = rows_by_run(changed)
+    rows = rows_by_run(collect_sweep(sweep_dir))
     for r in scored:
         assert rows[r]["udr"] == pytest.approx(expected[file_sha256(sweep_dir / "runs" / r / "vision/model.pt")], abs=1e-12)
     assert rows[run]["udr"] != first[run]["udr"]
     cache = json.loads(cache_path.read_text())
     assert list(cache["populations"]) == [",".join(sorted(expected))]  # the old set is gone
+
+
+def test_a_sweep_without_udr_json_is_scored_by_running_it_again(sweep_dir, trained_sweep, monkeypatch):
+    (sweep_dir / CACHE_FILE).unlink()
+    data = collect_sweep(sweep_dir)
+    assert data["udr"]["missing"] and all(r["udr"] is None for r in data["rows"])
+    assert "not scored yet" in udr_note(data)
+    sw = load_sweep(trained_sweep.parent / "s.yaml", sweep_dir)
+    monkeypatch.setattr("darla.sweep.executors.run_job", fail)  # every run is complete: none runs again
+    run_sweep(sw, workers=1, log=quiet, udr_images=N_IMAGES)
+    data = collect_sweep(sweep_dir)
+    assert not data["udr"]["missing"] and sum(r["udr"] is not None for r in data["rows"]) == 3
 
 
 def test_one_model_has_no_udr_and_within_run_udr_is_the_fallback(sweep_dir, monkeypatch):
@@ -205,20 +236,21 @@ def test_one_model_has_no_udr_and_within_run_udr_is_the_fallback(sweep_dir, monk
     state["runs"] = keep
     (sweep_dir / "sweep.json").write_text(json.dumps(state))
 
-    def fail(*a, **k):
+    def never(*a, **k):
         raise AssertionError("a single model is never scored")
 
-    monkeypatch.setattr(vision.select, "udr_rank", fail)
-    data = collect_sweep(sweep_dir, udr_images=N_IMAGES)
+    monkeypatch.setattr(vision.select, "udr_rank", never)
+    cross_run_udr(sweep_dir, num_images=N_IMAGES)
+    data = collect_sweep(sweep_dir)
     assert [p["n_models"] for p in data["udr"]["populations"]] == [1, 1]
     assert all(r["udr"] is None and r["udr_source"] is None for r in data["rows"])
-    assert not (sweep_dir / CACHE_FILE).exists()  # nothing scored, nothing cached
+    assert json.loads((sweep_dir / CACHE_FILE).read_text())["populations"] == {}  # nothing scored, nothing cached
     # a run that selected its encoder by UDR among its own candidates keeps that score
     (sweep_dir / "runs" / keep[0]["name"] / "vision/udr.json").write_text(json.dumps({"scores": [0.3, 0.7], "best": 1}))
-    rows = rows_by_run(collect_sweep(sweep_dir, udr_images=N_IMAGES))
+    rows = rows_by_run(collect_sweep(sweep_dir))
     assert rows[keep[0]["name"]]["udr"] == 0.7 and rows[keep[0]["name"]]["udr_source"] == "candidates"
     assert rows[keep[0]["name"]]["udr_n_models"] == 2 and rows[keep[1]["name"]]["udr"] is None
-    html_paths = write_sweep_report(sweep_dir, reps=20, udr_images=N_IMAGES)
+    html_paths = write_sweep_report(sweep_dir, reps=20)
     html = html_paths[-1].read_text()
     assert "vision.select: udr candidates" in html and "UDR: across" not in html
 
@@ -226,7 +258,7 @@ def test_one_model_has_no_udr_and_within_run_udr_is_the_fallback(sweep_dir, monk
 def test_darla_figure_on_a_trained_sweep_is_finite_and_a_monotone_metric_gets_rho_one(sweep_dir):
     """The correlation report on real run directories: every number finite; then a fake metric that
     is a strictly increasing function of each run's normalised target score gets ρ = 1, CI [1, 1]."""
-    write_sweep_report(sweep_dir, reps=200, udr_images=N_IMAGES)
+    write_sweep_report(sweep_dir, reps=200)
     res = json.loads((sweep_dir / "sweep_results.json").read_text())
     rows = [r for r in res["rows"] if r["method"]]
     assert len(rows) == 4 and all(np.isfinite(r["target_score"]) for r in rows)
@@ -247,7 +279,7 @@ def test_darla_figure_on_a_trained_sweep_is_finite_and_a_monotone_metric_gets_rh
         doc = json.loads(path.read_text()) if path.exists() else {"metrics": {}}
         doc["metrics"]["fake"] = {"fake": 2.0 ** (5 * y)}  # strictly increasing in y
         path.write_text(json.dumps(doc))
-    write_sweep_report(sweep_dir, reps=200, udr_images=N_IMAGES)
+    write_sweep_report(sweep_dir, reps=200)
     corr = json.loads((sweep_dir / "sweep_results.json").read_text())["correlations"]
     fake = corr["per_metric"]["fake"]
     assert fake["n"] == 4 and fake["rho"] == pytest.approx(1.0) and fake["ci"] == pytest.approx([1.0, 1.0])
