@@ -99,8 +99,8 @@ def _members(sweep_dir: Path, state: Mapping[str, Any]) -> tuple[dict[str, list[
             skipped.append(f"{run['name']}: {e}")
             continue
         # a loaded vision.checkpoint is the same model whatever the seed: no population
-        candidates = [] if cfg.vision.checkpoint else [("", "vision/model.pt")]
-        candidates += [(n, f"vision/encoders/{n}/model.pt") for n, m in cfg.methods.items() if m.encoder not in ENCODER_KINDS]
+        candidates = [] if cfg.vision.checkpoint else [("", model_path(rd, ""))]
+        candidates += [(n, model_path(rd, n)) for n, m in cfg.methods.items() if m.encoder not in ENCODER_KINDS]
         for method, rel in candidates:
             recorded = entry.get("sha256", {}).get(rel)
             path = rdir / rel
@@ -218,12 +218,13 @@ def read_cross_run_udr(sweep_dir: Path) -> dict[str, Any]:
     for m in summary.get("members") or []:
         pop = by_key.get(m["population"], {})
         score = (pop.get("scores") or {}).get(m["sha256"])
-        rel = f"vision/encoders/{m['method']}/model.pt" if m["method"] else "vision/model.pt"
         run = runs.get(m["run"])
-        recorded = None
+        recorded, rel = None, m["method"] or "vision model"
         if run is not None:
+            rd = RunDir(sweep_dir / run["dir"])
+            rel = model_path(rd, m["method"])
             try:
-                recorded = (RunDir(sweep_dir / run["dir"]).stage("vision") or {}).get("sha256", {}).get(rel)
+                recorded = (rd.stage("vision") or {}).get("sha256", {}).get(rel)
             except RunDirError:
                 pass
         if recorded != m["sha256"]:
@@ -231,6 +232,12 @@ def read_cross_run_udr(sweep_dir: Path) -> dict[str, Any]:
             score = None
         out["scores"][(m["run"], m["method"])] = RunScore(score, int(pop.get("n_models", 0)), m["population"])
     return out
+
+
+def model_path(rd: RunDir, method: str) -> str:
+    """The run-relative path (as its manifest records it) of the vision model (``method`` ``""``)
+    or of a method's own encoder."""
+    return rd.vision_model(method or None).relative_to(rd.root).as_posix()
 
 
 def _read_json(path: Path) -> dict[str, Any]:
