@@ -78,8 +78,8 @@ def test_pipeline_on_tiny_reacher(tmp_path, algo):
     raw["transfer"]["n_episodes"] = 2
     cfg = config_from_dict(raw, "tiny_reacher.yaml")
     run = run_pipeline(cfg, run_dir=tmp_path / algo, progress=False, log=lambda m: None)
-    # agent/<method>/<algo>_seed0 (or agent/<algo>_seed0 before methods existed)
-    assert list(run.root.glob(f"agent/**/{algo}_seed0/model.zip")) and (run.root / "report.html").exists()
+    assert cfg.methods and all((run.agent_dir(m, algo, 0) / "model.zip").exists() for m in cfg.methods)
+    assert (run.root / "report.html").exists()
     with open(run.root / "transfer/episodes.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["domain"] for r in rows} == {"source", "target_floor_object", "target_all_new"}
