@@ -63,6 +63,10 @@ class VisionModel(nn.Module):
     #: False where ``configure_optimizers`` takes its rates from constructor arguments instead
     #: (InfoGAN's d_lr/g_lr): a config's ``vision.lr`` is then refused rather than ignored.
     uses_lr: ClassVar[bool] = True
+    #: Constructor arguments that are not settings: objects or records that code passes in
+    #: (β-VAE-DAE's trained ``dae``, and the ``dae_kwargs`` its checkpoint rebuilds it from). A
+    #: config that names one is refused: YAML cannot hold a module.
+    not_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, obs_shape: Sequence[int], latent_dim: int = 10) -> None:
         super().__init__()

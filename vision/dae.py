@@ -121,6 +121,7 @@ class BetaVAEDAE(VAE):
 
     name = "beta_vae_dae"
     requires: ClassVar[str] = "dae"
+    not_settings = ("dae", "dae_kwargs")
 
     def __init__(
         self,

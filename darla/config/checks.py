@@ -28,6 +28,18 @@ from darla.config.schema import (
 from darla.config.strict import ConfigError, check_kwargs, unknown_name
 
 
+def _model_params(raw: dict[str, Any], model_cls: type, source: str, prefix: str, what: str) -> dict[str, Any]:
+    """A vision model's settings checked against its constructor. The stage supplies
+    ``obs_shape`` and ``latent_dim``; the arguments the model marks as not settings (objects that
+    code passes in, such as β-VAE-DAE's trained ``dae``) are refused by name, since YAML cannot
+    hold them and the run would fail only when it built the model."""
+    for k in getattr(model_cls, "not_settings", ()):
+        if k in raw:
+            hint = "; its DAE is trained from vision.dae, or read from dae_checkpoint" if k.startswith("dae") else ""
+            raise ConfigError(source, f"{prefix}.{k}", f"not a setting of {what}: code passes it in{hint}")
+    return check_kwargs(raw, model_cls, {"self", "obs_shape", "latent_dim"}, source, prefix, what)
+
+
 def check_vision(vision: VisionConfig, params: dict[str, Any], source: str) -> VisionConfig:
     """``vision`` with its model's own settings (``params``, written flat under ``vision:``) checked
     against the model's constructor, and the settings that only make sense together."""
@@ -36,7 +48,7 @@ def check_vision(vision: VisionConfig, params: dict[str, Any], source: str) -> V
     if vision.model not in VISION_MODELS:
         raise ConfigError(source, "vision.model", unknown_name(vision.model, VISION_MODELS, "vision model"))
     model_cls = VISION_MODELS[vision.model]
-    params = check_kwargs(params, model_cls, {"self", "obs_shape", "latent_dim"}, source, "vision", f"vision model {vision.model!r}")
+    params = _model_params(params, model_cls, source, "vision", f"vision model {vision.model!r}")
     vision = dataclasses.replace(vision, params=params)
     if vision.lr is not None and not model_cls.uses_lr:
         raise ConfigError(source, "vision.lr", f"vision model {vision.model!r} takes its learning rates from its own arguments; remove vision.lr")
@@ -153,7 +165,7 @@ def check_methods(cfg: Config, vision: VisionConfig, source: str) -> dict[str, M
         if m.params and m.encoder in ENCODER_KINDS:
             raise ConfigError(source, f"{key}.params", f"params configure a registry-name encoder, not encoder: {m.encoder}")
         if m.encoder in VISION_MODELS:
-            params = check_kwargs(m.params, VISION_MODELS[m.encoder], {"self", "obs_shape", "latent_dim"}, source, f"{key}.params", f"vision model {m.encoder!r}")
+            params = _model_params(m.params, VISION_MODELS[m.encoder], source, f"{key}.params", f"vision model {m.encoder!r}")
         if m.finetune and m.encoder == "pixels":
             raise ConfigError(source, f"{key}.finetune", "finetune starts from a trained encoder; encoder: pixels has none")
         if m.augment != "none" and m.observe != "pixels":
