@@ -293,10 +293,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_sweep_report(sweep_dir: Path) -> int:
     from darla.report.run import format_table
-    from darla.report.sweep import SWEEP_SUMMARY_HEADER, summary_lines, write_sweep_report
+    from darla.report.sweep import summary_lines, write_sweep_report
 
     paths = write_sweep_report(sweep_dir)
-    print(format_table(summary_lines(sweep_dir), SWEEP_SUMMARY_HEADER))
+    header, rows = summary_lines(sweep_dir)
+    print(format_table(rows, header))
     print(f"\nreport: {paths[-1].resolve()}\nfigure: {paths[2].resolve()}\nresults: {paths[0].resolve()}")
     return 0
 

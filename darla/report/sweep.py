@@ -21,12 +21,19 @@ split into its three scores (``dci_disentanglement``, ``dci_completeness``,
 factors of the MLP probe's test accuracy (``metrics.json``'s ``probe``; not a disentanglement
 metric, it says how much of the ground truth a policy could read).
 
-Two views of transfer per (run, method), both means over the target domains:
+Four views of each (run, method)'s policy, the first three means over the target domains:
 - ``target_score`` (the first view, whose best metric the report names): the normalised target
   score, (return − random) ÷ (oracle − random) on the same episodes, the policy seeds' mean. It
   is zero-shot *performance*, defined whether or not the source return is positive;
+- ``target_score_learned``: the same, only for policies that learned the source task (normalised
+  source score ≥ :data:`LEARNED_MIN`). An agent at chance scores ≈ 0 everywhere, so across a sweep
+  where some points never learned, ρ against the target score partly measures which encoders let
+  the policy learn at all; this view asks the transfer question alone;
 - ``transfer_ratio_mean``: target ÷ source mean return, how much of its source score the policy
-  keeps (undefined where the source return is not positive).
+  keeps (undefined where the source return is not positive);
+- ``source_score``: the normalised source score, to read the others against: a metric that
+  predicts the target score only as well as it predicts the source score says more about learning
+  than about transfer.
 
 UDR is the score of a run's frozen encoder among the *other seeds of the same stage-1
 hyperparameters* in the sweep, as the sweep driver scored it into ``udr.json``
@@ -69,10 +76,17 @@ TRANSFER_KEY = "transfer_ratio"
 FIGURE_FILE = "darla_figure.png"
 #: Zero-shot target performance of a row: the mean over targets of the normalised target score.
 TARGET_KEY = "target_score"
-#: The views of transfer a metric is correlated with: row key → axis label. The first is the main one.
+#: The target score of a row whose policy learned the source task, else undefined.
+LEARNED_KEY = "target_score_learned"
+#: The normalised source score at which a policy counts as having learned the source task: the
+#: bar the quick preset must clear, clearly above chance (0) and short of the oracle (1).
+LEARNED_MIN = 0.3
+#: The views a metric is correlated with: row key → axis label. The first is the main one.
 VIEWS: dict[str, str] = {
     TARGET_KEY: "normalised target score (mean over targets)",
+    LEARNED_KEY: f"target score, policies that learned (source ≥ {LEARNED_MIN})",
     TRANSFER_KEY + "_mean": "transfer ratio (mean over targets)",
+    "source_score": "normalised source score",
 }
 #: The DARLA figure's metrics, in its order; a sweep's other metrics follow them.
 FIGURE_METRICS: tuple[str, ...] = (
@@ -240,7 +254,7 @@ def collect_sweep(sweep_dir: Path) -> dict[str, Any]:
             metric_names += [m for m in scores if m not in metric_names]
             rows.append({**base, "method": "", "encoder": "", "model": vision.get("model", ""), "beta": vision.get("beta"),
                          "frozen": False, "metrics": scores, **_row_udr(rdir, run["name"], "", cross),
-                         "domains": {}, "normalised": {}, "source_score": None, TARGET_KEY: None,
+                         "domains": {}, "normalised": {}, "source_score": None, TARGET_KEY: None, LEARNED_KEY: None,
                          "transfer_ratio": {}, TRANSFER_KEY + "_mean": None})
             continue
         run_targets = list(summary["domains"][1:])
@@ -263,14 +277,16 @@ def collect_sweep(sweep_dir: Path) -> dict[str, Any]:
             ratios = {t: r for t, r in res.get("transfer_ratio", {}).items()}
             valid = [r for r in ratios.values() if r is not None and math.isfinite(r)]
             norm = {d: {k: s.get(k) for k in ("mean", "iqm", "iqm_ci")} for d, s in (res.get("normalised") or {}).items()}
+            source_score = _finite((norm.get("source") or {}).get("mean"))
+            target_score = _target_score(norm, run_targets)
             rows.append({
                 **base, "method": method, "encoder": enc, "model": model, "beta": beta,
                 "frozen": enc != "pixels" and not finetune,
                 "metrics": scores,
                 **(_row_udr(rdir, run["name"], "" if enc == "vision" else method, cross) if folder else NO_UDR),
                 "domains": {d: {k: s.get(k) for k in ("mean", "std", "iqm", "iqm_ci", "n_seeds")} for d, s in res["domains"].items()},
-                "normalised": norm, "source_score": _finite((norm.get("source") or {}).get("mean")),
-                TARGET_KEY: _target_score(norm, run_targets),
+                "normalised": norm, "source_score": source_score, TARGET_KEY: target_score,
+                LEARNED_KEY: target_score if source_score is not None and source_score >= LEARNED_MIN else None,
                 "transfer_ratio": ratios, TRANSFER_KEY + "_mean": float(np.mean(valid)) if valid else None,
             })
     udr = {k: v for k, v in cross.items() if k != "scores"}  # the rest is JSON: populations, settings
@@ -403,8 +419,8 @@ def darla_figure(corr: dict[str, Any]) -> bytes:
     transfer (one marker per view), metrics top to bottom in :data:`FIGURE_METRICS` order."""
     views = corr["views"]
     names = corr["order"]
-    fig, ax = plt.subplots(figsize=(6.4, 0.45 * max(len(names), 1) + 1.4))
-    styles = [("o", "#1f77b4"), ("s", "#ff7f0e")]
+    fig, ax = plt.subplots(figsize=(6.4, 0.15 * len(views) * max(len(names), 1) + 1.6))
+    styles = [("o", "#1f77b4"), ("D", "#2ca02c"), ("s", "#ff7f0e"), ("^", "#7f7f7f")]
     for j, view in enumerate(views.values()):
         marker, colour = styles[j % len(styles)]
         first = True
@@ -412,7 +428,7 @@ def darla_figure(corr: dict[str, Any]) -> bytes:
             c = view["per_metric"].get(name)
             if not c or c["rho"] is None:
                 continue
-            y = i + (j - (len(views) - 1) / 2) * 0.25
+            y = i + (j - (len(views) - 1) / 2) * 0.8 / len(views)
             if c["ci"]:  # a percentile CI need not contain ρ itself, so it is drawn as its own segment
                 ax.plot(c["ci"], [y, y], color=colour, lw=1.5, solid_capstyle="butt")
                 ax.plot(c["ci"], [y, y], ls="none", marker="|", color=colour, ms=7)
@@ -523,9 +539,12 @@ def _learned_note(data: dict[str, Any], corr: dict[str, Any]) -> str:
     if not scores:
         return ""
     q = np.quantile(scores, [0.0, 0.5, 1.0])
+    learned = sum(s >= LEARNED_MIN for s in scores)
     return (f"Source-domain normalised score of the policies behind these points: min {q[0]:.2f}, median {q[1]:.2f}, "
-            f"max {q[2]:.2f}. Transfer is only meaningful for policies that learned the source task: points near 0 "
-            "are agents at chance, whose target score measures nothing about their vision.")
+            f"max {q[2]:.2f}; {learned} of {len(scores)} learned the source task (≥ {LEARNED_MIN}). Transfer is only "
+            "meaningful for policies that learned it: points near 0 are agents at chance, whose target score measures "
+            "nothing about their vision. The view restricted to the policies that learned asks the transfer question "
+            "alone; the source-score view shows how much of a metric's ρ is about learning at all.")
 
 
 def render_sweep_html(data: dict[str, Any], corr: dict[str, Any], grp: list[dict[str, Any]], figure_png: bytes | None = None) -> str:
@@ -625,15 +644,21 @@ def write_sweep_report(sweep_dir: Path, *, seed: int = 0, reps: int = 2000) -> l
     return paths
 
 
-#: Columns of :func:`summary_lines`.
-SWEEP_SUMMARY_HEADER = ("metric (* best)", "points", "ρ vs target score [95% CI]", "points", "ρ vs transfer ratio [95% CI]")
+#: Short column names of the views in the console table.
+VIEW_SHORT: dict[str, str] = {
+    TARGET_KEY: "target score", LEARNED_KEY: f"target, learned (≥ {LEARNED_MIN})",
+    TRANSFER_KEY + "_mean": "transfer ratio", "source_score": "source score",
+}
 
 
-def summary_lines(sweep_dir: Path) -> list[tuple[str, ...]]:
-    """The DARLA figure's table for the console (:data:`SWEEP_SUMMARY_HEADER`), from ``sweep_results.json``."""
+def summary_lines(sweep_dir: Path) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The DARLA figure's table for the console, from ``sweep_results.json``: its header (per view,
+    the points and ρ) and one row per metric."""
     res = json.loads((Path(sweep_dir) / "sweep_results.json").read_text(encoding="utf-8"))
     corr = res["correlations"]
-    views = list(corr["views"].values())
+    keys = [*[k for k in VIEWS if k in corr["views"]], *[k for k in corr["views"] if k not in VIEWS]]  # JSON sorts keys
+    views = [corr["views"][k] for k in keys]
+    header = ("metric (* best)", *[c for k in keys for c in ("points", f"ρ vs {VIEW_SHORT.get(k, k)} [95% CI]")])
     out = []
     for name in corr["order"]:
         row = [name + (" *" if name == corr["best"] else "")]
@@ -641,4 +666,4 @@ def summary_lines(sweep_dir: Path) -> list[tuple[str, ...]]:
             c = v["per_metric"].get(name)
             row += ["" if not c else str(c["n"]), _ci_cell(c)]
         out.append(tuple(row))
-    return out
+    return header, out

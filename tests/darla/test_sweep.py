@@ -374,6 +374,9 @@ def test_sweep_report_renders_escaped_and_names_the_best_metric(tmp_path, capsys
     corr = res["correlations"]
     assert corr["y"] == "target_score" and corr["per_metric"] == corr["views"]["target_score"]["per_metric"]
     assert row["target_score"] == pytest.approx(0.1) and row["source_score"] == pytest.approx(0.5)
+    # every policy scored 0.5 on the source (≥ 0.3: learned), so the learned view is the target view
+    assert corr["views"]["target_score_learned"]["per_metric"] == corr["views"]["target_score"]["per_metric"]
+    assert corr["views"]["source_score"]["per_metric"]["mig"]["rho"] is None  # a constant source score
     for view in ("target_score", "transfer_ratio_mean"):  # target score = ratio / 2: same ranks, same ρ
         per = corr["views"][view]["per_metric"]
         assert corr["views"][view]["best"] == "mig" and per["mig"]["rho"] == pytest.approx(1.0)
@@ -386,7 +389,7 @@ def test_sweep_report_renders_escaped_and_names_the_best_metric(tmp_path, capsys
     assert corr["missing"] == ["beta_vae", "factor_vae", "sap", "modularity", "udr"]
     assert "<b>mig</b> predicts zero-shot target performance best" in html
     assert "Not in this sweep: beta_vae, factor_vae, sap, modularity, udr" in html
-    assert "Dittadi et al." in html and "min 0.50, median 0.50, max 0.50" in html
+    assert "Dittadi et al." in html and "min 0.50, median 0.50, max 0.50; 5 of 5 learned the source task" in html
     lines = (root / "sweep_results.csv").read_text().strip().splitlines()
     assert len(lines) == 1 + 6 and lines[-1].startswith("unfinished,failed")
     assert "target_score" in lines[0].split(",") and "metric/dci_completeness" in lines[0].split(",")
@@ -408,6 +411,35 @@ def test_correlations_skip_unfrozen_and_missing_points():
     c = correlations({"metrics": ["mig"], "rows": rows}, reps=50)
     assert c["views"]["transfer_ratio_mean"]["per_metric"]["mig"]["n"] == 3  # rows 0, 2, 4
     assert c["per_metric"]["mig"]["n"] == 3 and "udr" not in c["per_metric"]  # target view: rows 0, 1, 2
+
+
+def test_the_learned_view_leaves_out_policies_that_did_not_learn_the_source_task(tmp_path):
+    """Four policies that learned (source ≥ LEARNED_MIN), whose target score rises with the metric,
+    and three at chance with the highest metric scores: against every target score the metric
+    looks unrelated, among the policies that learned it is perfectly monotone."""
+    from darla.report.sweep import LEARNED_KEY, LEARNED_MIN, collect_sweep
+
+    root = fake_sweep_dir(tmp_path / "sw")
+    runs = json.loads((root / "sweep.json").read_text())["runs"]
+    for i, run in enumerate(r for r in runs if r["status"] == "complete"):
+        path = root / run["dir"] / "transfer/summary.json"
+        summary = json.loads(path.read_text())
+        norm = summary["methods"]["beta_vae"]["normalised"]
+        norm["source"]["mean"] = [0.8, 0.1, 0.9, LEARNED_MIN, 0.05][i]  # runs 1 and 4 did not learn
+        path.write_text(json.dumps(summary))
+    rows = [r for r in collect_sweep(root)["rows"] if r["method"]]
+    assert [r[LEARNED_KEY] is not None for r in rows] == [True, False, True, True, False]
+    assert all(r[LEARNED_KEY] == r["target_score"] for r in rows if r[LEARNED_KEY] is not None)
+    x = [0.1, 0.9, 0.2, 0.3, 0.8]   # the metric: high on the two that did not learn
+    y = [0.1, 0.0, 0.2, 0.3, 0.0]   # their target score: chance
+    fake = [{**r, "metrics": {"m": x[i]}, "target_score": y[i], LEARNED_KEY: y[i] if r[LEARNED_KEY] is not None else None}
+            for i, r in enumerate(rows)]
+    c = correlations({"metrics": ["m"], "rows": fake}, reps=200)
+    learned = c["views"][LEARNED_KEY]["per_metric"]["m"]
+    assert learned["n"] == 3 and learned["rho"] == pytest.approx(1.0)
+    assert c["per_metric"]["m"]["n"] == 5 and c["per_metric"]["m"]["rho"] == pytest.approx(
+        sps.spearmanr(x, y).statistic)
+    assert c["views"]["source_score"]["per_metric"]["m"]["n"] == 5
 
 
 def test_a_perfectly_monotone_metric_gets_rho_one_and_a_collapsed_ci():

@@ -264,7 +264,7 @@ def test_darla_figure_on_a_trained_sweep_is_finite_and_a_monotone_metric_gets_rh
     assert len(rows) == 4 and all(np.isfinite(r["target_score"]) for r in rows)
     assert len({r["target_score"] for r in rows}) > 1  # otherwise no ρ is defined below
     corr = res["correlations"]
-    assert set(corr["views"]) == {"target_score", "transfer_ratio_mean"}
+    assert set(corr["views"]) == {"target_score", "target_score_learned", "transfer_ratio_mean", "source_score"}
     (udr,) = [c for name, c in corr["per_metric"].items() if name == "udr"]
     assert udr["n"] == 3  # the three β = 1 runs have a seed partner
     for view in corr["views"].values():
