@@ -144,6 +144,26 @@ def test_last_selection_still_logs_source_evaluations(tmp_path):
     assert json.loads((tmp_path / "meta.json").read_text())["selected"]["by"] == "last"
 
 
+def test_evaluating_during_training_never_changes_the_training_run(tmp_path):
+    """The evaluations (source, and targets with log_targets) sample their own episodes and actions
+    on a forked RNG: the trained policy is the one a run without evaluations ends with."""
+    env, source = "seek_avoid_v1", get_domain("seek_avoid_v1", "source")
+    targets = {"target_all_new": get_domain("seek_avoid_v1", "target_all_new")}
+    weights = []
+    for k, (every, log_targets) in enumerate([(0, False), (128, False), (128, True)]):
+        spec = AgentSpec(env, "source", size=SIZE, max_steps=20, total_timesteps=512, n_envs=2, seed=0,
+                         hyperparams=PPO_HP, policy_kwargs={"net_arch": [16]}, eval_every=every, eval_episodes=2,
+                         log_targets=log_targets)
+        out = tmp_path / str(k)
+        train_agent(spec, trained_like_encoder(), "h", source, out, progress=False, tensorboard=False,
+                    targets=targets if log_targets else None)
+        weights.append(load_agent(out / "model.zip").policy.state_dict())
+    assert (tmp_path / "2" / "evaluations.jsonl").read_text().count("target_all_new") == 4
+    for other in weights[1:]:
+        assert weights[0].keys() == other.keys()
+        assert all(torch.equal(weights[0][name], other[name]) for name in weights[0])
+
+
 # -- references and statistics -----------------------------------------------------------------
 def test_oracle_beats_random_and_is_deterministic():
     dom = get_domain("seek_avoid", "source")
