@@ -128,7 +128,7 @@ def provenance(device: str) -> dict[str, Any]:
     """Where and how a run was started: command line, git state, device, CPU, host, time."""
     import torch
 
-    dev = {"device": device, "cpu": cpu_model(), "cpu_count": os.cpu_count()}
+    dev = {"device": device, "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     if device.startswith("cuda") and torch.cuda.is_available():
         dev["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return {

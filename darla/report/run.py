@@ -221,7 +221,9 @@ def _provenance(cfg: Config, run: RunDir) -> str:
     )
     device = prov.get("device", "?")
     hw = prov.get("gpu") or ""
-    cpu = f"{prov.get('cpu', '?')} × {prov.get('cpu_count', '?')} threads"
+    cpu = f"{prov.get('cpu', '?')} × {prov.get('cpu_count', '?')} threads" + (
+        f", torch on {prov['torch_threads']}" if "torch_threads" in prov else ""
+    )
     stages = m.get("stages", {})
     times = ", ".join(
         f"{name} {stages[name]['wall_time_s']:.0f} s" for name in ("vision", "agent", "transfer", "scan")

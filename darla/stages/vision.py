@@ -184,7 +184,10 @@ def train_one(
     log(f"[vision] training {v.model} ({v.latent_dim} latents, seed {seed}) for {v.steps} steps on {resolve_device(cfg.device)}{resuming}")
     settings = replace(train_settings(cfg, v.steps, v.lr, progress), seed=seed)
     result = train_vision(model, frames, settings, out, resume=True, tb_dir=out / "tb", extra={"config_model": v.model, "seed": seed})
-    return result.model_path, result.history, {"images_per_s": round(result.images_per_s, 1), "steps": result.steps}
+    # The thread count is part of the result: a CPU step sums in an order that depends on it, so the
+    # same seed on 1 and on 2 threads drifts apart from the first hundred steps on.
+    info = {"images_per_s": round(result.images_per_s, 1), "steps": result.steps, "torch_threads": torch.get_num_threads()}
+    return result.model_path, result.history, info
 
 
 def _train_and_select(

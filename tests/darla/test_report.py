@@ -217,6 +217,9 @@ def test_report_holds_a_bounded_video_per_method_and_provenance(tiny_run):
     assert "This run has one seed" in html and "stays under 8 MiB" in html
     manifest = json.loads((rd.root / "manifest.json").read_text())
     assert manifest["provenance"]["device"] == "cpu" and "command" in manifest["provenance"]
+    # stage 1's result depends on the thread count it ran on, so the run records it
+    assert manifest["stages"]["vision"]["torch_threads"] == manifest["provenance"]["torch_threads"] >= 1
+    assert f"torch on {manifest['provenance']['torch_threads']}" in html
 
 
 def test_each_method_trains_for_its_own_budget_and_the_report_says_so(tiny_run):
