@@ -57,6 +57,7 @@ from envs.seek_avoid_v1 import OBJECT_SETS
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRESETS = {
     "reacher": "reacher_cpu.yaml",
+    "reacher_methods": "reacher_methods.yaml",
     "seek_avoid": "darla_seek_avoid.yaml",
     "seek_avoid_cpu": "seek_avoid_cpu.yaml",
     "seek_avoid_v1": "seek_avoid_cpu.yaml",
