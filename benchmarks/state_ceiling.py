@@ -94,7 +94,9 @@ class TrueState(gym.ObservationWrapper):
 
 
 def train_pixels(preset: Path, method: str, seed: int, steps: int, eval_every: int, overrides: list[str] | None = None):
-    """Stage 2's ``method`` (a pixel method of ``preset``) for ``steps`` steps: (last policy, evaluations)."""
+    """Stage 2's ``method`` (a pixel method of ``preset``) for ``steps`` steps: (last policy, evaluations, steps trained).
+
+    The steps come from the training run: a policy loaded as weights only does not carry its count."""
     from agents.train import load_agent, train_agent
     from darla.stages.agent import agent_spec
     from darla.stages.common import domains_of
@@ -112,7 +114,7 @@ def train_pixels(preset: Path, method: str, seed: int, steps: int, eval_every: i
         log = Path(tmp) / "evaluations.jsonl"
         evals = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         model = load_agent(res.model_path)
-    return model, evals
+    return model, evals, res.timesteps
 
 
 def main() -> None:
@@ -174,12 +176,12 @@ def main() -> None:
             raise SystemExit(f"--observe pixels runs at the preset's env.size ({pixel_size} px); drop --size or pass {pixel_size}")
         for seed in args.seeds:
             t0 = time.perf_counter()
-            model, evals = train_pixels(preset, args.method, seed, args.steps, args.eval_every, args.override)
+            model, evals, trained = train_pixels(preset, args.method, seed, args.steps, args.eval_every, args.override)
             for row in evals:
                 print(f"  seed {seed}: {row['timesteps']} steps: stage-2 source evaluation {row['source']:.2f}", flush=True)
             ret = float(np.mean([r for r, _ in run_episodes(model, None, args.env, source, eval_seeds, deterministic=det, **common)]))
             norm = (ret - random_ret) / (oracle_ret - random_ret)
-            print(f"PPO on pixels ({args.method}), seed {seed}: {model.num_timesteps} steps in {time.perf_counter() - t0:.0f} s; "
+            print(f"PPO on pixels ({args.method}), seed {seed}: {trained} steps in {time.perf_counter() - t0:.0f} s; "
                   f"return {ret:.2f}, normalised {norm:.2f}", flush=True)
         return
 

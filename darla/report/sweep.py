@@ -26,8 +26,8 @@ Four views of each (run, method)'s policy, the first three means over the target
   score, (return − random) ÷ (oracle − random) on the same episodes, the policy seeds' mean. It
   is zero-shot *performance*, defined whether or not the source return is positive;
 - ``target_score_learned``: the same, only for policies that learned the source task (normalised
-  source score ≥ :data:`LEARNED_MIN`). An agent at chance scores ≈ 0 everywhere, so across a sweep
-  where some points never learned, ρ against the target score partly measures which encoders let
+  source score ≥ the sweep file's ``learned_min``, default :data:`LEARNED_MIN`). An agent at chance
+  scores ≈ 0 everywhere, so across a sweep where some points never learned, ρ against the target score partly measures which encoders let
   the policy learn at all; this view asks the transfer question alone;
 - ``transfer_ratio_mean``: target ÷ source mean return, how much of its source score the policy
   keeps (undefined where the source return is not positive);
@@ -79,12 +79,14 @@ TARGET_KEY = "target_score"
 #: The target score of a row whose policy learned the source task, else undefined.
 LEARNED_KEY = "target_score_learned"
 #: The normalised source score at which a policy counts as having learned the source task: the
-#: bar the quick preset must clear, clearly above chance (0) and short of the oracle (1).
+#: bar the quick preset must clear, clearly above chance (0) and short of the oracle (1). A sweep
+#: file's ``learned_min`` replaces it, for an env where a policy that misses the task's point
+#: still scores above it (reacher: a policy blind to the target).
 LEARNED_MIN = 0.3
 #: The views a metric is correlated with: row key → axis label. The first is the main one.
 VIEWS: dict[str, str] = {
     TARGET_KEY: "normalised target score (mean over targets)",
-    LEARNED_KEY: f"target score, policies that learned (source ≥ {LEARNED_MIN})",
+    LEARNED_KEY: "target score, policies that learned (source ≥ {bar})",
     TRANSFER_KEY + "_mean": "transfer ratio (mean over targets)",
     "source_score": "normalised source score",
 }
@@ -236,6 +238,7 @@ def collect_sweep(sweep_dir: Path) -> dict[str, Any]:
     state = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
     cross = read_cross_run_udr(sweep_dir)
     keys = list(state.get("keys", []))
+    bar = learned_bar(state)
     rows: list[dict[str, Any]] = []
     targets: list[str] = []
     metric_names: list[str] = []
@@ -286,12 +289,24 @@ def collect_sweep(sweep_dir: Path) -> dict[str, Any]:
                 **(_row_udr(rdir, run["name"], "" if enc == "vision" else method, cross) if folder else NO_UDR),
                 "domains": {d: {k: s.get(k) for k in ("mean", "std", "iqm", "iqm_ci", "n_seeds")} for d, s in res["domains"].items()},
                 "normalised": norm, "source_score": source_score, TARGET_KEY: target_score,
-                LEARNED_KEY: target_score if source_score is not None and source_score >= LEARNED_MIN else None,
+                LEARNED_KEY: target_score if source_score is not None and source_score >= bar else None,
                 "transfer_ratio": ratios, TRANSFER_KEY + "_mean": float(np.mean(valid)) if valid else None,
             })
     udr = {k: v for k, v in cross.items() if k != "scores"}  # the rest is JSON: populations, settings
     return {"name": state.get("name", sweep_dir.name), "keys": keys, "targets": targets, "metrics": _ordered(metric_names),
-            "rows": rows, "udr": udr}
+            "rows": rows, "udr": udr, "learned_min": bar}
+
+
+def learned_bar(data: dict[str, Any]) -> float:
+    """The sweep's "learned the source task" bar: ``learned_min`` of ``sweep.json`` (from the sweep
+    file) or of collected data, else :data:`LEARNED_MIN`."""
+    bar = data.get("learned_min")
+    return LEARNED_MIN if bar is None else float(bar)
+
+
+def view_label(key: str, data: dict[str, Any], labels: dict[str, str] = VIEWS) -> str:
+    """A view's label (:data:`VIEWS` or :data:`VIEW_SHORT`), with the sweep's learned bar filled in."""
+    return labels.get(key, key).replace("{bar}", f"{learned_bar(data):g}")
 
 
 def _x(row: dict[str, Any], name: str) -> float | None:
@@ -321,7 +336,7 @@ def correlations(data: dict[str, Any], *, seed: int = 0, reps: int = 2000) -> di
             xs, ys = (np.array([p[i] for p in pts], dtype=np.float64) for i in (0, 1))
             out[name] = {**spearman_bootstrap(xs, ys, reps=reps, seed=seed), "x": xs.tolist(), "y": ys.tolist()}
         ranked = [(v["rho"], k) for k, v in out.items() if v["rho"] is not None]
-        views[y_key] = {"per_metric": out, "best": max(ranked)[1] if ranked else None, "label": VIEWS[y_key]}
+        views[y_key] = {"per_metric": out, "best": max(ranked)[1] if ranked else None, "label": view_label(y_key, data)}
     main = next(iter(VIEWS))
     missing = [m for m in FIGURE_METRICS if m not in views[main]["per_metric"]]
     order = [m for m in names if any(m in v["per_metric"] for v in views.values())]
@@ -403,7 +418,7 @@ def _scatter(name: str, corr: dict[str, Any], data: dict[str, Any], y_key: str =
         title += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
     ax.set_title(title + f", n = {corr['n']}", fontsize=9, usetex=False)
     ax.set_xlabel("UDR (no labels)" if name == "udr" else name, usetex=False)
-    ax.set_ylabel(VIEWS[y_key], fontsize=8)
+    ax.set_ylabel(view_label(y_key, data), fontsize=8)
     for t in (ax.title, ax.xaxis.label):
         t.set_parse_math(False)  # a '$' in a name is text, not mathtext
     if models:
@@ -539,9 +554,10 @@ def _learned_note(data: dict[str, Any], corr: dict[str, Any]) -> str:
     if not scores:
         return ""
     q = np.quantile(scores, [0.0, 0.5, 1.0])
-    learned = sum(s >= LEARNED_MIN for s in scores)
+    bar = learned_bar(data)
+    learned = sum(s >= bar for s in scores)
     return (f"Source-domain normalised score of the policies behind these points: min {q[0]:.2f}, median {q[1]:.2f}, "
-            f"max {q[2]:.2f}; {learned} of {len(scores)} learned the source task (≥ {LEARNED_MIN}). Transfer is only "
+            f"max {q[2]:.2f}; {learned} of {len(scores)} learned the source task (≥ {bar:g}). Transfer is only "
             "meaningful for policies that learned it: points near 0 are agents at chance, whose target score measures "
             "nothing about their vision. The view restricted to the policies that learned asks the transfer question "
             "alone; the source-score view shows how much of a metric's ρ is about learning at all.")
@@ -646,7 +662,7 @@ def write_sweep_report(sweep_dir: Path, *, seed: int = 0, reps: int = 2000) -> l
 
 #: Short column names of the views in the console table.
 VIEW_SHORT: dict[str, str] = {
-    TARGET_KEY: "target score", LEARNED_KEY: f"target, learned (≥ {LEARNED_MIN})",
+    TARGET_KEY: "target score", LEARNED_KEY: "target, learned (≥ {bar})",
     TRANSFER_KEY + "_mean": "transfer ratio", "source_score": "source score",
 }
 
@@ -658,7 +674,7 @@ def summary_lines(sweep_dir: Path) -> tuple[tuple[str, ...], list[tuple[str, ...
     corr = res["correlations"]
     keys = [*[k for k in VIEWS if k in corr["views"]], *[k for k in corr["views"] if k not in VIEWS]]  # JSON sorts keys
     views = [corr["views"][k] for k in keys]
-    header = ("metric (* best)", *[c for k in keys for c in ("points", f"ρ vs {VIEW_SHORT.get(k, k)} [95% CI]")])
+    header = ("metric (* best)", *[c for k in keys for c in ("points", f"ρ vs {view_label(k, res, VIEW_SHORT)} [95% CI]")])
     out = []
     for name in corr["order"]:
         row = [name + (" *" if name == corr["best"] else "")]

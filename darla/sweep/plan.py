@@ -41,6 +41,7 @@ def sweep_state(sweep: Sweep, status: Mapping[str, Mapping[str, Any]], executor:
         "base": str(sweep.base),
         "executor": executor,
         "keys": sweep.keys,
+        **({} if sweep.learned_min is None else {"learned_min": sweep.learned_min}),
         "runs": [
             {
                 "name": r.name, "dir": f"runs/{r.name}", "overrides": r.overrides, "origins": r.origins,

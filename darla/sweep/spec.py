@@ -13,6 +13,7 @@ A sweep file is YAML; paths in it are relative to the file::
       - {vision.model: beta_tcvae, vision.lr: null}
     seeds: [0, 1, 2]                   # → the top-level ``seed`` of each run
     resources: {num_cpus: 1, num_gpus: 0}   # per Ray task (ignored by the local executor)
+    learned_min: 0.5                   # optional: the report's "learned the source task" bar
 
 ``seeds`` sets the top-level ``seed``: the random-policy frames, the vision model's init and batch
 order, and the bootstrap. So every seed is a distinct vision model, i.e. one more point in the
@@ -51,7 +52,7 @@ from darla.sweep.groups import vision_key
 from darla.sweep.names import make_run_name, short_keys
 
 #: Keys a sweep file may hold.
-SWEEP_KEYS = ("base", "name", "sweep_dir", "set", "grid", "list", "seeds", "resources")
+SWEEP_KEYS = ("base", "name", "sweep_dir", "set", "grid", "list", "seeds", "resources", "learned_min")
 #: Keys of ``resources:`` (Ray task options).
 RESOURCE_KEYS = ("num_cpus", "num_gpus")
 #: A sweep larger than this is almost certainly a typo (a list where a value was meant).
@@ -90,6 +91,10 @@ class Sweep:
     resources: Resources = field(default_factory=Resources)
     #: the dotted keys that vary between runs (grid, list and seed), in file order.
     keys: list[str] = field(default_factory=list)
+    #: the normalised source score at which the report counts a policy as having learned the task
+    #: (None: the report's default). Per sweep, because what a policy that misses the task's point
+    #: scores depends on the env: on reacher a policy blind to the target scores 0.2-0.4.
+    learned_min: float | None = None
 
     def run_dir(self, run: SweepRun) -> Path:
         return self.sweep_dir / "runs" / run.name
@@ -133,6 +138,10 @@ def load_sweep(path: str | Path, sweep_dir: str | Path | None = None) -> Sweep:
         else:
             sweep_dir = Path(base_cfg.runs_dir) / name
     resources = _resources(raw.get("resources"), source)
+    learned_min = raw.get("learned_min")
+    if learned_min is not None and (isinstance(learned_min, bool) or not isinstance(learned_min, (int, float))
+                                    or not 0.0 <= learned_min <= 1.0):
+        raise ConfigError(source, "learned_min", f"expected a normalised source score in [0, 1], got {learned_min!r}")
 
     fixed = _overrides(raw.get("set"), source, "set")
     grid = _grid(raw.get("grid"), source)
@@ -177,7 +186,8 @@ def load_sweep(path: str | Path, sweep_dir: str | Path | None = None) -> Sweep:
                 by_name[run_name] = where
                 cfg = _run_config(base_raw, overrides, origins, run_name, source)
                 runs.append(SweepRun(run_name, overrides, origins, cfg, vision_key(cfg)))
-    return Sweep(path, name, base, Path(sweep_dir), runs, resources, keys)
+    return Sweep(path, name, base, Path(sweep_dir), runs, resources, keys,
+                 None if learned_min is None else float(learned_min))
 
 
 def _is_dotted(k: Any) -> bool:

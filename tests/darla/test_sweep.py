@@ -157,6 +157,9 @@ def test_vision_config_keeps_exactly_the_keys_stage_1_reads():
     ({"seeds": [0, -2]}, "seeds[1]"),
     ({"grid": {"vision.n_frames": [64, 16]}}, "grid.vision.n_frames[1]"),  # < 64: its own minimum
     ({"seeds": [0], "set": {"vision.batch_size": 4096}}, "set.vision.batch_size"),
+    ({"seeds": [0], "learned_min": 1.5}, "learned_min"),
+    ({"seeds": [0], "learned_min": True}, "learned_min"),
+    ({"seeds": [0], "learned_min": "0.5"}, "learned_min"),
 ])
 def test_validation_errors_name_the_sweep_file_and_key(tmp_path, body, key):
     p = write_sweep(tmp_path, body)
@@ -440,6 +443,40 @@ def test_the_learned_view_leaves_out_policies_that_did_not_learn_the_source_task
     assert c["per_metric"]["m"]["n"] == 5 and c["per_metric"]["m"]["rho"] == pytest.approx(
         sps.spearmanr(x, y).statistic)
     assert c["views"]["source_score"]["per_metric"]["m"]["n"] == 5
+
+
+def test_a_sweep_file_sets_its_own_learned_bar(tmp_path, capsys):
+    """``learned_min`` in the sweep file reaches sweep.json, and the report's learned view, labels,
+    note and console table use it instead of LEARNED_MIN: on an env where a policy that misses the
+    task's point still scores 0.3-0.5, such policies leave the learned view."""
+    from darla.report.sweep import LEARNED_KEY, LEARNED_MIN, collect_sweep
+    from darla.sweep import sweep_state
+
+    assert load_sweep(write_sweep(tmp_path, {"seeds": [0]})).learned_min is None
+    assert "learned_min" not in sweep_state(load_sweep(write_sweep(tmp_path, {"seeds": [0]})), {}, "local")
+    sw = load_sweep(write_sweep(tmp_path, {"seeds": [0], "learned_min": 0.85}))
+    assert sw.learned_min == 0.85 and sweep_state(sw, {}, "local")["learned_min"] == 0.85
+
+    root = fake_sweep_dir(tmp_path / "sw")
+    state = json.loads((root / "sweep.json").read_text())
+    for i, run in enumerate(r for r in state["runs"] if r["status"] == "complete"):
+        path = root / run["dir"] / "transfer/summary.json"
+        summary = json.loads(path.read_text())
+        summary["methods"]["beta_vae"]["normalised"]["source"]["mean"] = [0.8, 0.1, 0.9, 0.85, 0.5][i]
+        path.write_text(json.dumps(summary))
+    default = [r[LEARNED_KEY] is not None for r in collect_sweep(root)["rows"] if r["method"]]
+    assert LEARNED_MIN < 0.5 and default == [True, False, True, True, True]
+    (root / "sweep.json").write_text(json.dumps({**state, "learned_min": 0.85}))
+    data = collect_sweep(root)
+    assert data["learned_min"] == 0.85
+    assert [r[LEARNED_KEY] is not None for r in data["rows"] if r["method"]] == [False, False, True, True, False]
+    write_sweep_report(root, reps=50)
+    res = json.loads((root / "sweep_results.json").read_text())
+    assert res["correlations"]["views"][LEARNED_KEY]["label"] == "target score, policies that learned (source ≥ 0.85)"
+    assert res["correlations"]["views"][LEARNED_KEY]["per_metric"]["mig"]["n"] == 2
+    assert "2 of 5 learned the source task (≥ 0.85)" in (root / "sweep_report.html").read_text()
+    assert main(["report", str(root)]) == 0
+    assert "ρ vs target, learned (≥ 0.85) [95% CI]" in capsys.readouterr().out
 
 
 def test_a_perfectly_monotone_metric_gets_rho_one_and_a_collapsed_ci():
