@@ -15,12 +15,18 @@ For each encoder it prints, on held-out frames of that walk:
 - the oracle's action read the same way (behaviour cloning), beside the same MLP on the env's
   true state (what a perfect encoder allows) and the majority action.
 
+``--test-domains`` also scores the same readouts, trained on ``--domain``, on walks in other
+domains: zero-shot *readout* transfer. A policy is such a readout, so a factor whose readout
+fails in a target domain is one the frozen policy loses there, whatever the source score.
+
 A code that carries a factor only nonlinearly (MLP high, linear near chance) hands PPO a harder
 problem than the true state does: the policy's first layers must learn the decoding, and the
 relation between two such decodings, from reward. Inputs are standardised for every readout.
 
     python benchmarks/latent_readout.py runs/seek_avoid_cpu/vision/model.pt --env seek_avoid_v1
     python benchmarks/latent_readout.py A/model.pt B/model.pt --frames 12000 --json out.json
+    python benchmarks/latent_readout.py runs/reacher_methods/vision/model.pt --env reacher \
+        --test-domains target_background_target target_all_new
 """
 
 from __future__ import annotations
@@ -66,9 +72,11 @@ def encode(model, frames: np.ndarray, batch: int = 500) -> np.ndarray:
 
 def readouts(
     x: np.ndarray, y: np.ndarray, n_train: int, seed: int, linear: bool = True, hidden: tuple[int, ...] = (256, 256),
+    elsewhere: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, float]:
     """Held-out score of a linear and an MLP readout x → y (accuracy, or R² for float targets),
-    with chance (majority class, or R² 0)."""
+    with chance (majority class, or R² 0). ``elsewhere`` (name → (x, y), e.g. another domain's
+    walk) adds each fitted readout's score there as ``"<readout> <name>"``."""
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.pipeline import make_pipeline
@@ -86,7 +94,10 @@ def readouts(
     for name, m in models.items():
         if name == "linear" and not linear:
             continue
-        out[name] = float(make_pipeline(StandardScaler(), m).fit(x[tr], y[tr]).score(x[te], y[te]))
+        fitted = make_pipeline(StandardScaler(), m).fit(x[tr], y[tr])
+        out[name] = float(fitted.score(x[te], y[te]))
+        for where, (xo, yo) in (elsewhere or {}).items():
+            out[f"{name} {where}"] = float(fitted.score(xo, yo))
     return out
 
 
@@ -100,6 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-steps", type=int, default=100, help="episode length of the walk (default 100)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the walk, the resets and the MLPs (default 0)")
     ap.add_argument("--hidden", type=int, nargs="+", default=[256, 256], help="the MLP readout's hidden layers (default 256 256, PPO's policy net in the presets)")
+    ap.add_argument("--test-domains", nargs="+", default=[], metavar="DOMAIN",
+                    help="also score the readouts trained on --domain on a walk in each of these domains")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
@@ -116,12 +129,15 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     frames, states, actions = collect(args.env, args.domain, size, args.frames, args.oracle_mix, args.seed, args.max_steps)
     n_train = args.frames * 3 // 4
+    # Each other domain's walk: as many frames as the held-out part, its own seed (other episodes).
+    others = {d: collect(args.env, d, size, args.frames - n_train, args.oracle_mix, args.seed + 1 + i, args.max_steps)
+              for i, d in enumerate(args.test_domains)}
     hidden = tuple(args.hidden)
     module = importlib.import_module(get_env_info(args.env).entry_point.split(":")[0])
     names = list(getattr(module, "STATE_NAMES", [f"state[{j}]" for j in range(states.shape[1])]))
     result: dict = {
         "env": args.env, "domain": args.domain, "frames": args.frames, "held_out": args.frames - n_train,
-        "oracle_mix": args.oracle_mix, "seed": args.seed,
+        "oracle_mix": args.oracle_mix, "seed": args.seed, "test_domains": list(args.test_domains),
         "true_state_to_oracle_action": readouts(states.astype(np.float64), actions, n_train, args.seed, linear=False, hidden=hidden),
         "encoders": {},
     }
@@ -131,13 +147,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"oracle action from the true state: MLP {ceiling['mlp']:.2f} (chance {ceiling['chance']:.2f})")
     for path, model in models:
         z = encode(model, frames)
-        per = {n: readouts(z, states[:, j], n_train, args.seed, hidden=hidden) for j, n in enumerate(names)}
-        act = readouts(z, actions, n_train, args.seed, hidden=hidden)
+        zo = {d: (encode(model, f), st, ac) for d, (f, st, ac) in others.items()}
+        per = {n: readouts(z, states[:, j], n_train, args.seed, hidden=hidden,
+                           elsewhere={d: (zd, st[:, j]) for d, (zd, st, _) in zo.items()}) for j, n in enumerate(names)}
+        act = readouts(z, actions, n_train, args.seed, hidden=hidden, elsewhere={d: (zd, ac) for d, (zd, _, ac) in zo.items()})
         result["encoders"][str(path)] = {"factors": per, "oracle_action": act}
         print(f"\n{path}  ({type(model).__name__}, {model.latent_dim} latents)")
-        print(f"  {'readout':<16} {'linear':>7} {'MLP':>7} {'chance':>7}")
+        cols = [("linear", "linear"), ("MLP", "mlp"), *[(f"MLP {d}", f"mlp {d}") for d in others]]
+        print(f"  {'readout':<16} " + " ".join(f"{c:>{max(7, len(c))}}" for c, _ in cols) + f" {'chance':>7}")
         for n, r in [*per.items(), ("oracle action", act)]:
-            print(f"  {n:<16} {r['linear']:>7.2f} {r['mlp']:>7.2f} {r['chance']:>7.2f}")
+            print(f"  {n:<16} " + " ".join(f"{r[k]:>{max(7, len(c))}.2f}" for c, k in cols) + f" {r['chance']:>7.2f}")
     print(f"\n{time.time() - t0:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -71,6 +71,10 @@ class TrainSettings:
     cuda_graph: bool = False
     """Capture the training step as one CUDA graph and replay it (:mod:`vision.graphed`); CUDA
     only (ignored on CPU). Models it cannot capture train eagerly, with a warning saying why."""
+    fused_adam: bool = True
+    """Adam's fused kernel on the CPU (:func:`fuse_adam`). False keeps torch's default kernel: the
+    same update rule, summed in another order. Stage 1 amplifies that rounding, so the two reach
+    different models from one seed; False reproduces results measured before the fused kernel."""
     seed: int = 0
     """Seeds batch order and the model's sampling noise."""
     progress: bool = True
@@ -150,7 +154,7 @@ def fuse_adam(optimizers: Sequence[torch.optim.Optimizer]) -> None:
 
 
 def prepare_training(
-    model: VisionModel, device: torch.device, lr: float, checkpoint: Path | None = None
+    model: VisionModel, device: torch.device, lr: float, checkpoint: Path | None = None, *, fused_adam: bool = True,
 ) -> tuple[list[torch.optim.Optimizer], torch.memory_format, tuple[int, dict[str, list[float]], dict[str, torch.Tensor], int]]:
     """Model on ``device`` in its training memory format, in train mode, with its optimisers.
 
@@ -165,7 +169,8 @@ def prepare_training(
     state: tuple[int, dict[str, list[float]], dict[str, torch.Tensor], int] = (0, {}, {}, 0)
     if checkpoint is not None:
         state = _load_training_state(checkpoint, model, optimizers, device)
-    fuse_adam(optimizers)  # after loading: a checkpoint's param groups replace the optimiser's options
+    if fused_adam:
+        fuse_adam(optimizers)  # after loading: a checkpoint's param groups replace the optimiser's options
     return optimizers, fmt, state
 
 
@@ -278,7 +283,8 @@ def train_vision(
     # The mean of the terms since the last log point (kept in checkpoints, so a resumed run logs
     # exactly what an uninterrupted one does).
     optimizers, fmt, (start, history, sums, n_summed) = prepare_training(
-        model, device, settings.lr or model.default_lr, ckpt_path if resume and ckpt_path.exists() else None
+        model, device, settings.lr or model.default_lr, ckpt_path if resume and ckpt_path.exists() else None,
+        fused_adam=settings.fused_adam,
     )
     if cuda and settings.compile:
         # Each net compiled in place (state_dict keys unchanged). Not the loss: it reads Python

@@ -31,8 +31,8 @@ def train_settings(cfg: Config, steps: int, lr: float | None, progress: bool):
     v = cfg.vision
     return TrainSettings(
         steps=steps, batch_size=v.batch_size, lr=lr, checkpoint_every=v.checkpoint_every,
-        log_every=v.log_every, device=cfg.device, amp=v.amp, compile=v.compile, cuda_graph=v.cuda_graph, seed=cfg.seed,
-        progress=progress,
+        log_every=v.log_every, device=cfg.device, amp=v.amp, compile=v.compile, cuda_graph=v.cuda_graph,
+        fused_adam=v.fused_adam, seed=cfg.seed, progress=progress,
     )
 
 

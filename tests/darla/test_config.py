@@ -36,6 +36,17 @@ def test_defaults_and_flat_model_params(tiny_raw):
     assert again == cfg
 
 
+def test_vision_fused_adam_reaches_stage_1s_settings(tiny_raw):
+    """The key that reproduces pre-fused-kernel results is read by stage 1, not only accepted."""
+    from darla.stages.vision import train_settings
+
+    assert train_settings(config_from_dict(tiny_raw, "t.yaml"), 10, None, False).fused_adam is True
+    tiny_raw["vision"]["fused_adam"] = False
+    cfg = config_from_dict(tiny_raw, "t.yaml")
+    assert cfg.vision.fused_adam is False and "beta" in cfg.vision.params
+    assert train_settings(cfg, 10, None, False).fused_adam is False
+
+
 # (mutation of the tiny config, exact message after "c.yaml: ")
 MALFORMED = [
     (lambda r: r["vision"].update(betta=4.0), "vision.betta: unknown key for vision model 'beta_vae' (did you mean 'beta'?)"),

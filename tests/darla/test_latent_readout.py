@@ -39,6 +39,13 @@ def test_readouts_tell_a_linear_code_from_noise():
     parity = bits[:, 0] ^ bits[:, 1]
     xor = lr.readouts(bits + 0.05 * rng.standard_normal((2000, 2)), parity, 1500, seed=0, hidden=(32, 32))
     assert xor["linear"] < 0.8 < 0.95 < xor["mlp"]
+    # a readout scored elsewhere: where the code means the same, it reads as well; where the
+    # code's meaning moved (another domain's code for the same factor), it fails
+    other = rng.integers(0, 4, 400)
+    moved = lr.readouts(linear_code, y, 750, seed=0, hidden=small, elsewhere={
+        "same": (np.eye(4)[other], other), "moved": (np.eye(4)[(other + 1) % 4], other)})
+    assert moved["linear same"] > 0.95 and moved["mlp same"] > 0.9
+    assert moved["linear moved"] < 0.1 and moved["mlp moved"] < 0.1
     # continuous targets are scored by R²
     t = rng.standard_normal(400)
     r2 = lr.readouts(np.c_[t, rng.standard_normal(400)], t, 300, seed=0, hidden=small)
@@ -59,3 +66,9 @@ def test_main_reads_an_encoder_on_a_seeded_walk(tmp_path):
         assert 0.0 <= r["linear"] <= 1.0 and 0.0 <= r["mlp"] <= 1.0 and 0.0 < r["chance"] <= 1.0
     # the same seed walks the same frames: the same numbers
     assert lr.main(argv) == out
+    # readouts trained on the source walk, scored on walks in the target domains too
+    both = lr.main([*argv[:-2], "--test-domains", "target_floor_wall", "target_all_new"])
+    assert both["test_domains"] == ["target_floor_wall", "target_all_new"]
+    for r in [*both["encoders"][str(ckpt)]["factors"].values(), both["encoders"][str(ckpt)]["oracle_action"]]:
+        assert {"mlp target_floor_wall", "linear target_all_new"} <= set(r)
+    assert both["encoders"][str(ckpt)]["factors"]["agent_x"]["mlp"] == enc["factors"]["agent_x"]["mlp"]
