@@ -26,9 +26,10 @@ Four views of each (run, method)'s policy, the first three means over the target
   score, (return − random) ÷ (oracle − random) on the same episodes, the policy seeds' mean. It
   is zero-shot *performance*, defined whether or not the source return is positive;
 - ``target_score_learned``: the same, only for policies that learned the source task (normalised
-  source score ≥ the sweep file's ``learned_min``, default :data:`LEARNED_MIN`). An agent at chance
-  scores ≈ 0 everywhere, so across a sweep where some points never learned, ρ against the target score partly measures which encoders let
-  the policy learn at all; this view asks the transfer question alone;
+  source score ≥ the sweep file's ``learned_min``, default :data:`LEARNED_MIN`). An agent at
+  chance scores ≈ 0 everywhere, so across a sweep where some points never learned, ρ against the
+  target score partly measures which encoders let the policy learn at all; this view asks the
+  transfer question alone;
 - ``transfer_ratio_mean``: target ÷ source mean return, how much of its source score the policy
   keeps (undefined where the source return is not positive);
 - ``source_score``: the normalised source score, to read the others against: a metric that
