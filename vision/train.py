@@ -74,7 +74,8 @@ class TrainSettings:
     fused_adam: bool = True
     """Adam's fused kernel on the CPU (:func:`fuse_adam`). False keeps torch's default kernel: the
     same update rule, summed in another order. Stage 1 amplifies that rounding, so the two reach
-    different models from one seed; False reproduces results measured before the fused kernel."""
+    different models from one seed. False takes the steps the code took before the fused kernel
+    (bit for bit in tests/vision/test_speed.py), though other changes may move a long run."""
     seed: int = 0
     """Seeds batch order and the model's sampling noise."""
     progress: bool = True

@@ -81,8 +81,8 @@ class VisionConfig:
     fused_adam: bool = field(
         default=True,
         metadata={"doc": "Adam's fused kernel on the CPU (faster). Same update rule, summed in another order, so "
-                         "stage 1 reaches a different model: false reproduces results measured before it "
-                         "(commit 85100e8, 2026-12-04)"},
+                         "stage 1 reaches a different model: false takes the plain kernel's steps, as the code did "
+                         "before commit 85100e8 (2026-12-04)"},
     )
     checkpoint: str | None = field(default=None, metadata={"doc": "use this trained model.pt instead of training"})
     data: Literal["env", "dsprites"] = field(
