@@ -61,7 +61,7 @@ def _config_args(p: argparse.ArgumentParser, update: bool = True) -> None:
                    help="discard this run's artifacts and start over (only in a directory darla made for a run)")
     if update:
         p.add_argument("--update", action="store_true",
-                       help="accept a changed config that leaves stage 1 alone: keep stage 1, re-run the stages it touches")
+                       help="accept a changed config that leaves stage 1 alone: keep stage 1 and the policies it leaves alone, re-run the rest of the stages it touches")
     p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS_HELP)
 
 

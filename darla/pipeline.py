@@ -19,7 +19,7 @@ import torch
 
 from darla.config import Config, diff_configs, dump_config, load_yaml, register_external_env
 from darla.runs import SUPERSEDED, RunDir, RunDirError, check_writable, provenance, remove_path
-from darla.stages import ALL_STAGES, STAGE_FILES, downstream, enabled_stages, stage_of_key
+from darla.stages import ALL_STAGES, STAGE_FILES, agent_unit, agent_units_unchanged, downstream, enabled_stages, stage_of_key
 from darla.stages.agent import stage_agent
 from darla.stages.common import Log, print_log
 from darla.stages.report import stage_report
@@ -36,23 +36,26 @@ STAGE_FUNCS: dict[str, Callable[..., dict[str, Any]]] = {
 assert tuple(STAGE_FUNCS) == ALL_STAGES
 
 
-def reconcile_config(run: RunDir, cfg: Config, update: bool) -> tuple[list[str], list[str]]:
-    """A re-run whose config differs from the run's: (changed keys, stages to re-run), or a refusal.
+def reconcile_config(run: RunDir, cfg: Config, update: bool) -> tuple[list[str], list[str], set[str]]:
+    """A re-run whose config differs from the run's: (changed keys, stages to re-run, the complete
+    stage-2 policies to keep), or a refusal.
 
     Keys that change no result (``None`` in :data:`darla.stages.READS`) are accepted. With ``update``, keys
     read only from stage 2 on are accepted too: the stages they touch and everything downstream
-    are to be re-run (:func:`supersede`), stage 1 is kept. A change that touches stage 1 is
-    refused, naming the keys. Nothing is written or deleted here.
+    are to be re-run (:func:`supersede`), stage 1 is kept, and so is every complete policy the
+    change leaves alone (:func:`darla.stages.agent_units_unchanged`: a method or seeds added to a
+    side by side train only themselves). A change that touches stage 1 is refused, naming the
+    keys. Nothing is written or deleted here.
     """
     import yaml
 
 
     if not run.config_path.exists():
-        return [], []
+        return [], [], set()
     old, new = load_yaml(run.config_path) or {}, yaml.safe_load(dump_config(cfg))
     changed = diff_configs(old, new)
     if not changed:
-        return [], []
+        return [], [], set()
     reads = {k: stage_of_key(k, old, new) for k in changed}
     touched = [s for s in ALL_STAGES if s in reads.values()]
     keys = ", ".join(changed)
@@ -64,16 +67,27 @@ def reconcile_config(run: RunDir, cfg: Config, update: bool) -> tuple[list[str],
             f"add --update to keep stage 1 and re-run {', '.join(touched)} and what depends on them, or use --force to start over"
         )
         raise RunDirError(f"{run.root} was run with a different config (changed: {keys}); {how}")
-    return changed, [s for s in ALL_STAGES if s in touched or any(s in downstream(t) for t in touched)]
+    redo = [s for s in ALL_STAGES if s in touched or any(s in downstream(t) for t in touched)]
+    keep: set[str] = set()
+    if "agent" in redo:
+        stages = run.manifest()["stages"]
+        keep = {u for u in agent_units_unchanged(changed, old, new) or ()
+                if (stages.get(u) or {}).get("status") == "complete"}
+    return changed, redo, keep
 
 
-def supersede(run: RunDir, redo: list[str], config_text: str) -> None:
+def supersede(run: RunDir, redo: list[str], config_text: str, keep: set[str] | frozenset[str] = frozenset()) -> None:
     """Move the results of ``redo`` aside into ``<run>/.superseded`` and adopt the new config.
 
     The run's config and manifest as they were go there too, so :func:`restore_superseded` can
     put the complete run back if the update fails; :func:`discard_superseded` deletes them once
     every re-run stage is complete. An update on top of a pending one keeps what is already
     aside (the last complete results) and drops the pending update's own, never-final, output.
+
+    ``keep``: complete units of a re-run stage (manifest names such as ``agent/<m>/ppo_seed0``)
+    the change leaves alone. The stage's folder still goes aside whole, so a restore stays the
+    exact old tree; each kept unit is copied back into the new one and keeps its manifest entry,
+    and the stage re-runs only the rest.
     """
     aside = run.path(SUPERSEDED)
     pending = aside.is_dir()
@@ -83,16 +97,42 @@ def supersede(run: RunDir, redo: list[str], config_text: str) -> None:
             if run.path(name).exists():
                 replace_via_file(aside / name, lambda tmp, name=name: shutil.copy2(run.path(name), tmp))
     for stage in redo:
+        units = {u for u in keep if u.startswith(stage + "/")}
         for name in (stage, *STAGE_FILES.get(stage, ())):
             src = run.path(name)
             if not (src.exists() or src.is_symlink()):
                 continue
             if (aside / name).exists() or (aside / name).is_symlink():
-                remove_path(src)  # the pending update's output; the complete result is already aside
+                # the pending update's output; the complete result is already aside
+                _remove_all_but(src, name, units)
             else:
                 os.replace(src, aside / name)
-    run.invalidate(*redo)
+        for unit in sorted(units):
+            if not run.path(unit).is_dir() and (aside / unit).is_dir():
+                _copy_back(aside / unit, run.path(unit))
+    kept = {u for u in keep if run.path(u).is_dir()}  # a unit whose files are gone is re-run, not kept
+    run.invalidate(*redo, keep=kept)
     write_text_atomic(run.config_path, config_text)
+
+
+def _remove_all_but(path: Path, rel: str, units: set[str]) -> None:
+    """Remove ``path`` (``rel`` in the run dir) but for the kept ``units`` inside it."""
+    if rel in units:
+        return
+    if not any(u.startswith(rel + "/") for u in units) or path.is_symlink() or not path.is_dir():
+        remove_path(path)
+        return
+    for child in path.iterdir():
+        _remove_all_but(child, f"{rel}/{child.name}", units)
+
+
+def _copy_back(src: Path, dst: Path) -> None:
+    """Copy a kept unit's folder from the superseded results into the run, whole or not at all."""
+    tmp = dst.with_name(f".{dst.name}.copying")
+    remove_path(tmp)  # a copy a kill interrupted
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, tmp, symlinks=True)
+    os.replace(tmp, dst)
 
 
 def restore_superseded(run: RunDir) -> bool:
@@ -160,11 +200,13 @@ def run_pipeline(
     with run.lock():  # one process per run dir; a second one fails at once, naming the first
         if run.path(SUPERSEDED, "RESTORING").exists():  # a restore that was killed: finish it first
             restore_superseded(run)
-        changed, redo = ([], []) if force else reconcile_config(run, cfg, update)
+        changed, redo, keep = ([], [], set()) if force else reconcile_config(run, cfg, update)
         try:
             if redo:
-                supersede(run, redo, dump_config(cfg))
-                log(f"[run] config changed ({', '.join(changed)}): re-running {', '.join(redo)}; stage 1 is kept, "
+                supersede(run, redo, dump_config(cfg), keep)
+                n = len(keep)
+                kept = f" and {n} complete polic{'y' if n == 1 else 'ies'} it leaves alone are" if keep else " is"
+                log(f"[run] config changed ({', '.join(changed)}): re-running {', '.join(redo)}; stage 1{kept} kept, "
                     f"the old results wait in {SUPERSEDED}/ until the new ones are complete")
             elif changed:  # keys that change no result: the run keeps its results under the new config
                 write_text_atomic(run.config_path, dump_config(cfg))
@@ -253,7 +295,7 @@ def space_needed(cfg: Config, run: RunDir, stages: tuple[str, ...]) -> tuple[int
                 obs = image if m.observe == "pixels" else 4 * v.latent_dim
                 buffer = 2 * obs * min(int({**a.hyperparams, **m.hyperparams}.get("buffer_size", 1_000_000)), cfg.timesteps_of(method))
                 per_run = 12 * policy + (buffer if off_policy else 0) + _MIB
-                need += per_run * sum(not done(f"agent/{method}/{a.algo}_seed{s}") for s in a.seeds)
+                need += per_run * sum(not done(agent_unit(method, a.algo, s)) for s in a.seeds)
         else:
             need += {"transfer": _MIB, "scan": 4 * _MIB, "report": 4 * _MIB}[name]
     return int(1.5 * need) + 2 * _MIB, left

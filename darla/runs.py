@@ -254,10 +254,11 @@ class RunDir:
         m["versions"] = versions()
         self.write_manifest(m)
 
-    def invalidate(self, *names: str) -> None:
+    def invalidate(self, *names: str, keep: set[str] | frozenset[str] = frozenset()) -> None:
+        """Forget stages ``names`` and every unit inside them (``name/...``), but the units in ``keep``."""
         m = self.manifest()
         for n in names:
-            for key in [k for k in m["stages"] if k == n or k.startswith(n + "/")]:
+            for key in [k for k in m["stages"] if (k == n or k.startswith(n + "/")) and k not in keep]:
                 del m["stages"][key]
         self.write_manifest(m)
 

@@ -77,3 +77,37 @@ def stage_of_key(key: str, old: dict[str, Any], new: dict[str, Any]) -> str | No
 
 #: The files of each stage outside its own directory.
 STAGE_FILES: dict[str, tuple[str, ...]] = {"report": ("report.html", "results.json")}
+
+
+def agent_unit(method: str, algo: str, seed: int) -> str:
+    """The manifest name of one policy of stage 2 (and its folder under the run dir)."""
+    return f"agent/{method}/{algo}_seed{seed}"
+
+
+def agent_units_unchanged(changed: list[str], old: dict[str, Any], new: dict[str, Any]) -> set[str] | None:
+    """The stage-2 policies a config change leaves alone, or None when it reaches all of them.
+
+    A policy is trained from its method's settings (``methods.<m>``), its seed and the settings
+    every policy shares (the rest of ``agent``, the source domain, the targets it logs). So a
+    change confined to some methods' settings, or to which seeds ``agent.seeds`` lists, leaves
+    every other method's policies for the seeds both configs list exactly as they were: adding a
+    method or seeds to a side by side re-trains nothing that is already there. Any other key read
+    from stage 2 on (``agent.algo``, a shared hyperparameter, a domain) reaches every policy.
+    Stage-1 keys reach every policy too. Keys of later stages (``transfer.*``) and keys that
+    change no result do not count here."""
+    touched: set[str] = set()
+    for key in changed:
+        stage = stage_of_key(key, old, new)
+        if stage is None or (stage != "agent" and "agent" not in downstream(stage)) or key == "agent.seeds":
+            continue  # read by no stage, or only by stages after the policies
+        parts = key.split(".")
+        if parts[0] != "methods" or len(parts) < 2:
+            return None
+        touched.add(parts[1])
+    agent_old, agent_new = old.get("agent") or {}, new.get("agent") or {}
+    algo = agent_new.get("algo")
+    if algo is None or agent_old.get("algo") != algo:
+        return None
+    methods = set(old.get("methods") or {}) & set(new.get("methods") or {}) - touched
+    seeds = set(agent_old.get("seeds") or []) & set(agent_new.get("seeds") or [])
+    return {agent_unit(m, algo, s) for m in methods for s in seeds}

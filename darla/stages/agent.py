@@ -11,6 +11,7 @@ import torch
 
 from darla.config import Config, config_from_dict, register_external_env
 from darla.runs import RunDir
+from darla.stages import agent_unit
 from darla.stages.common import Log, domains_of, encoder_path, print_log
 from vision.io import file_sha256
 from vision.registry import load_checkpoint
@@ -60,7 +61,7 @@ def stage_agent(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = p
     jobs = []
     for method, m in cfg.methods.items():
         for seed in a.seeds:
-            if run.is_complete(f"agent/{method}/{a.algo}_seed{seed}"):
+            if run.is_complete(agent_unit(method, a.algo, seed)):
                 log(f"[agent] {method} {a.algo} seed {seed}: complete, skipping")
                 continue
             what = {"latents": "frozen latents", "pixels": "pixels"}[m.observe] + (" (fine-tuned)" if m.finetune else "")
@@ -84,7 +85,7 @@ def stage_agent(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = p
     artifacts = []
     for method in cfg.methods:
         for seed in a.seeds:
-            artifacts += [run.root / rel for rel in run.stage(f"agent/{method}/{a.algo}_seed{seed}")["sha256"]]
+            artifacts += [run.root / rel for rel in run.stage(agent_unit(method, a.algo, seed))["sha256"]]
     return run.complete("agent", artifacts, {}, started)
 
 
@@ -115,4 +116,4 @@ def _record_agent(run: RunDir, cfg: Config, method: str, seed: int, steps_per_s:
     files = [out / "model.zip", out / "meta.json"]
     if (out / "evaluations.jsonl").exists():
         files.append(out / "evaluations.jsonl")
-    run.complete(f"agent/{method}/{cfg.agent.algo}_seed{seed}", files, {"steps_per_s": round(steps_per_s, 1)}, t0)
+    run.complete(agent_unit(method, cfg.agent.algo, seed), files, {"steps_per_s": round(steps_per_s, 1)}, t0)

@@ -15,6 +15,7 @@ import darla.pipeline as pipeline
 import darla.stages as stages
 import darla.stages.vision as vision_stage
 from darla.cli import main
+from darla.config import diff_configs
 from darla.runs import RunDir, RunDirError
 
 ARTIFACTS = [
@@ -422,6 +423,37 @@ def test_stage_of_key():
     assert stages.stage_of_key("methods.b.params.beta", old, old) == "vision"  # an encoder trained in stage 1
     assert stages.stage_of_key("methods.c", old, {"methods": {"c": {"encoder": "pixels"}}}) == "agent"
     assert stages.stage_of_key("seed", old, old) == "vision"
+
+
+def test_agent_units_unchanged():
+    """Which complete policies a stage-2 change leaves alone: those of untouched methods, for the
+    seeds both configs list; a key every policy reads leaves none."""
+    old = {"agent": {"algo": "ppo", "seeds": [0, 1]}, "env": {"size": 32, "domains": {"source": "source"}},
+           "methods": {"a": {"encoder": "vision"}, "b": {"encoder": "pixels"}}}
+
+    def with_(**kw):
+        new = json.loads(json.dumps(old))
+        for key, value in kw.items():
+            *path, last = key.split("__")
+            d = new
+            for p in path:
+                d = d.setdefault(p, {})
+            d[last] = value
+        return new
+
+    def kept(new):
+        return stages.agent_units_unchanged(diff_configs(old, new), old, new)
+
+    every = {f"agent/{m}/ppo_seed{s}" for m in "ab" for s in (0, 1)}
+    assert kept(with_(methods__c={"encoder": "pixels"})) == every  # a method added
+    assert kept(with_(agent__seeds=[0, 2])) == {"agent/a/ppo_seed0", "agent/b/ppo_seed0"}  # seed 1 dropped, 2 added
+    assert kept(with_(methods__a__augment="colour_jitter")) == {"agent/b/ppo_seed0", "agent/b/ppo_seed1"}
+    assert kept({**old, "methods": {"b": {"encoder": "pixels"}}}) == {"agent/b/ppo_seed0", "agent/b/ppo_seed1"}  # a removed
+    assert kept(with_(transfer__n_episodes=5, agent__workers=4)) == every  # later stages, no result
+    assert kept(with_(agent__hyperparams__gamma=0.5)) is None  # shared by every policy
+    assert kept(with_(agent__algo="sac")) is None
+    assert kept(with_(env__domains__source="other")) is None
+    assert kept(with_(env__size=64)) is None  # stage 1's (refused by an update, and every policy reads it)
 
 
 def test_vision_episode_steps_sets_the_collection_episodes_only(tiny_cfg):

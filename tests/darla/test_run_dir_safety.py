@@ -207,3 +207,126 @@ def test_force_and_update_together_are_refused(tiny_raw, tmp_path, capsys):
     assert main(["pipeline", str(cfg), "--force", "--update"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "contradict" in err
+
+
+def policy_weights(unit: Path) -> dict:
+    """A stage-2 policy's weights, read from its model.zip (the zip's own timestamps aside)."""
+    import io
+    import zipfile
+
+    import torch
+
+    with zipfile.ZipFile(unit / "model.zip") as z:
+        return torch.load(io.BytesIO(z.read("policy.pth")), weights_only=True, map_location="cpu")
+
+
+def side_by_side(raw: dict) -> dict:
+    """``raw`` with a pixels method beside the default one and a second policy seed."""
+    new = json.loads(json.dumps(raw))
+    new["methods"] = {"beta_vae": {"encoder": "vision"}, "pixels": {"encoder": "pixels"}}
+    new["agent"]["seeds"] = [0, 1]
+    return new
+
+
+def test_update_that_adds_a_method_and_a_seed_trains_only_those(complete_run, tmp_path, capsys):
+    """A side by side grows without re-training what it has: the complete policy is kept as it
+    was (files and manifest entry), and it is the policy the new config trains from scratch."""
+    raw, src = complete_run
+    root = tmp_path / "run"
+    shutil.copytree(src, root)
+    kept = "agent/beta_vae/ppo_seed0"
+    files, entry = tree(root / kept), RunDir(root).stage(kept)
+    cfg = write_cfg(tmp_path, side_by_side(raw))
+    capsys.readouterr()
+    assert main(["pipeline", str(cfg), "--run-dir", str(root), "--update", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "re-running agent, transfer, report; stage 1 and 1 complete policy it leaves alone are kept" in out
+    assert "beta_vae ppo seed 0: complete, skipping" in out
+    assert tree(root / kept) == files and RunDir(root).stage(kept) == entry
+    run = RunDir(root)
+    assert all(run.is_complete(f"agent/{m}/ppo_seed{s}") for m in ("beta_vae", "pixels") for s in (0, 1))
+    assert all(run.is_complete(s) for s in ("vision", "agent", "transfer", "report"))
+    assert not (root / SUPERSEDED).exists()
+    results = json.loads((root / "results.json").read_text())["transfer"]
+    assert set(results["methods"]) == {"beta_vae", "pixels"}
+
+    fresh = tmp_path / "fresh"  # the same config from scratch: the same policies, bit for bit
+    assert main(["pipeline", str(cfg), "--run-dir", str(fresh), "--no-progress"]) == 0
+    for m in ("beta_vae", "pixels"):
+        for s in (0, 1):
+            a, b = policy_weights(root / f"agent/{m}/ppo_seed{s}"), policy_weights(fresh / f"agent/{m}/ppo_seed{s}")
+            assert a.keys() == b.keys() and all(torch_equal(a[k], b[k]) for k in a), (m, s)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_a_failed_update_on_a_pending_partial_one_puts_the_exact_run_back(complete_run, tmp_path, monkeypatch, capsys):
+    """A partial update left pending (interrupted), then a full one that fails: the complete run
+    comes back file for file, the kept policy's copy and the new policies gone with the update."""
+    raw, src = complete_run
+    root = tmp_path / "run"
+    shutil.copytree(src, root)
+    before = tree(root)
+    grown = side_by_side(raw)
+    cfg = write_cfg(tmp_path, grown)
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(pipeline.STAGE_FUNCS, "transfer", interrupted)
+    assert main(["pipeline", str(cfg), "--run-dir", str(root), "--update", "--no-progress"]) == 130
+    assert RunDir(root).is_complete("agent/pixels/ppo_seed1") and (root / SUPERSEDED / "agent").is_dir()
+
+    # on top of it, a change that reaches every policy: nothing is kept, and it fails
+    gamma = json.loads(json.dumps(grown))
+    gamma["agent"]["hyperparams"]["gamma"] = 0.5
+    cfg = write_cfg(tmp_path, gamma)
+
+    def failing(*a, **kw):
+        raise RuntimeError("the agent stage failed")
+
+    monkeypatch.setitem(pipeline.STAGE_FUNCS, "agent", failing)
+    capsys.readouterr()
+    with pytest.raises(RuntimeError, match="agent stage failed"):
+        pipeline.run_pipeline(load_config(cfg), run_dir=root, update=True, progress=False, log=print)
+    out = capsys.readouterr().out
+    assert "stage 1 is kept" in out and "the update failed" in out
+    assert tree(root) == before
+    assert not (root / SUPERSEDED).exists()
+
+
+def test_an_interrupted_partial_update_continues_and_keeps_its_policies(complete_run, tmp_path, monkeypatch):
+    """Killed after the old results went aside but before the kept policy was copied back: the
+    same command again copies it back and trains only the new policies."""
+    raw, src = complete_run
+    root = tmp_path / "run"
+    shutil.copytree(src, root)
+    kept = "agent/beta_vae/ppo_seed0"
+    files = tree(root / kept)
+    copies = []
+
+    def killed(src_dir, dst):
+        copies.append(dst)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_copy_back", killed)
+    cfg = write_cfg(tmp_path, side_by_side(raw))
+    assert main(["pipeline", str(cfg), "--run-dir", str(root), "--update", "--no-progress"]) == 130
+    assert copies == [root / kept] and not (root / "agent").exists()
+    monkeypatch.undo()
+    trained = []
+    real = pipeline.STAGE_FUNCS["agent"]
+
+    def agent(cfg, run, **kw):
+        trained.extend(u for u in run.manifest()["stages"] if u.startswith("agent/"))
+        return real(cfg, run, **kw)
+
+    monkeypatch.setitem(pipeline.STAGE_FUNCS, "agent", agent)
+    assert main(["pipeline", str(cfg), "--run-dir", str(root), "--update", "--no-progress"]) == 0
+    assert trained == [kept]  # complete when the agent stage began: only the new ones were trained
+    assert tree(root / kept) == files and not (root / SUPERSEDED).exists()
+    assert RunDir(root).is_complete("agent/pixels/ppo_seed1")
