@@ -17,9 +17,17 @@ from typing import Any
 
 import torch
 
-from darla.config import Config, diff_configs, dump_config, load_yaml, register_external_env
+from darla.config import Config, diff_configs, dump_config, read_run_config, register_external_env
 from darla.runs import SUPERSEDED, RunDir, RunDirError, check_writable, provenance, remove_path
-from darla.stages import ALL_STAGES, STAGE_FILES, agent_unit, agent_units_unchanged, downstream, enabled_stages, stage_of_key
+from darla.stages import (
+    ALL_STAGES,
+    STAGE_FILES,
+    agent_unit,
+    agent_units_unchanged,
+    downstream,
+    enabled_stages,
+    stage_of_key,
+)
 from darla.stages.agent import stage_agent
 from darla.stages.common import Log, print_log
 from darla.stages.report import stage_report
@@ -52,7 +60,7 @@ def reconcile_config(run: RunDir, cfg: Config, update: bool) -> tuple[list[str],
 
     if not run.config_path.exists():
         return [], [], set()
-    old, new = load_yaml(run.config_path) or {}, yaml.safe_load(dump_config(cfg))
+    old, new = read_run_config(run.config_path), yaml.safe_load(dump_config(cfg))
     changed = diff_configs(old, new)
     if not changed:
         return [], [], set()

@@ -307,7 +307,7 @@ class RunDir:
         """Create the run dir, or check a re-run uses the same config. ``force`` starts over."""
         import yaml
 
-        from darla.config import diff_configs, load_yaml
+        from darla.config import diff_configs, read_run_config
 
         claim_dir(self.root, "run")  # what --force deletes below is inside darla's own run dir
         if force:
@@ -316,7 +316,7 @@ class RunDir:
                 remove_path(self.root / child)
         check_writable(self.root)
         if self.config_path.exists():
-            old = load_yaml(self.config_path) or {}
+            old = read_run_config(self.config_path)
             new = yaml.safe_load(config_text)
             changed = diff_configs(old, new)
             if changed:

@@ -61,7 +61,7 @@ __all__ = [
     "Config", "EnvConfig", "DomainsConfig", "ExternalEnvConfig", "VisionConfig", "DAEConfig", "AgentConfig",
     "MethodConfig", "TransferConfig", "MetricsConfig", "ScanConfig", "ENCODER_KINDS", "SCAN_ABLATIONS",
     # loading, dumping, comparing
-    "ConfigError", "load_config", "config_from_dict", "parse_override", "dump_config", "diff_configs",
+    "ConfigError", "load_config", "config_from_dict", "parse_override", "dump_config", "diff_configs", "read_run_config",
     "load_yaml", "load_yaml_text", "register_external_env",
     # helpers other modules share: names, typos, dotted keys
     "safe_name", "closest", "did_you_mean", "set_dotted",
@@ -150,6 +150,36 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_build:
 def dump_config(cfg: Config) -> str:
     """The config as YAML, in the schema's key order: what a run directory's config.yaml holds."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def read_run_config(path: str | Path) -> dict[str, Any]:
+    """A run directory's ``config.yaml`` as a plain dict, with each setting darla added after the
+    run was made (absent from the file) at its default.
+
+    A re-run compares this with the config it is given, so upgrading darla does not make a run's
+    own config read as changed and stop it from resuming. The premise is darla's rule for a new
+    setting: its default does what the code did before it. ``vision.fused_adam`` is the known
+    exception (the fused kernel came first, the key after it), so a run made before the fused
+    kernel reads as ``fused_adam: true``. A file the current schema cannot read is returned as
+    written, and its differences are then reported key by key.
+    """
+    old = load_yaml(path) or {}
+    try:
+        full = yaml.safe_load(dump_config(config_from_dict(old, str(path), check_build=False, check_files=False)))
+    except Exception:  # noqa: BLE001 (any reason it does not load: compare it as written)
+        return old
+    return _with_absent(old, full) if isinstance(old, dict) else old
+
+
+def _with_absent(old: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with every key of ``full`` that it lacks, at any depth."""
+    out = dict(old)
+    for k, v in full.items():
+        if k not in old:
+            out[k] = v
+        elif isinstance(old[k], dict) and isinstance(v, dict):
+            out[k] = _with_absent(old[k], v)
+    return out
 
 
 def diff_configs(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from darla.config import Config, ConfigError, diff_configs, dump_config, load_yaml
+from darla.config import Config, ConfigError, diff_configs, dump_config, read_run_config
 from darla.runs import RunDir, RunDirError
 from darla.stages import enabled_stages
 from darla.sweep.groups import vision_config
@@ -22,7 +22,7 @@ def run_is_complete(run_dir: Path, cfg: Config) -> bool:
     if not run.config_path.exists():
         return False
     try:
-        old = load_yaml(run.config_path) or {}
+        old = read_run_config(run.config_path)
         if diff_configs(old, yaml.safe_load(dump_config(cfg))):
             return False  # the pipeline will say what changed, as a failed run
         return all(run.is_complete(s) for s in enabled_stages(cfg))

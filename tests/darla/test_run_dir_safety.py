@@ -330,3 +330,33 @@ def test_an_interrupted_partial_update_continues_and_keeps_its_policies(complete
     assert trained == [kept]  # complete when the agent stage began: only the new ones were trained
     assert tree(root / kept) == files and not (root / SUPERSEDED).exists()
     assert RunDir(root).is_complete("agent/pixels/ppo_seed1")
+
+
+def test_a_run_made_before_a_setting_existed_still_resumes_and_updates(complete_run, tmp_path, capsys):
+    """A run whose config.yaml predates settings darla added since (absent from it) reads them at
+    their defaults: the same config is the same run, and --update still adds a method. A key the
+    file has with another value is still a change."""
+    raw, src = complete_run
+    root = tmp_path / "run"
+    shutil.copytree(src, root)
+    written = yaml.safe_load((root / "config.yaml").read_text())
+    for section, key in (("vision", "fused_adam"), ("vision", "cuda_graph"), ("agent", "log_targets")):
+        assert key in written[section]
+        del written[section][key]
+    (root / "config.yaml").write_text(yaml.safe_dump(written, sort_keys=False))
+    before = tree(root)
+    cfg = write_cfg(tmp_path, raw)
+    capsys.readouterr()
+    assert main(["pipeline", str(cfg), "--run-dir", str(root), "--no-progress"]) == 0
+    assert "[agent] complete, skipping" in capsys.readouterr().out
+    assert tree(root) == before  # nothing re-ran, and the file is left as it was
+
+    plain = json.loads(json.dumps(raw))
+    plain["vision"]["fused_adam"] = False  # not the default: a change to stage 1, refused
+    assert main(["pipeline", str(write_cfg(tmp_path, plain)), "--run-dir", str(root), "--no-progress"]) == 1
+    assert "changed: vision.fused_adam" in capsys.readouterr().err
+    assert tree(root) == before
+
+    assert main(["pipeline", str(write_cfg(tmp_path, side_by_side(raw))), "--run-dir", str(root), "--update", "--no-progress"]) == 0
+    assert "stage 1 and 1 complete policy it leaves alone are kept" in capsys.readouterr().out
+    assert RunDir(root).is_complete("report") and RunDir(root).is_complete("agent/pixels/ppo_seed1")
