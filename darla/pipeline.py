@@ -84,7 +84,7 @@ def reconcile_config(run: RunDir, cfg: Config, update: bool) -> tuple[list[str],
     return changed, redo, keep
 
 
-def supersede(run: RunDir, redo: list[str], config_text: str, keep: set[str] | frozenset[str] = frozenset()) -> None:
+def supersede(run: RunDir, redo: list[str], config_text: str, keep: set[str] | frozenset[str] = frozenset()) -> set[str]:
     """Move the results of ``redo`` aside into ``<run>/.superseded`` and adopt the new config.
 
     The run's config and manifest as they were go there too, so :func:`restore_superseded` can
@@ -95,7 +95,7 @@ def supersede(run: RunDir, redo: list[str], config_text: str, keep: set[str] | f
     ``keep``: complete units of a re-run stage (manifest names such as ``agent/<m>/ppo_seed0``)
     the change leaves alone. The stage's folder still goes aside whole, so a restore stays the
     exact old tree; each kept unit is copied back into the new one and keeps its manifest entry,
-    and the stage re-runs only the rest.
+    and the stage re-runs only the rest. Returns the units kept.
     """
     aside = run.path(SUPERSEDED)
     pending = aside.is_dir()
@@ -121,6 +121,7 @@ def supersede(run: RunDir, redo: list[str], config_text: str, keep: set[str] | f
     kept = {u for u in keep if run.path(u).is_dir()}  # a unit whose files are gone is re-run, not kept
     run.invalidate(*redo, keep=kept)
     write_text_atomic(run.config_path, config_text)
+    return kept
 
 
 def _remove_all_but(path: Path, rel: str, units: set[str]) -> None:
@@ -130,7 +131,7 @@ def _remove_all_but(path: Path, rel: str, units: set[str]) -> None:
     if not any(u.startswith(rel + "/") for u in units) or path.is_symlink() or not path.is_dir():
         remove_path(path)
         return
-    for child in path.iterdir():
+    for child in list(path.iterdir()):
         _remove_all_but(child, f"{rel}/{child.name}", units)
 
 
@@ -211,9 +212,8 @@ def run_pipeline(
         changed, redo, keep = ([], [], set()) if force else reconcile_config(run, cfg, update)
         try:
             if redo:
-                supersede(run, redo, dump_config(cfg), keep)
-                n = len(keep)
-                kept = f" and {n} complete polic{'y' if n == 1 else 'ies'} it leaves alone are" if keep else " is"
+                n = len(supersede(run, redo, dump_config(cfg), keep))
+                kept = f" and {n} complete polic{'y' if n == 1 else 'ies'} it leaves alone are" if n else " is"
                 log(f"[run] config changed ({', '.join(changed)}): re-running {', '.join(redo)}; stage 1{kept} kept, "
                     f"the old results wait in {SUPERSEDED}/ until the new ones are complete")
             elif changed:  # keys that change no result: the run keeps its results under the new config
