@@ -32,6 +32,21 @@ def write_cfg(tmp_path: Path, raw: dict, name: str = "tiny.yaml") -> Path:
     return p
 
 
+def with_gamma(raw: dict) -> dict:
+    """A copy of ``raw`` with a stage-2 change that every policy reads."""
+    new = json.loads(json.dumps(raw))
+    new["agent"]["hyperparams"]["gamma"] = 0.5
+    return new
+
+
+def stop_stage(monkeypatch, stage: str, exc: BaseException) -> None:
+    """Make ``stage`` raise ``exc``: a failure (RuntimeError) or an interrupt (KeyboardInterrupt)."""
+    def stopped(*a, **kw):
+        raise exc
+
+    monkeypatch.setitem(pipeline.STAGE_FUNCS, stage, stopped)
+
+
 @pytest.fixture
 def source_tree(tmp_path) -> Path:
     """A stand-in for a clone: a package with a vision/ directory and a README."""
@@ -134,14 +149,8 @@ def test_update_with_a_bad_value_keeps_the_complete_run(complete_run, tmp_path, 
     assert tree(root) == before
 
     # a value that only fails inside a re-run stage: the update is undone, the complete run stays
-    good = json.loads(json.dumps(raw))
-    good["agent"]["hyperparams"]["gamma"] = 0.5
-    cfg = write_cfg(tmp_path, good)
-
-    def failing(*a, **kw):
-        raise RuntimeError("the transfer stage failed")
-
-    monkeypatch.setitem(pipeline.STAGE_FUNCS, "transfer", failing)
+    cfg = write_cfg(tmp_path, with_gamma(raw))
+    stop_stage(monkeypatch, "transfer", RuntimeError("the transfer stage failed"))
     with pytest.raises(RuntimeError, match="transfer stage failed"):
         pipeline.run_pipeline(
             load_config(cfg), run_dir=root, update=True,
@@ -160,17 +169,11 @@ def test_update_keeps_old_results_until_the_new_ones_are_complete(complete_run, 
     root = tmp_path / "run"
     shutil.copytree(src, root)
     old_agent = tree(root / "agent")
-    new = json.loads(json.dumps(raw))
-    new["agent"]["hyperparams"]["gamma"] = 0.5
-    cfg = write_cfg(tmp_path, new)
+    cfg = write_cfg(tmp_path, with_gamma(raw))
 
     real = pipeline.STAGE_FUNCS["transfer"]
-
-    def interrupted(*a, **kw):
-        raise KeyboardInterrupt
-
     # interrupted during the update: the old results wait aside, the new agent is complete
-    monkeypatch.setitem(pipeline.STAGE_FUNCS, "transfer", interrupted)
+    stop_stage(monkeypatch, "transfer", KeyboardInterrupt())
     assert main(["pipeline", str(cfg), "--run-dir", str(root), "--update", "--no-progress"]) == 130
     assert tree(root / SUPERSEDED / "agent") == old_agent
     assert (root / SUPERSEDED / "report.html").exists() and not (root / "report.html").exists()
@@ -273,23 +276,13 @@ def test_a_failed_update_on_a_pending_partial_one_puts_the_exact_run_back(comple
     before = tree(root)
     grown = side_by_side(raw)
     cfg = write_cfg(tmp_path, grown)
-
-    def interrupted(*a, **kw):
-        raise KeyboardInterrupt
-
-    monkeypatch.setitem(pipeline.STAGE_FUNCS, "transfer", interrupted)
+    stop_stage(monkeypatch, "transfer", KeyboardInterrupt())
     assert main(["pipeline", str(cfg), "--run-dir", str(root), "--update", "--no-progress"]) == 130
     assert RunDir(root).is_complete("agent/pixels/ppo_seed1") and (root / SUPERSEDED / "agent").is_dir()
 
     # on top of it, a change that reaches every policy: nothing is kept, and it fails
-    gamma = json.loads(json.dumps(grown))
-    gamma["agent"]["hyperparams"]["gamma"] = 0.5
-    cfg = write_cfg(tmp_path, gamma)
-
-    def failing(*a, **kw):
-        raise RuntimeError("the agent stage failed")
-
-    monkeypatch.setitem(pipeline.STAGE_FUNCS, "agent", failing)
+    cfg = write_cfg(tmp_path, with_gamma(grown))
+    stop_stage(monkeypatch, "agent", RuntimeError("the agent stage failed"))
     capsys.readouterr()
     with pytest.raises(RuntimeError, match="agent stage failed"):
         pipeline.run_pipeline(load_config(cfg), run_dir=root, update=True, progress=False, log=print)
