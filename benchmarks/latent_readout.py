@@ -19,6 +19,10 @@ For each encoder it prints, on held-out frames of that walk:
 domains: zero-shot *readout* transfer. A policy is such a readout, so a factor whose readout
 fails in a target domain is one the frozen policy loses there, whatever the source score.
 
+``--policies`` reads fine-tuned encoders too (DARLA_FT, ``finetune: true``): each pixel
+policy's ``model.zip`` lends its actor's encoder to the first checkpoint's model, which is then
+read like any other, on the same walks.
+
 A code that carries a factor only nonlinearly (MLP high, linear near chance) hands PPO a harder
 problem than the true state does: the policy's first layers must learn the decoding, and the
 relation between two such decodings, from reward. Inputs are standardised for every readout.
@@ -27,14 +31,19 @@ relation between two such decodings, from reward. Inputs are standardised for ev
     python benchmarks/latent_readout.py A/model.pt B/model.pt --frames 12000 --json out.json
     python benchmarks/latent_readout.py runs/reacher_methods/vision/model.pt --env reacher \
         --test-domains target_background_target target_all_new
+    python benchmarks/latent_readout.py runs/reacher_methods/vision/model.pt --env reacher \
+        --policies runs/reacher_methods/agent/darla_ft/ppo_seed0/model.zip --test-domains target_all_new
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
+import io
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +110,28 @@ def readouts(
     return out
 
 
+def policy_encoder(model, policy_zip: Path):
+    """A copy of vision ``model`` whose encoder is a pixel policy's fine-tuned one: the actor's
+    features extractor (``pi_features_extractor``), or the shared one when actor and critic share it."""
+    try:
+        with zipfile.ZipFile(policy_zip) as z:
+            sd = torch.load(io.BytesIO(z.read("policy.pth")), weights_only=True, map_location="cpu")
+    except (OSError, KeyError, zipfile.BadZipFile) as e:
+        raise SystemExit(f"{policy_zip}: not a stable-baselines3 policy zip ({e})") from None
+    for prefix in ("pi_features_extractor.vision.encoder.", "features_extractor.vision.encoder."):
+        encoder = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if encoder:
+            break
+    else:
+        raise SystemExit(f"{policy_zip} holds no vision encoder: only a pixel policy has one (a latent policy reads the frozen checkpoint's)")
+    out = copy.deepcopy(model)
+    try:
+        out.encoder.load_state_dict(encoder)
+    except RuntimeError as e:
+        raise SystemExit(f"{policy_zip}: its encoder does not fit {type(model).__name__}'s: {str(e).splitlines()[0]}") from None
+    return out.eval()
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="+", help="vision model.pt files (any darla vision model)")
@@ -113,6 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--hidden", type=int, nargs="+", default=[256, 256], help="the MLP readout's hidden layers (default 256 256, PPO's policy net in the presets)")
     ap.add_argument("--test-domains", nargs="+", default=[], metavar="DOMAIN",
                     help="also score the readouts trained on --domain on a walk in each of these domains")
+    ap.add_argument("--policies", nargs="+", type=Path, default=[], metavar="ZIP",
+                    help="also read each pixel policy's fine-tuned encoder (agent/<method>/<algo>_seed<k>/model.zip), "
+                         "in the first checkpoint's model")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
@@ -122,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error("need 0 ≤ --oracle-mix ≤ 1 and --frames ≥ 40")
 
     models = [(p, load_checkpoint(p).eval()) for p in args.checkpoints]
+    models += [(z, policy_encoder(models[0][1], z)) for z in args.policies]
     sizes = {m.obs_shape[1] for _, m in models}
     if len(sizes) != 1:
         ap.error(f"the checkpoints expect different frame sizes {sorted(sizes)}; read them in separate runs")

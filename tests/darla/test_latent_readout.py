@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 from pathlib import Path
 
@@ -72,3 +73,39 @@ def test_main_reads_an_encoder_on_a_seeded_walk(tmp_path):
     for r in [*both["encoders"][str(ckpt)]["factors"].values(), both["encoders"][str(ckpt)]["oracle_action"]]:
         assert {"mlp target_floor_wall", "linear target_all_new"} <= set(r)
     assert both["encoders"][str(ckpt)]["factors"]["agent_x"]["mlp"] == enc["factors"]["agent_x"]["mlp"]
+
+
+def test_policies_lend_their_fine_tuned_encoder(tmp_path, capsys):
+    """--policies reads a pixel policy's actor encoder in the checkpoint's model: the same walk,
+    other numbers; a zip without an encoder is refused in one line."""
+    import zipfile
+
+    import pytest
+
+    lr = _script()
+    torch.manual_seed(0)
+    model = get_model_class("beta_vae")((3, 32, 32), latent_dim=4)
+    ckpt = save_checkpoint(tmp_path / "model.pt", model)
+    tuned = {f"pi_features_extractor.vision.encoder.{k}": v + 0.05 * torch.randn_like(v) for k, v in model.encoder.state_dict().items()}
+    tuned |= {k.replace("pi_", "vf_", 1): torch.zeros_like(v) for k, v in tuned.items()}  # the critic's: not read
+    policy = tmp_path / "model.zip"
+    with zipfile.ZipFile(policy, "w") as z:
+        buf = io.BytesIO()
+        torch.save(tuned, buf)
+        z.writestr("policy.pth", buf.getvalue())
+    loaded = lr.policy_encoder(model, policy)
+    assert all(torch.equal(loaded.encoder.state_dict()[k], tuned[f"pi_features_extractor.vision.encoder.{k}"]) for k in loaded.encoder.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(loaded.decoder.state_dict().values(), model.decoder.state_dict().values()))
+    argv = [str(ckpt), "--env", "seek_avoid_v1", "--frames", "160", "--hidden", "16", "--threads", "1", "--policies", str(policy)]
+    out = lr.main(argv)
+    assert list(out["encoders"]) == [str(ckpt), str(policy)]
+    frozen, fine = (out["encoders"][k]["factors"]["agent_x"] for k in (str(ckpt), str(policy)))
+    assert frozen["chance"] == fine["chance"] and frozen["linear"] != fine["linear"]  # one walk, two codes
+
+    latents = tmp_path / "latents.zip"
+    with zipfile.ZipFile(latents, "w") as z:
+        buf = io.BytesIO()
+        torch.save({"mlp_extractor.policy_net.0.weight": torch.zeros(2, 4)}, buf)
+        z.writestr("policy.pth", buf.getvalue())
+    with pytest.raises(SystemExit, match="holds no vision encoder"):
+        lr.main([*argv[:-1], str(latents)])
