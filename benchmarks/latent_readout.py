@@ -40,10 +40,8 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
-import io
 import json
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -113,11 +111,13 @@ def readouts(
 def policy_encoder(model, policy_zip: Path):
     """A copy of vision ``model`` whose encoder is a pixel policy's fine-tuned one: the actor's
     features extractor (``pi_features_extractor``), or the shared one when actor and critic share it."""
+    from agents.train import read_policy_weights
+    from vision.checkpoint import CheckpointError
+
     try:
-        with zipfile.ZipFile(policy_zip) as z:
-            sd = torch.load(io.BytesIO(z.read("policy.pth")), weights_only=True, map_location="cpu")
-    except (OSError, KeyError, zipfile.BadZipFile) as e:
-        raise SystemExit(f"{policy_zip}: not a stable-baselines3 policy zip ({e})") from None
+        sd = read_policy_weights(policy_zip)
+    except CheckpointError as e:
+        raise SystemExit(str(e)) from None
     for prefix in ("pi_features_extractor.vision.encoder.", "features_extractor.vision.encoder."):
         encoder = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
         if encoder:

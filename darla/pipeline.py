@@ -18,11 +18,18 @@ from typing import Any
 import torch
 
 from darla.config import Config, diff_configs, dump_config, read_run_config, register_external_env
-from darla.runs import SUPERSEDED, RunDir, RunDirError, check_writable, provenance, remove_path
+from darla.runs import (
+    SUPERSEDED,
+    RunDir,
+    RunDirError,
+    agent_unit,
+    check_writable,
+    provenance,
+    remove_path,
+)
 from darla.stages import (
     ALL_STAGES,
     STAGE_FILES,
-    agent_unit,
     agent_units_unchanged,
     downstream,
     enabled_stages,

@@ -141,6 +141,11 @@ def provenance(device: str) -> dict[str, Any]:
     }
 
 
+def agent_unit(method: str, algo: str, seed: int) -> str:
+    """One policy of stage 2: its manifest name, and its folder relative to the run dir."""
+    return f"agent/{method}/{algo}_seed{seed}"
+
+
 @dataclass
 class RunDir:
     root: Path
@@ -170,8 +175,8 @@ class RunDir:
         return self.path("vision", "dae")
 
     def agent_dir(self, method: str, algo: str, seed: int) -> Path:
-        """One policy of stage 2, ``agent/<method>/<algo>_seed<seed>/``."""
-        return self.path("agent", method, f"{algo}_seed{seed}")
+        """One policy of stage 2, ``agent/<method>/<algo>_seed<seed>/`` (:func:`agent_unit`)."""
+        return self.path(agent_unit(method, algo, seed))
 
     def reset_frames(self) -> Path:
         """Stage 3's seeded reset frames of every domain, for the report: ``transfer/reset_frames.npz``."""

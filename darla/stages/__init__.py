@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from darla.config import ENCODER_KINDS, Config
+from darla.runs import agent_unit
 
 #: Every stage, in the order a pipeline runs them.
 ALL_STAGES: tuple[str, ...] = ("vision", "agent", "transfer", "scan", "report")
@@ -77,11 +78,6 @@ def stage_of_key(key: str, old: dict[str, Any], new: dict[str, Any]) -> str | No
 
 #: The files of each stage outside its own directory.
 STAGE_FILES: dict[str, tuple[str, ...]] = {"report": ("report.html", "results.json")}
-
-
-def agent_unit(method: str, algo: str, seed: int) -> str:
-    """The manifest name of one policy of stage 2 (and its folder under the run dir)."""
-    return f"agent/{method}/{algo}_seed{seed}"
 
 
 def agent_units_unchanged(changed: list[str], old: dict[str, Any], new: dict[str, Any]) -> set[str] | None:

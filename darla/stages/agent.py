@@ -10,8 +10,7 @@ from typing import Any
 import torch
 
 from darla.config import Config, config_from_dict, register_external_env
-from darla.runs import RunDir
-from darla.stages import agent_unit
+from darla.runs import RunDir, agent_unit
 from darla.stages.common import Log, domains_of, encoder_path, print_log
 from vision.io import file_sha256
 from vision.registry import load_checkpoint

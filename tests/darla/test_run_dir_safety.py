@@ -214,13 +214,9 @@ def test_force_and_update_together_are_refused(tiny_raw, tmp_path, capsys):
 
 def policy_weights(unit: Path) -> dict:
     """A stage-2 policy's weights, read from its model.zip (the zip's own timestamps aside)."""
-    import io
-    import zipfile
+    from agents.train import read_policy_weights
 
-    import torch
-
-    with zipfile.ZipFile(unit / "model.zip") as z:
-        return torch.load(io.BytesIO(z.read("policy.pth")), weights_only=True, map_location="cpu")
+    return read_policy_weights(unit / "model.zip")
 
 
 def side_by_side(raw: dict) -> dict:
