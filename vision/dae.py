@@ -3,8 +3,12 @@
 Higgins et al. (2017, sec. 3.1 and appendix A.3.1): a β-VAE trained with pixel log-likelihood
 gives blurry reconstructions that ignore small details, so DARLA replaces the pixel loss by a
 squared error in the feature space of a *denoising autoencoder* J trained beforehand and then
-frozen: ``‖J(x̂) − J(x)‖² + β·KL``. Sources disagree on J's layer (the bottleneck, or the DAE's
-pre-sigmoid output): ``dae_layer`` chooses, default bottleneck (shared/notes/models.md).
+frozen: ``‖J(x̂) − J(x)‖² + β·KL``. J is "a stack of DAE layers up to a certain layer depth (a
+hyperparameter)" (SCAN, Higgins et al. 2018), and sources disagree on the layer: the bottleneck, or
+the DAE's pre-sigmoid output. ``dae_layer`` chooses among those and the DAE encoder's conv layers
+(``conv1`` is the first), default bottleneck (shared/notes/models.md). A conv layer keeps J's
+features in place on the image, so an object that is a few percent of the frame is a few percent of
+the loss; in the 100-unit bottleneck it may be almost nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from vision.nets import ConvDecoder, ConvEncoder, resolve_channels
 from vision.vae import VAE
 
 CORRUPTIONS = ("mask", "gaussian", "dropout")
-DAE_LAYERS = ("bottleneck", "output")
+DAE_LAYERS = ("bottleneck", "output", "conv1", "conv2", "conv3", "conv4", "conv5", "conv6")
 
 
 class DAE(VisionModel):
@@ -95,8 +99,18 @@ class DAE(VisionModel):
     def decode(self, z: Tensor) -> Tensor:
         return self.decoder(z)
 
+    @property
+    def n_conv(self) -> int:
+        return len(self.hparams["channels"])
+
     def features(self, x: Tensor, layer: str) -> Tensor:
-        """J(x) for β-VAE-DAE: the bottleneck code, or the reconstruction's pre-sigmoid logits."""
+        """J(x) for β-VAE-DAE: the bottleneck code, the reconstruction's pre-sigmoid logits, or
+        the encoder's k-th conv layer after its ReLU (``convk``), as a (N, C, H, W) map."""
+        if layer.startswith("conv"):
+            depth = int(layer[4:])
+            if not 1 <= depth <= self.n_conv:
+                raise ValueError(f"this DAE has conv1..conv{self.n_conv}, not {layer!r}")
+            return self.encoder.conv[: 2 * depth](x)  # (Conv2d, ReLU) pairs
         z = self.encoder(x)
         return z if layer == "bottleneck" else self.decoder(z)
 
@@ -160,6 +174,8 @@ class BetaVAEDAE(VAE):
         else:
             raise ValueError("β-VAE-DAE needs a trained DAE: pass dae=<trained DAE> (the pipeline trains one first)")
         assert isinstance(dae, DAE)
+        if dae_layer.startswith("conv") and int(dae_layer[4:]) > dae.n_conv:
+            raise ValueError(f"dae_layer {dae_layer!r}: the DAE has {dae.n_conv} conv layers (conv1..conv{dae.n_conv})")
         self.dae = dae.eval()
         self.dae.requires_grad_(False)
         self.beta, self.dae_layer = float(beta), dae_layer

@@ -87,7 +87,7 @@ def dae_file(tmp_path, trained_dae):
     return save_checkpoint(tmp_path / "dae.pt", trained_dae)
 
 
-@pytest.mark.parametrize("layer", ["bottleneck", "output"])
+@pytest.mark.parametrize("layer", ["bottleneck", "output", "conv2"])
 def test_beta_vae_dae_never_updates_the_dae(trained_dae, layer):
     torch.manual_seed(0)
     m = BetaVAEDAE(SHAPE, 4, beta=2.0, dae=trained_dae, dae_layer=layer, **SMALL)
@@ -117,6 +117,36 @@ def test_beta_vae_dae_loss_is_feature_space_error(trained_dae):
     expected = (j(torch.sigmoid(m.decode(z))) - j(x)).pow(2).sum(1).mean()
     torch.testing.assert_close(out.terms["recon"], expected)
     torch.testing.assert_close(out.total, expected + 3.0 * out.terms["kl"])
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_beta_vae_dae_conv_layer_loss_is_the_error_in_that_feature_map(trained_dae, depth):
+    """``dae_layer: convk`` compares the DAE encoder's k-th conv layer (after its ReLU), per pixel."""
+    torch.manual_seed(0)
+    m = BetaVAEDAE(SHAPE, 4, beta=3.0, dae=trained_dae, dae_layer=f"conv{depth}", **SMALL)
+    x = batch()
+    torch.manual_seed(7)
+    out = m.loss(x, 0)
+    torch.manual_seed(7)
+    mu, logvar = m.encode(x)
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def j(im):
+        for conv in [layer for layer in m.dae.encoder.conv if isinstance(layer, torch.nn.Conv2d)][:depth]:
+            im = torch.relu(conv(im))
+        return im
+
+    assert j(x).shape == (8, SMALL["channels"][depth - 1], 32 >> depth, 32 >> depth)
+    expected = (j(torch.sigmoid(m.decode(z))) - j(x)).pow(2).sum((1, 2, 3)).mean()
+    torch.testing.assert_close(out.terms["recon"], expected)
+    torch.testing.assert_close(out.total, expected + 3.0 * out.terms["kl"])
+
+
+def test_beta_vae_dae_refuses_a_conv_layer_the_dae_lacks(trained_dae):
+    with pytest.raises(ValueError, match="the DAE has 4 conv layers"):
+        BetaVAEDAE(SHAPE, 4, dae=trained_dae, dae_layer="conv5", **SMALL)
+    with pytest.raises(ValueError, match="dae_layer must be one of"):
+        BetaVAEDAE(SHAPE, 4, dae=trained_dae, dae_layer="fc1", **SMALL)
 
 
 def test_beta_vae_dae_reconstructs_through_the_dae(trained_dae):
