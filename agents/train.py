@@ -464,6 +464,10 @@ def read_policy_weights(path: Path) -> dict[str, torch.Tensor]:
             raw = zf.read(info)
     except KeyError:
         raise CheckpointError(f"{path} is not a darla policy (no {POLICY_WEIGHTS} member)") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such policy file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a directory, not a policy zip") from None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable policy zip ({type(e).__name__}: {e}); it is truncated or corrupted") from None
     try:

@@ -431,3 +431,15 @@ def test_weights_only_dqn_keeps_its_exploration_rate(tmp_path):
     ours, theirs = load_agent(res.model_path), DQN.load(res.model_path)  # trusted: trained here
     assert 0.4 < theirs.exploration_rate < 0.6  # mid-schedule: a wrong ε would show
     assert abs(ours.exploration_rate - theirs.exploration_rate) < 1e-3
+
+
+def test_a_missing_policy_file_is_named_as_missing_not_as_corrupted(tmp_path):
+    from agents.train import read_policy_weights
+    from vision.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no such policy file") as missing:
+        read_policy_weights(tmp_path / "model.zip")
+    with pytest.raises(CheckpointError, match="is a directory, not a policy zip") as folder:
+        read_policy_weights(tmp_path)
+    for err in (missing, folder):
+        assert "truncated or corrupted" not in str(err.value)
