@@ -28,6 +28,7 @@ from darla.config.checks import (
     check_env,
     check_methods,
     check_metrics,
+    check_models_build,
     check_scan,
     check_seed_ranges,
     check_sizes,
@@ -132,6 +133,8 @@ def config_from_dict(
         methods = check_methods(cfg, vision, source)
         cfg = dataclasses.replace(cfg, vision=vision, methods=methods)
         check_sizes(cfg, source)
+        if check_build:
+            check_models_build(cfg, source)
         if check_build and vision.data == "env":
             check_agent_builds(cfg, source)
     if check_files and vision.checkpoint:

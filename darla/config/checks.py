@@ -10,6 +10,7 @@ torch and SB3 until a check needs them.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -299,6 +300,61 @@ def check_agent_builds(cfg: Config, source: str) -> None:
         own = m.hyperparams if where == "hyperparams" else m.policy_kwargs
         prefix = f"methods.{name}.{where}" if arg in own or (arg is None and own) else f"agent.{where}"
         raise ConfigError(source, f"{prefix}.{arg}" if arg else prefix, f"SB3 cannot build {agent.algo.upper()} with it: {message}")
+
+
+def _constructor_error(e: Exception, params: dict[str, Any], prefix: str) -> str:
+    """The dotted key a constructor's error is about: the setting its message names (longest name
+    first, so ``dae_layer`` wins over ``dae``), else the block the settings came from."""
+    text = str(e)
+    for k in sorted(params, key=len, reverse=True):
+        if k in text:
+            return f"{prefix}.{k}"
+    return prefix
+
+
+def check_models_build(cfg: Config, source: str) -> None:
+    """Build every vision model stage 1 will train (``vision:`` and each registry-name method's
+    encoder), on torch's meta device: no memory, no init, milliseconds. A value only the model's
+    constructor checks (``likelihood: foo``, a ``dae_layer`` the DAE lacks) is refused now, naming
+    the key, and not after frame collection and DAE pretraining."""
+    import torch
+
+    from vision.registry import VISION_MODELS
+
+    v = cfg.vision
+    obs_shape = (1, 64, 64) if v.data == "dsprites" else (3, cfg.env.size, cfg.env.size)
+    extra: dict[str, Any] = {}
+    users = [("vision", v.model, v.params)] + [
+        (f"methods.{n}.params", m.encoder, m.params) for n, m in cfg.methods.items() if m.encoder in VISION_MODELS
+    ]
+    for prefix, name, params in users:
+        cls = VISION_MODELS[name]
+        kwargs = dict(params)
+        if "dataset_size" in inspect.signature(cls.__init__).parameters:
+            kwargs.setdefault("dataset_size", v.n_frames)  # as stage 1 sets it
+        if getattr(cls, "learns_from", "frames") == "transitions" and "n_actions" not in kwargs and "action_dim" not in kwargs:
+            if not extra:
+                from envs.registry import make_env
+                from vision.icf import action_kwargs
+
+                env = make_env(cfg.env.name, cfg.env.domains.vision, size=cfg.env.size)
+                try:
+                    extra.update(action_kwargs(env.action_space))
+                finally:
+                    env.close()
+            kwargs.update(extra)
+        with torch.device("meta"):
+            if getattr(cls, "requires", None) == "dae":
+                if kwargs.get("dae_checkpoint"):
+                    continue  # its DAE is a file, read by stage 1 (and checked there)
+                try:
+                    kwargs["dae"] = VISION_MODELS["dae"](obs_shape, **v.dae.params)
+                except (ValueError, TypeError) as e:
+                    raise ConfigError(source, _constructor_error(e, v.dae.params, "vision.dae.params"), str(e)) from None
+            try:
+                cls(obs_shape, latent_dim=v.latent_dim, **kwargs)
+            except (ValueError, TypeError) as e:
+                raise ConfigError(source, _constructor_error(e, params, prefix), str(e)) from None
 
 
 def _check_external(env: EnvConfig, source: str) -> None:
