@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 from pathlib import Path
 
@@ -77,3 +78,12 @@ def tiny_cfg(tiny_raw, tmp_path: Path):
 
     tiny_raw["runs_dir"] = str(tmp_path / "runs")
     return config_from_dict(tiny_raw, "tiny.yaml")
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module: benchmarks/ is a folder of scripts, not a package."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

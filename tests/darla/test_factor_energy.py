@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_benchmark
 
 from envs.registry import get_domain, get_env_info
 from vision.checkpoint import save_checkpoint
 from vision.dae import DAE
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "factor_energy.py"
-
 
 def _script():
-    spec = importlib.util.spec_from_file_location("factor_energy", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("factor_energy")
 
 
 @pytest.fixture

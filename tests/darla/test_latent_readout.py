@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import load_benchmark
 
 from vision.checkpoint import save_checkpoint
 from vision.registry import get_model_class
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "latent_readout.py"
-
 
 def _script():
-    spec = importlib.util.spec_from_file_location("latent_readout", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("latent_readout")
 
 
 def test_readouts_tell_a_linear_code_from_noise():

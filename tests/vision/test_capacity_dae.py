@@ -104,40 +104,35 @@ def test_beta_vae_dae_never_updates_the_dae(trained_dae, layer):
     assert any(not torch.equal(v, vae_before[k]) for k, v in m.encoder.state_dict().items())
 
 
-def test_beta_vae_dae_loss_is_feature_space_error(trained_dae):
-    torch.manual_seed(0)
-    m = BetaVAEDAE(SHAPE, 4, beta=3.0, dae=trained_dae, **SMALL)
-    x = batch()
-    torch.manual_seed(7)
-    out = m.loss(x, 0)
-    torch.manual_seed(7)
-    mu, logvar = m.encode(x)
-    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-    j = lambda im: m.dae.encoder(im)  # noqa: E731 — the bottleneck
-    expected = (j(torch.sigmoid(m.decode(z))) - j(x)).pow(2).sum(1).mean()
-    torch.testing.assert_close(out.terms["recon"], expected)
-    torch.testing.assert_close(out.total, expected + 3.0 * out.terms["kl"])
-
-
-@pytest.mark.parametrize("depth", [1, 2, 4])
-def test_beta_vae_dae_conv_layer_loss_is_the_error_in_that_feature_map(trained_dae, depth):
-    """``dae_layer: convk`` compares the DAE encoder's k-th conv layer (after its ReLU), per pixel."""
-    torch.manual_seed(0)
-    m = BetaVAEDAE(SHAPE, 4, beta=3.0, dae=trained_dae, dae_layer=f"conv{depth}", **SMALL)
-    x = batch()
-    torch.manual_seed(7)
-    out = m.loss(x, 0)
-    torch.manual_seed(7)
-    mu, logvar = m.encode(x)
-    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+def reference_features(dae: DAE, layer: str):
+    """J written out from the DAE's own layers: the bottleneck, or the k-th conv map after its ReLU."""
+    if layer == "bottleneck":
+        return dae.encoder
+    convs = [m for m in dae.encoder.conv if isinstance(m, torch.nn.Conv2d)][: int(layer[4:])]
 
     def j(im):
-        for conv in [layer for layer in m.dae.encoder.conv if isinstance(layer, torch.nn.Conv2d)][:depth]:
+        for conv in convs:
             im = torch.relu(conv(im))
         return im
 
-    assert j(x).shape == (8, SMALL["channels"][depth - 1], 32 >> depth, 32 >> depth)
-    expected = (j(torch.sigmoid(m.decode(z))) - j(x)).pow(2).sum((1, 2, 3)).mean()
+    return j
+
+
+@pytest.mark.parametrize(("layer", "shape"), [
+    ("bottleneck", (8, 16)), ("conv1", (8, 8, 16, 16)), ("conv2", (8, 8, 8, 8)), ("conv4", (8, 16, 2, 2)),
+])
+def test_beta_vae_dae_loss_is_the_squared_error_in_the_daes_layer(trained_dae, layer, shape):
+    torch.manual_seed(0)
+    m = BetaVAEDAE(SHAPE, 4, beta=3.0, dae=trained_dae, dae_layer=layer, **SMALL)
+    x = batch()
+    torch.manual_seed(7)
+    out = m.loss(x, 0)
+    torch.manual_seed(7)
+    mu, logvar = m.encode(x)
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+    j = reference_features(m.dae, layer)
+    assert j(x).shape == shape
+    expected = (j(torch.sigmoid(m.decode(z))) - j(x)).pow(2).flatten(1).sum(1).mean()
     torch.testing.assert_close(out.terms["recon"], expected)
     torch.testing.assert_close(out.total, expected + 3.0 * out.terms["kl"])
 
