@@ -101,6 +101,9 @@ def main() -> None:
             t = time.time()
             res = train_vision(model, frames, settings(steps, lr), out / method, resume=True)
             train_s = time.time() - t
+            if res.resumed_from > steps:  # it would score the later model under this point's label
+                raise SystemExit(f"{out / method} holds a model trained to step {res.resumed_from}, past the point "
+                                 f"--at {steps}: give points from {res.resumed_from} on, or a new --out")
             # Scored as stage 1 scores: the saved model.pt, loaded (the in-memory model is in
             # channels_last on the CPU, whose float differences move DCI's accuracies by ~0.01).
             saved = load_checkpoint(res.model_path)

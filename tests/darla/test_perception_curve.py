@@ -43,6 +43,14 @@ def test_curve_resumes_between_points_and_scores_the_model_it_trained(tiny_raw, 
 
     assert last["probe_test_per_factor"] == mlp_probe(data, model.represent, np.random.default_rng((tiny_raw["seed"], 1)))
     assert printed.count("MLP probe  ") == 2
+    # A point below the model already trained in --out is refused, not scored under the wrong label.
+    monkeypatch.setattr(sys, "argv", [*argv[:3], "3", *argv[5:]])
+    try:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    except SystemExit as e:
+        assert "holds a model trained to step 4, past the point --at 3" in str(e)
+    else:
+        raise AssertionError("a point below the trained model was scored")
     # An unknown method is one clear line naming the choices.
     monkeypatch.setattr(sys, "argv", [*argv, "--methods", "nope"])
     try:
