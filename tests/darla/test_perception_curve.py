@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import runpy
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from vision.registry import load_checkpoint
@@ -43,22 +45,15 @@ def test_curve_resumes_between_points_and_scores_the_model_it_trained(tiny_raw, 
 
     assert last["probe_test_per_factor"] == mlp_probe(data, model.represent, np.random.default_rng((tiny_raw["seed"], 1)))
     assert printed.count("MLP probe  ") == 2
-    # A point below the model already trained in --out is refused, not scored under the wrong label.
-    monkeypatch.setattr(sys, "argv", [*argv[:3], "3", *argv[5:]])
-    try:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    except SystemExit as e:
-        assert "holds a model trained to step 4, past the point --at 3" in str(e)
-    else:
-        raise AssertionError("a point below the trained model was scored")
-    # An unknown method is one clear line naming the choices.
-    monkeypatch.setattr(sys, "argv", [*argv, "--methods", "nope"])
-    try:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    except SystemExit as e:
-        assert "no trained encoder for ['nope']; choose from ['darla']" in str(e)
-    else:
-        raise AssertionError("an unknown method was accepted")
+    # A point below the model already trained in --out is refused, not scored under the wrong label;
+    # an unknown method is one clear line naming the choices.
+    for extra, message in (
+        ([*argv[:3], "3", *argv[5:]], "holds a model trained to step 4, past the point --at 3"),
+        ([*argv, "--methods", "nope"], "no trained encoder for ['nope']; choose from ['darla']"),
+    ):
+        monkeypatch.setattr(sys, "argv", extra)
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            runpy.run_path(str(SCRIPT), run_name="__main__")
 
 
 def test_probe_only_skips_mig_and_dci_and_keeps_the_probe(tiny_raw, tmp_path, monkeypatch, capsys):
