@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from darla.config import load_config
-from darla.stages.vision import model_kwargs, train_settings, vision_frames, vision_ground_truth
+from darla.stages.vision import train_settings, vision_frames, vision_ground_truth
 from envs.registry import get_domain
 from vision.metrics import score
 from vision.metrics.dci import accuracy_by_factor
 from vision.metrics.probe import probe_for_seed
-from vision.registry import get_model_class, load_checkpoint, make_model
+from vision.registry import get_model_class, load_checkpoint, make_model, model_kwargs
 from vision.train import train_vision
 
 

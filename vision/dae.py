@@ -103,14 +103,18 @@ class DAE(VisionModel):
     def n_conv(self) -> int:
         return len(self.hparams["channels"])
 
+    def conv_depth(self, layer: str) -> int:
+        """k of a ``convk`` layer name, refused unless this DAE's encoder has that conv layer."""
+        depth = int(layer[4:])
+        if not 1 <= depth <= self.n_conv:
+            raise ValueError(f"dae_layer {layer!r}: the DAE has {self.n_conv} conv layers (conv1..conv{self.n_conv})")
+        return depth
+
     def features(self, x: Tensor, layer: str) -> Tensor:
         """J(x) for β-VAE-DAE: the bottleneck code, the reconstruction's pre-sigmoid logits, or
         the encoder's k-th conv layer after its ReLU (``convk``), as a (N, C, H, W) map."""
         if layer.startswith("conv"):
-            depth = int(layer[4:])
-            if not 1 <= depth <= self.n_conv:
-                raise ValueError(f"this DAE has conv1..conv{self.n_conv}, not {layer!r}")
-            return self.encoder.conv[: 2 * depth](x)  # (Conv2d, ReLU) pairs
+            return self.encoder.conv[: 2 * self.conv_depth(layer)](x)  # (Conv2d, ReLU) pairs
         z = self.encoder(x)
         return z if layer == "bottleneck" else self.decoder(z)
 
@@ -174,8 +178,8 @@ class BetaVAEDAE(VAE):
         else:
             raise ValueError("β-VAE-DAE needs a trained DAE: pass dae=<trained DAE> (the pipeline trains one first)")
         assert isinstance(dae, DAE)
-        if dae_layer.startswith("conv") and int(dae_layer[4:]) > dae.n_conv:
-            raise ValueError(f"dae_layer {dae_layer!r}: the DAE has {dae.n_conv} conv layers (conv1..conv{dae.n_conv})")
+        if dae_layer.startswith("conv"):
+            dae.conv_depth(dae_layer)  # refused here, not at the first training step
         self.dae = dae.eval()
         self.dae.requires_grad_(False)
         self.beta, self.dae_layer = float(beta), dae_layer

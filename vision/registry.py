@@ -5,6 +5,7 @@ record format)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,15 @@ def load_dae(path: str | Path, obs_shape: Sequence[int]) -> DAE:
         dae = build_from_record(record, DAE, path)
     assert isinstance(dae, DAE)
     return dae.eval()
+
+
+def model_kwargs(cls: type, params: Mapping[str, Any], n_frames: int) -> dict[str, Any]:
+    """A config's settings as constructor kwargs, with what stage 1 supplies: β-TCVAE's
+    ``dataset_size`` (its log q(z) estimators need N) is the number of training frames."""
+    kwargs = dict(params)
+    if "dataset_size" in inspect.signature(cls.__init__).parameters and "dataset_size" not in kwargs:
+        kwargs["dataset_size"] = n_frames
+    return kwargs
 
 
 def make_model(cls: type[VisionModel] | str, obs_shape: Sequence[int], **kwargs: Any) -> VisionModel:

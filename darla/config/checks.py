@@ -10,7 +10,6 @@ torch and SB3 until a check needs them.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -319,7 +318,7 @@ def check_models_build(cfg: Config, source: str) -> None:
     the key, and not after frame collection and DAE pretraining."""
     import torch
 
-    from vision.registry import VISION_MODELS
+    from vision.registry import VISION_MODELS, model_kwargs
 
     v = cfg.vision
     obs_shape = (1, 64, 64) if v.data == "dsprites" else (3, cfg.env.size, cfg.env.size)
@@ -329,9 +328,7 @@ def check_models_build(cfg: Config, source: str) -> None:
     ]
     for prefix, name, params in users:
         cls = VISION_MODELS[name]
-        kwargs = dict(params)
-        if "dataset_size" in inspect.signature(cls.__init__).parameters:
-            kwargs.setdefault("dataset_size", v.n_frames)  # as stage 1 sets it
+        kwargs = model_kwargs(cls, params, v.n_frames)  # as stage 1 builds it
         if getattr(cls, "learns_from", "frames") == "transitions" and "n_actions" not in kwargs and "action_dim" not in kwargs:
             if not extra:
                 from envs.registry import make_env

@@ -3,7 +3,6 @@ encoders) trained on them, figures, and its disentanglement scores."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from dataclasses import replace
@@ -21,7 +20,7 @@ from envs.factors import Domain, sample_images, to_chw_float
 from envs.registry import get_env_info
 from vision.checkpoint import save_checkpoint
 from vision.io import write_json_atomic
-from vision.registry import get_model_class, load_checkpoint, make_model
+from vision.registry import get_model_class, load_checkpoint, make_model, model_kwargs
 from vision.train import resolve_device
 
 
@@ -34,14 +33,6 @@ def train_settings(cfg: Config, steps: int, lr: float | None, progress: bool):
         log_every=v.log_every, device=cfg.device, amp=v.amp, compile=v.compile, cuda_graph=v.cuda_graph,
         fused_adam=v.fused_adam, seed=cfg.seed, progress=progress,
     )
-
-
-def model_kwargs(cls: type, params: dict[str, Any], n_frames: int) -> dict[str, Any]:
-    kwargs = dict(params)
-    sig = inspect.signature(cls.__init__).parameters
-    if "dataset_size" in sig and "dataset_size" not in kwargs:
-        kwargs["dataset_size"] = n_frames  # β-TCVAE's log q(z) estimators need N
-    return kwargs
 
 
 def model_params(
