@@ -1,0 +1,104 @@
+"""Does a side-by-side ranking survive another stage-1 seed? Runs of one config, pooled.
+
+A run's table has one vision model per method and several agent seeds on it, so its confidence
+intervals cover the agents' variance, not the encoder's. Running the same config with another
+top-level ``seed`` (``--set seed=1``: other frames, another stage-1 initialisation, the same agent
+seeds) gives each method another encoder. This script reads each run's ``transfer/episodes.csv``
+and prints, per method and domain:
+
+- each run's normalised IQM over its agent seeds (one column per run: one encoder each);
+- the pooled normalised IQM [95% CI] over every (run, agent seed) policy, and the transfer ratio
+  (target mean ÷ source mean, raw returns) of the pooled policies;
+- P(method > the first method) over the pooled policies, per target.
+
+The pooled CI treats policies as independent, which policies on one encoder are not: with a few
+encoder seeds, read the per-run columns for whether a ranking holds on every encoder, and the
+pooled numbers for its size. Every run must have scored the same domains on the same episodes
+(the same ``transfer`` section and env), which this script checks.
+
+    python benchmarks/encoder_seeds.py runs/seek_avoid_cpu runs/sa_seed1 [--methods darla dae icf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from agents.stats import iqm, normalise
+from darla.stages.transfer import summarize_transfer
+
+
+def read_run(run: Path) -> tuple[dict, dict[tuple[str, str, int], list[float]], dict[tuple[str, str, int], list[int]]]:
+    """(transfer summary, (method, domain, seed) → returns, and → env seeds in episode order)."""
+    summary = json.loads((run / "transfer" / "summary.json").read_text())
+    rets: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+    env_seeds: dict[tuple[str, str, int], list[int]] = defaultdict(list)
+    with open(run / "transfer" / "episodes.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            key = (row["method"], row["domain"], int(row["seed"]))
+            rets[key].append(float(row["ret"]))
+            env_seeds[key].append(int(row["env_seed"]))
+    return summary, rets, env_seeds
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="run directories of one config that differ in `seed`")
+    p.add_argument("--methods", nargs="+", help="methods to pool (default: those every run has, in the first run's order)")
+    p.add_argument("--json", type=Path, help="also write the pooled summary here")
+    args = p.parse_args(argv)
+
+    runs = [read_run(r) for r in args.runs]
+    first = runs[0][0]
+    domains = first["domains"]
+    episodes: dict[str, list[int]] = {}  # domain → env seeds of its episodes, the same for every policy
+    for path, (s, _, env_seeds) in zip(args.runs, runs):
+        if s["domains"] != domains or s["references"] != first["references"]:
+            raise SystemExit(f"{path}: other domains or references than {args.runs[0]}: not the same transfer episodes")
+        for (_, d, _), v in env_seeds.items():
+            if episodes.setdefault(d, v) != v:
+                raise SystemExit(f"{path}: its policies were not all scored on {args.runs[0]}'s {d} episodes")
+    common = [m for m in first["method_order"] if all(m in s["method_order"] for s, _, _ in runs)]
+    methods = args.methods or common
+    missing = [m for m in methods if m not in common]
+    if missing:
+        raise SystemExit(f"not in every run: {', '.join(missing)}")
+    refs = first["references"]
+
+    # pooled: policy id = run index × 1000 + agent seed
+    rows, ids = [], set()
+    for i, (_, rets, _) in enumerate(runs):
+        for (m, d, s), v in rets.items():
+            if m in methods:
+                ids.add(i * 1000 + s)
+                rows += [{"method": m, "domain": d, "seed": i * 1000 + s, "ret": r} for r in v]
+    pooled = summarize_transfer(rows, domains, methods, sorted(ids), refs)
+
+    print("normalised IQM per run (one encoder each; agent seeds within) and pooled [95% CI]")
+    print("runs: " + ", ".join(f"r{i} = {p}" for i, p in enumerate(args.runs)))
+    head = f"{'method':<12}{'domain':<20}" + "".join(f"{'r' + str(i):>7}" for i in range(len(runs)))
+    print(head + f"{'pooled IQM [95% CI]':>28}{'ratio':>8}{'P(> ' + methods[0] + ')':>16}")
+    for m in methods:
+        for d in domains:
+            per_run = []
+            for _, rets, _ in runs:
+                seeds = sorted(s for (mm, dd, s) in rets if mm == m and dd == d)
+                means = [float(normalise(rets[(m, d, s)], refs[d]["random"], refs[d]["oracle"]).mean()) for s in seeds]
+                per_run.append(iqm(means))
+            n = pooled["methods"][m]["normalised"][d]
+            ratio = pooled["methods"][m]["transfer_ratio"].get(d)
+            poi = pooled["probability_of_improvement"].get(d, {}).get(m) if m != methods[0] else None
+            line = f"{m:<12}{d:<20}" + "".join(f"{x:7.2f}" for x in per_run)
+            line += f"{n['iqm']:9.2f} [{n['iqm_ci'][0]:5.2f}, {n['iqm_ci'][1]:5.2f}]".rjust(28)
+            line += f"{ratio:8.2f}" if ratio is not None else f"{'':8}"
+            line += f"{poi['p']:8.2f} [{poi['ci'][0]:.2f}, {poi['ci'][1]:.2f}]" if poi else ""
+            print(line)
+    if args.json:
+        args.json.write_text(json.dumps({"runs": [str(r) for r in args.runs], "pooled": pooled}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
