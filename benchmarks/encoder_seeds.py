@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         raise SystemExit(f"not in every run: {', '.join(missing)}")
     refs = first["references"]
+    unnormalised = [d for d in domains if not (refs.get(d, {}).get("oracle") is not None and refs[d]["oracle"] > refs[d]["random"])]
+    if unnormalised:
+        raise SystemExit(f"no oracle reference for {', '.join(unnormalised)}: this script compares normalised scores")
 
     # pooled: policy id = run index × 1000 + agent seed
     rows, ids = [], set()
