@@ -27,12 +27,14 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from agents.stats import iqm, normalise
 from darla.stages.transfer import summarize_transfer
 
 
 def read_run(run: Path) -> tuple[dict, dict[tuple[str, str, int], list[float]], dict[tuple[str, str, int], list[int]]]:
     """(transfer summary, (method, domain, seed) → returns, and → env seeds in episode order)."""
+    missing = [f for f in ("summary.json", "episodes.csv") if not (run / "transfer" / f).is_file()]
+    if missing:
+        raise SystemExit(f"{run}: no transfer/{' or transfer/'.join(missing)} (not a run directory whose transfer stage ran)")
     summary = json.loads((run / "transfer" / "summary.json").read_text())
     rets: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     env_seeds: dict[tuple[str, str, int], list[int]] = defaultdict(list)
@@ -71,14 +73,16 @@ def main(argv: list[str] | None = None) -> None:
     if unnormalised:
         raise SystemExit(f"no oracle reference for {', '.join(unnormalised)}: this script compares normalised scores")
 
-    # pooled: policy id = run index × 1000 + agent seed
-    rows, ids = [], set()
-    for i, (_, rets, _) in enumerate(runs):
-        for (m, d, s), v in rets.items():
-            if m in methods:
-                ids.add(i * 1000 + s)
-                rows += [{"method": m, "domain": d, "seed": i * 1000 + s, "ret": r} for r in v]
-    pooled = summarize_transfer(rows, domains, methods, sorted(ids), refs)
+    def rows(rets: dict[tuple[str, str, int], list[float]], offset: int) -> list[dict]:
+        return [{"method": m, "domain": d, "seed": offset + s, "ret": r} for (m, d, s), v in rets.items() if m in methods for r in v]
+
+    # each run alone (one encoder), then every policy pooled: policy id = run index × 1000 + agent seed
+    per_run = []
+    for _, rets, _ in runs:
+        seeds = sorted({s for (m, _, s) in rets if m in methods})
+        per_run.append(summarize_transfer(rows(rets, 0), domains, methods, seeds, refs))
+    pooled_rows = [row for i, (_, rets, _) in enumerate(runs) for row in rows(rets, i * 1000)]
+    pooled = summarize_transfer(pooled_rows, domains, methods, sorted({r["seed"] for r in pooled_rows}), refs)
 
     print("normalised IQM per run (one encoder each; agent seeds within) and pooled [95% CI]")
     print("runs: " + ", ".join(f"r{i} = {p}" for i, p in enumerate(args.runs)))
@@ -86,15 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     print(head + f"{'pooled IQM [95% CI]':>28}{'ratio':>8}{'P(> ' + methods[0] + ')':>16}")
     for m in methods:
         for d in domains:
-            per_run = []
-            for _, rets, _ in runs:
-                seeds = sorted(s for (mm, dd, s) in rets if mm == m and dd == d)
-                means = [float(normalise(rets[(m, d, s)], refs[d]["random"], refs[d]["oracle"]).mean()) for s in seeds]
-                per_run.append(iqm(means))
             n = pooled["methods"][m]["normalised"][d]
             ratio = pooled["methods"][m]["transfer_ratio"].get(d)
             poi = pooled["probability_of_improvement"].get(d, {}).get(m) if m != methods[0] else None
-            line = f"{m:<12}{d:<20}" + "".join(f"{x:7.2f}" for x in per_run)
+            line = f"{m:<12}{d:<20}" + "".join(f"{r['methods'][m]['normalised'][d]['iqm']:7.2f}" for r in per_run)
             line += f"{n['iqm']:9.2f} [{n['iqm_ci'][0]:5.2f}, {n['iqm_ci'][1]:5.2f}]".rjust(28)
             line += f"{ratio:8.2f}" if ratio is not None else f"{'':8}"
             line += f"{poi['p']:8.2f} [{poi['ci'][0]:.2f}, {poi['ci'][1]:.2f}]" if poi else ""

@@ -59,3 +59,16 @@ def test_refuses_runs_scored_on_other_episodes(tmp_path):
         es.main([str(a), str(b)])
     with pytest.raises(SystemExit, match="not in every run"):
         es.main([str(a), str(a), "--methods", "x", "z"])
+    with pytest.raises(SystemExit, match="no transfer/episodes.csv"):
+        (b / "transfer" / "episodes.csv").unlink()
+        es.main([str(a), str(b)])
+
+
+def test_refuses_a_domain_without_an_oracle(tmp_path):
+    es = load_benchmark("encoder_seeds")
+    a = fake_run(tmp_path / "a", {"x": {"source": [1, 2], "target": [1, 2]}})
+    summary = json.loads((a / "transfer" / "summary.json").read_text())
+    summary["references"]["target"]["oracle"] = None
+    (a / "transfer" / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(SystemExit, match="no oracle reference for target"):
+        es.main([str(a), str(a)])
