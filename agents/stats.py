@@ -149,3 +149,53 @@ def source_at_chance(
         ci = (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
         over = "episodes"
     return {"at_chance": bool(ci[0] <= random_mean), "ci": [float(ci[0]), float(ci[1])], "over": over, "random": float(random_mean)}
+
+
+def _two_level_resample(groups: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """One two-level bootstrap sample: groups drawn with replacement, then each drawn group's
+    members drawn with replacement from it."""
+    picked = rng.integers(0, len(groups), size=len(groups))
+    return np.concatenate([groups[g][rng.integers(0, len(groups[g]), size=len(groups[g]))] for g in picked])
+
+
+def _as_groups(groups: Sequence[Sequence[float]]) -> list[np.ndarray]:
+    out = [np.asarray(g, dtype=np.float64).ravel() for g in groups]
+    if not out or any(g.size == 0 for g in out):
+        raise ValueError("a two-level bootstrap needs at least one group and no empty group")
+    return out
+
+
+def hierarchical_iqm_ci(
+    groups: Sequence[Sequence[float]], *, reps: int = 2000, seed: int = 0, confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile CI of the IQM of all members under a two-level bootstrap (groups, then members).
+
+    For scores that come in groups sharing a random factor: policies (members) trained on one
+    encoder (group). A bootstrap over policies treats them as independent and so ignores the
+    encoder's variance; drawing encoders first puts it back, so with few encoders the CI is as
+    wide as the spread between them says it should be (e.g. two encoders whose policies all
+    score 0 and 1: [0, 1]). With one group it is the bootstrap over its members alone.
+    """
+    gs = _as_groups(groups)
+    rng = np.random.default_rng(seed)
+    stats = np.array([iqm(_two_level_resample(gs, rng)) for _ in range(reps)])
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
+
+
+def hierarchical_probability_of_improvement(
+    x_groups: Sequence[Sequence[float]], y_groups: Sequence[Sequence[float]], *, reps: int = 2000, seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, float | list[float]]:
+    """P(X > Y) over all members (ties ½), with a percentile CI from two-level bootstraps of
+    ``x_groups`` and ``y_groups``, drawn independently (as rliable's stratified bootstrap draws X
+    and Y): the encoder-aware counterpart of :func:`probability_of_improvement`."""
+    xs, ys = _as_groups(x_groups), _as_groups(y_groups)
+
+    def p(x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean((x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])))
+
+    rng = np.random.default_rng(seed)
+    stats = np.array([p(_two_level_resample(xs, rng), _two_level_resample(ys, rng)) for _ in range(reps)])
+    alpha = (1 - confidence) / 2
+    return {"p": p(np.concatenate(xs), np.concatenate(ys)), "ci": [float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))]}

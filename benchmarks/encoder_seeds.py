@@ -11,9 +11,11 @@ and prints, per method and domain:
   (target mean ÷ source mean, raw returns) of the pooled policies;
 - P(method > the first method) over the pooled policies, per target.
 
-The pooled CI treats policies as independent, which policies on one encoder are not: with a few
-encoder seeds, read the per-run columns for whether a ranking holds on every encoder, and the
-pooled numbers for its size. Every run must have scored the same domains on the same episodes
+Each pooled number has two 95% CIs. The first is the report's, a bootstrap over policies, which
+treats policies as independent; policies on one encoder are not. The second is a two-level
+bootstrap (encoders, then the policies on each), which carries the encoder's variance: with two
+or three encoders it is wide, and it is the one to read before calling a ranking. The per-run
+columns show whether a ranking holds on every encoder. Every run must have scored the same domains on the same episodes
 (the same ``transfer`` section and env), which this script checks.
 
     python benchmarks/encoder_seeds.py runs/seek_avoid_cpu runs/sa_seed1 [--methods darla dae icf]
@@ -27,6 +29,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from agents.stats import hierarchical_iqm_ci, hierarchical_probability_of_improvement
 from darla.stages.transfer import summarize_transfer
 
 
@@ -84,22 +87,34 @@ def main(argv: list[str] | None = None) -> None:
     pooled_rows = [row for i, (_, rets, _) in enumerate(runs) for row in rows(rets, i * 1000)]
     pooled = summarize_transfer(pooled_rows, domains, methods, sorted({r["seed"] for r in pooled_rows}), refs)
 
-    print("normalised IQM per run (one encoder each; agent seeds within) and pooled [95% CI]")
+    # the two-level bootstrap: each run is one encoder, its agent seeds the policies on it
+    def groups(m: str, d: str) -> list[list[float]]:
+        return [r["methods"][m]["normalised"][d]["per_seed"] for r in per_run]
+
+    hier: dict = {"iqm_ci": {m: {d: list(hierarchical_iqm_ci(groups(m, d))) for d in domains} for m in methods},
+                  "probability_of_improvement": {d: {m: hierarchical_probability_of_improvement(groups(m, d), groups(methods[0], d))
+                                                     for m in methods[1:]} for d in domains}}
+
+    print("normalised IQM per run (one encoder each; agent seeds within) and pooled, with 95% CIs over")
+    print("policies [p] and over encoders, then their policies [e]")
     print("runs: " + ", ".join(f"r{i} = {p}" for i, p in enumerate(args.runs)))
     head = f"{'method':<12}{'domain':<20}" + "".join(f"{'r' + str(i):>7}" for i in range(len(runs)))
-    print(head + f"{'pooled IQM [95% CI]':>28}{'ratio':>8}{'P(> ' + methods[0] + ')':>16}")
+    print(head + f"{'pooled IQM [p] [e]':>40}{'ratio':>8}   {'P(> ' + methods[0] + ') [p] [e]'}")
     for m in methods:
         for d in domains:
             n = pooled["methods"][m]["normalised"][d]
+            e = hier["iqm_ci"][m][d]
             ratio = pooled["methods"][m]["transfer_ratio"].get(d)
             poi = pooled["probability_of_improvement"].get(d, {}).get(m) if m != methods[0] else None
             line = f"{m:<12}{d:<20}" + "".join(f"{r['methods'][m]['normalised'][d]['iqm']:7.2f}" for r in per_run)
-            line += f"{n['iqm']:9.2f} [{n['iqm_ci'][0]:5.2f}, {n['iqm_ci'][1]:5.2f}]".rjust(28)
+            line += f"{n['iqm']:9.2f} [{n['iqm_ci'][0]:5.2f}, {n['iqm_ci'][1]:5.2f}] [{e[0]:5.2f}, {e[1]:5.2f}]".rjust(40)
             line += f"{ratio:8.2f}" if ratio is not None else f"{'':8}"
-            line += f"{poi['p']:8.2f} [{poi['ci'][0]:.2f}, {poi['ci'][1]:.2f}]" if poi else ""
+            if poi:
+                he = hier["probability_of_improvement"][d][m]["ci"]
+                line += f"{poi['p']:8.2f} [{poi['ci'][0]:.2f}, {poi['ci'][1]:.2f}] [{he[0]:.2f}, {he[1]:.2f}]"
             print(line)
     if args.json:
-        args.json.write_text(json.dumps({"runs": [str(r) for r in args.runs], "pooled": pooled}, indent=1))
+        args.json.write_text(json.dumps({"runs": [str(r) for r in args.runs], "pooled": pooled, "over_encoders": hier}, indent=1))
 
 
 if __name__ == "__main__":

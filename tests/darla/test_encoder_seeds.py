@@ -44,6 +44,11 @@ def test_per_run_columns_and_pooled_policies(tmp_path, capsys):
     x, y = pooled["methods"]["x"], pooled["methods"]["y"]
     assert x["normalised"]["source"]["n_seeds"] == 8  # 2 runs × 4 agent seeds
     assert x["normalised"]["source"]["iqm"] == pytest.approx(0.6)  # the middle half: two 0.4s, two 0.8s
+    # over encoders (then policies) the CI is the two encoders' spread
+    enc = json.loads((tmp_path / "out.json").read_text())["over_encoders"]
+    assert enc["iqm_ci"]["x"]["source"] == pytest.approx([0.4, 0.8])
+    assert enc["iqm_ci"]["y"]["source"] == pytest.approx([0.6, 0.6])
+    assert enc["probability_of_improvement"]["target"]["y"]["p"] == pytest.approx(0.5)
     assert x["transfer_ratio"]["target"] == pytest.approx(5 / 6)
     assert y["transfer_ratio"]["target"] == pytest.approx(0.75)
     poi = pooled["probability_of_improvement"]["target"]["y"]["p"]
