@@ -236,13 +236,21 @@ def run_pipeline(
                     log(f"[{name}] complete, skipping")
                     continue
                 run.invalidate(*downstream(name))
+                run.begin_attempt(name)
                 t0 = time.time()
+                outcome = "failed"
                 try:
                     STAGE_FUNCS[name](cfg, run, progress=progress, log=log)
+                    outcome = "complete"
+                except KeyboardInterrupt:
+                    outcome = "interrupted"
+                    raise
                 except OSError as e:
                     if e.filename is None and e.errno is not None:  # a write() deep in a library names no file
                         raise OSError(e.errno, e.strerror, str(run.path(name) if name != "report" else run.root)) from e
                     raise
+                finally:
+                    _end_attempt(run, name, time.time() - t0, outcome)
                 log(f"[{name}] done in {time.time() - t0:.1f} s")
         except Exception:
             # An update that fails (a bad value, a full disk) must not cost the complete run it
@@ -255,6 +263,17 @@ def run_pipeline(
         ):
             discard_superseded(run)
     return run
+
+
+def _end_attempt(run: RunDir, name: str, seconds: float, outcome: str) -> None:
+    """Record the attempt's time; when the stage failed, never at the cost of its error."""
+    if outcome == "complete":
+        run.end_attempt(name, seconds, outcome)
+        return
+    try:
+        run.end_attempt(name, seconds, outcome)
+    except (OSError, RunDirError):  # e.g. the disk that failed the stage: its own error is the one to see
+        pass
 
 
 _MIB = 2**20

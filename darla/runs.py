@@ -78,6 +78,12 @@ def _manifest_problem(data: Any) -> str | None:
                 return f"stages.{name}.sha256.{rel}: not a sha256 hex digest"
             if Path(rel).is_absolute() or ".." in Path(rel).parts:
                 return f"stages.{name}.sha256.{rel}: a path outside the run directory"
+    attempts = data.get("attempts", {})
+    if not isinstance(attempts, dict):
+        return "attempts: not a mapping"
+    for name, tries in attempts.items():
+        if not isinstance(tries, list) or not all(isinstance(t, dict) for t in tries):
+            return f"attempts.{name}: expected a list of mappings"
     return None
 
 
@@ -251,6 +257,36 @@ class RunDir:
         self.write_manifest(m)
         return entry
 
+    def begin_attempt(self, name: str) -> None:
+        """Note that stage ``name`` starts now (kept under the manifest's ``attempts``).
+
+        A stage that is stopped and resumed runs in several attempts, and its ``wall_time_s`` is
+        the last one's; the attempts let :meth:`end_attempt` give the stage's whole time, or say
+        that an attempt ended without one (SIGKILL, power loss)."""
+        m = self.manifest()
+        started = datetime.now().astimezone().isoformat(timespec="seconds")
+        m.setdefault("attempts", {}).setdefault(name, []).append({"started": started})
+        self.write_manifest(m)
+
+    def end_attempt(self, name: str, seconds: float, outcome: str) -> None:
+        """Record how the current attempt at ``name`` ended; a complete stage that took more than
+        one attempt gets ``attempts`` and, when every attempt's time is known,
+        ``wall_time_all_attempts_s`` (otherwise ``attempts_without_time``)."""
+        m = self.manifest()
+        attempts = m.get("attempts", {}).get(name)
+        if not attempts:
+            return
+        attempts[-1].update({"wall_time_s": round(seconds, 3), "outcome": outcome})
+        entry = m["stages"].get(name)
+        if outcome == "complete" and entry is not None and len(attempts) > 1:
+            entry["attempts"] = len(attempts)
+            unknown = sum("wall_time_s" not in a for a in attempts)
+            if unknown:
+                entry["attempts_without_time"] = unknown
+            else:
+                entry["wall_time_all_attempts_s"] = round(sum(a["wall_time_s"] for a in attempts), 3)
+        self.write_manifest(m)
+
     def record_provenance(self, info: dict[str, Any]) -> None:
         """Keep ``info`` (:func:`provenance`) as the manifest's ``provenance``: the latest
         invocation's, as every stage it runs is recorded beside it with its own finish time."""
@@ -265,6 +301,7 @@ class RunDir:
         for n in names:
             for key in [k for k in m["stages"] if (k == n or k.startswith(n + "/")) and k not in keep]:
                 del m["stages"][key]
+            m.get("attempts", {}).pop(n, None)  # a re-run stage's time starts again
         self.write_manifest(m)
 
     # -- one process at a time -------------------------------------------------------------

@@ -207,6 +207,17 @@ def _videos_section(cfg: Config, run: RunDir) -> str:
     return "".join(parts)
 
 
+def _stage_time(name: str, entry: dict[str, Any]) -> str:
+    """A stage's wall time; after a stop and resume, every attempt's, or the last one's and why."""
+    n = entry.get("attempts", 1)
+    if n <= 1:
+        return f"{name} {entry['wall_time_s']:.0f} s"
+    if "wall_time_all_attempts_s" in entry:
+        return f"{name} {entry['wall_time_all_attempts_s']:.0f} s over {n} attempts"
+    k = entry.get("attempts_without_time", 0)
+    return f"{name} {entry['wall_time_s']:.0f} s in the last of {n} attempts ({k} ended without a recorded time)"
+
+
 def _provenance(cfg: Config, run: RunDir) -> str:
     """Who ran what, where, with which versions, and how long each stage took (manifest.json)."""
     from datetime import datetime
@@ -226,7 +237,7 @@ def _provenance(cfg: Config, run: RunDir) -> str:
     )
     stages = m.get("stages", {})
     times = ", ".join(
-        f"{name} {stages[name]['wall_time_s']:.0f} s" for name in ("vision", "agent", "transfer", "scan")
+        _stage_time(name, stages[name]) for name in ("vision", "agent", "transfer", "scan")
         if name in stages and "wall_time_s" in stages[name]
     )
     rows = [

@@ -90,6 +90,8 @@ BAD_MANIFESTS = {
     "hash not hex": '{"stages": {"vision": {"status": "complete", "sha256": {"vision/model.pt": "abc"}}}}',
     "path outside": json.dumps({"stages": {"vision": {"status": "complete", "sha256": {"../../etc/passwd": HEX}}}}),
     "status a number": '{"stages": {"vision": {"status": 1}}}',
+    "attempts a list": '{"stages": {}, "attempts": []}',
+    "attempt a string": '{"stages": {}, "attempts": {"agent": ["2026-12-07"]}}',
 }
 
 
@@ -110,6 +112,8 @@ def test_corrupted_or_malformed_manifest_is_one_clear_error(case, tiny_cfg, tmp_
     assert calls == []  # nothing ran on it
     if case == "entry a string":
         assert "stages.vision: expected a mapping" in msg
+    if case == "attempt a string":
+        assert "attempts.agent: expected a list of mappings" in msg
 
 
 def test_manifest_is_sealed_and_a_changed_value_is_detected(tiny_cfg, tmp_path, monkeypatch):

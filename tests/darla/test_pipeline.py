@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -86,6 +87,7 @@ def test_interrupted_run_resumes_without_redoing(tiny_cfg, tmp_path, monkeypatch
     real_transfer = pipeline.STAGE_FUNCS["transfer"]
 
     def interrupted(*a, **k):
+        time.sleep(0.3)
         raise KeyboardInterrupt
 
     monkeypatch.setitem(pipeline.STAGE_FUNCS, "transfer", interrupted)
@@ -94,6 +96,8 @@ def test_interrupted_run_resumes_without_redoing(tiny_cfg, tmp_path, monkeypatch
     rd = RunDir(root)
     assert rd.is_complete("vision") and rd.is_complete("agent") and not rd.is_complete("transfer")
     stamps = {k: v["finished"] for k, v in rd.manifest()["stages"].items()}
+    first = rd.manifest()["attempts"]["transfer"]
+    assert len(first) == 1 and first[0]["outcome"] == "interrupted" and first[0]["wall_time_s"] >= 0.3
 
     calls = []
     monkeypatch.setitem(pipeline.STAGE_FUNCS, "vision", lambda *a, **k: pytest.fail("vision redone"))
@@ -104,6 +108,27 @@ def test_interrupted_run_resumes_without_redoing(tiny_cfg, tmp_path, monkeypatch
     m = rd.manifest()["stages"]
     assert m["vision"]["finished"] == stamps["vision"] and m["agent"]["finished"] == stamps["agent"]
     assert (root / "report.html").exists()
+    # the stage's time is both attempts', not only the last one's; one-attempt stages say nothing more
+    t = m["transfer"]
+    assert t["attempts"] == 2 and t["wall_time_all_attempts_s"] >= t["wall_time_s"] + 0.3
+    assert "attempts" not in m["vision"] and "attempts" not in m["agent"]
+    assert f"transfer {t['wall_time_all_attempts_s']:.0f} s over 2 attempts" in (root / "report.html").read_text()
+
+
+def test_a_killed_attempt_is_counted_without_a_time(tiny_cfg, tmp_path):
+    root = tmp_path / "k"
+    run(tiny_cfg, root, stages=("vision",))
+    rd = RunDir(root)
+    rd.begin_attempt("agent")  # as a SIGKILLed attempt leaves it: started, never ended
+    run(tiny_cfg, root)
+    a = rd.manifest()["stages"]["agent"]
+    assert a["attempts"] == 2 and a["attempts_without_time"] == 1 and "wall_time_all_attempts_s" not in a
+    assert f"agent {a['wall_time_s']:.0f} s in the last of 2 attempts (1 ended without a recorded time)" in (
+        (root / "report.html").read_text()
+    )
+    # an update re-runs the stage from scratch, and its time starts again
+    rd.invalidate("agent")
+    assert "agent" not in rd.manifest()["attempts"]
 
 
 def test_vision_interrupted_mid_training_resumes_to_same_result(tiny_cfg, tmp_path, monkeypatch):
