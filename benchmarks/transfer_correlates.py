@@ -1,0 +1,127 @@
+"""Which property of a frozen encoder tracks its policies' zero-shot transfer? Spearman ρ over encoders.
+
+Each encoder is one vision model with policies trained on it (one method of one run). From the
+run's ``transfer/summary.json`` it takes the method's normalised IQM per domain and its transfer
+ratios; from a metrics file (a run's ``metrics.json``, or the same scored again) MIG and the MLP
+probe of the named factors (their mean); from a ``benchmarks/latent_readout.py --json`` file the
+MLP readout of the same factors on a source walk and on a walk in each target. It prints the
+table and, per target, Spearman's ρ of the score and of the ratio against each property, with
+the two-sided permutation p: exact (every ordering) up to 9 encoders, else 200,000 random ones.
+
+With a handful of encoders only the largest ρ mean anything (over 7, ρ 0.79 has p ≈ 0.05), and a
+readout measured *in the target* is nearly what transfer measures: it locates a failure rather
+than predicting one.
+
+The spec is a JSON list, one entry per encoder (paths relative to the spec file's folder)::
+
+    [{"name": "darla0", "run": "runs/sa_t200", "method": "darla",
+      "metrics": "runs/sa_t200/vision/metrics.json",
+      "readout": "probes/seed0.json", "readout_key": "/abs/path/seen/by/the/readout/model.pt"}, ...]
+
+``readout_key`` is the checkpoint path as the readout recorded it; it may be left out when the
+readout file holds one encoder.
+
+    python benchmarks/transfer_correlates.py SPEC.json [--factors good_x good_y bad_x bad_y]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import rankdata
+
+EXACT_UP_TO = 9
+
+
+def spearman_permutation(x: list[float], y: list[float], *, seed: int = 0, n_random: int = 200_000) -> tuple[float, float]:
+    """Spearman's ρ (average ranks for ties) and its two-sided permutation p-value."""
+    rx, ry = rankdata(x), rankdata(y)
+    if ry.std() == 0 or rx.std() == 0:  # a constant ranks nothing
+        return float("nan"), float("nan")
+    zx = (rx - rx.mean()) / rx.std()
+    zy = (ry - ry.mean()) / ry.std()
+    rho = float(np.mean(zx * zy))
+    n = len(x)
+    if n <= EXACT_UP_TO:
+        perms = np.array(list(itertools.permutations(range(n))))
+    else:
+        rng = np.random.default_rng(seed)
+        perms = np.argsort(rng.random((n_random, n)), axis=1)
+    sims = (zy[perms] * zx).mean(axis=1)
+    return rho, float(np.mean(np.abs(sims) >= abs(rho) - 1e-12))
+
+
+def encoder_row(entry: dict, base: Path, factors: list[str]) -> dict[str, float]:
+    summary = json.loads((base / entry["run"] / "transfer" / "summary.json").read_text())
+    if entry["method"] not in summary["methods"]:
+        raise SystemExit(f"{entry['name']}: no method {entry['method']!r} in {entry['run']}")
+    s = summary["methods"][entry["method"]]
+    metrics = json.loads((base / entry["metrics"]).read_text())
+    mig = (metrics.get("metrics", metrics))["mig"]["mig"]
+    missing = [f for f in factors if f not in metrics.get("probe", {})]
+    if missing:
+        raise SystemExit(f"{entry['name']}: {entry['metrics']} has no probe of {', '.join(missing)}")
+    readouts = json.loads((base / entry["readout"]).read_text())["encoders"]
+    key = entry.get("readout_key")
+    if key is None:
+        if len(readouts) != 1:
+            raise SystemExit(f"{entry['name']}: {entry['readout']} holds {len(readouts)} encoders: name one with readout_key")
+        key = next(iter(readouts))
+    if key not in readouts:
+        raise SystemExit(f"{entry['name']}: no encoder {key} in {entry['readout']}")
+    ro = readouts[key]["factors"]
+    row = {"MIG": mig, "probe": float(np.mean([metrics["probe"][f] for f in factors])),
+           "readout source": float(np.mean([ro[f]["mlp"] for f in factors]))}
+    for d in summary["domains"]:
+        row[f"score {d}"] = s["normalised"][d]["iqm"]
+    for d in summary["domains"][1:]:
+        if f"mlp {d}" not in ro[factors[0]]:
+            raise SystemExit(f"{entry['name']}: {entry['readout']} has no readout in {d} (run it with --test-domains)")
+        row[f"readout {d}"] = float(np.mean([ro[f][f"mlp {d}"] for f in factors]))
+        row[f"ratio {d}"] = s["transfer_ratio"][d]
+    return row
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", type=Path, help="JSON list of encoders (see above)")
+    p.add_argument("--factors", nargs="+", default=["good_x", "good_y", "bad_x", "bad_y"],
+                   help="factors whose probe and readout are averaged (default: seek-avoid's objects)")
+    p.add_argument("--json", type=Path, help="also write the table and every ρ here")
+    args = p.parse_args(argv)
+    spec = json.loads(args.spec.read_text())
+    base = args.spec.resolve().parent
+    rows = {e["name"]: encoder_row(e, base, args.factors) for e in spec}
+    names = list(rows)
+    if len(names) < 3:
+        raise SystemExit("a rank correlation needs at least 3 encoders")
+    cols = list(rows[names[0]])
+    if any(list(r) != cols for r in rows.values()):
+        raise SystemExit("the encoders' runs scored different domains")
+    targets = [c.removeprefix("ratio ") for c in cols if c.startswith("ratio ")]
+
+    left = max(len(c) for c in cols) + 2
+    width = max(8, max(len(n) for n in names) + 2)
+    print(f"{'':<{left}}" + "".join(f"{n:>{width}}" for n in names))
+    for c in cols:
+        print(f"{c:<{left}}" + "".join(f"{rows[n][c]:>{width}.3f}" for n in names))
+    exact = "exact" if len(names) <= EXACT_UP_TO else "200,000 random permutations"
+    print(f"\nSpearman ρ over {len(names)} encoders, two-sided permutation p ({exact})")
+    out: dict = {"encoders": rows, "rho": {}}
+    for d in targets:
+        for y in (f"score {d}", f"ratio {d}"):
+            for x in ("MIG", "probe", "readout source", f"readout {d}", "score source"):
+                rho, pv = spearman_permutation([rows[n][x] for n in names], [rows[n][y] for n in names])
+                out["rho"][f"{y} ~ {x}"] = {"rho": rho, "p": pv}
+                print(f"  {y:<28} against {x:<28} ρ {rho:+.2f}   p {pv:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
