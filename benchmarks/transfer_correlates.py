@@ -12,7 +12,7 @@ With a handful of encoders only the largest ρ mean anything (over 7, ρ 0.79 ha
 readout measured *in the target* is nearly what transfer measures: it locates a failure rather
 than predicting one.
 
-The spec is a JSON list, one entry per encoder (paths relative to the spec file's folder)::
+The spec is a JSON list, one entry per encoder (paths relative to the working directory)::
 
     [{"name": "darla0", "run": "runs/sa_t200", "method": "darla",
       "metrics": "runs/sa_t200/vision/metrics.json",
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", type=Path, help="also write the table and every ρ here")
     args = p.parse_args(argv)
     spec = json.loads(args.spec.read_text())
-    base = args.spec.resolve().parent
+    base = Path.cwd()
     rows = {e["name"]: encoder_row(e, base, args.factors) for e in spec}
     names = list(rows)
     if len(names) < 3:

@@ -31,7 +31,8 @@ def write_spec(tmp_path, entries):
     return spec
 
 
-def test_a_monotone_property_gets_rho_1_and_the_exact_p(tmp_path, capsys):
+def test_a_monotone_property_gets_rho_1_and_the_exact_p(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     tc = load_benchmark("transfer_correlates")
     entries = [fake_encoder(tmp_path, f"e{i}", mig=0.01 * i, probe=0.9 - 0.1 * i, ro_src=0.5 + 0.1 * (i % 2),
                             ro_tgt=0.2 * i, src=0.5, tgt=0.1 * i + 0.05, ratio=0.3 * i)
@@ -59,7 +60,8 @@ def test_rho_is_spearmans_and_p_is_exact_or_sampled():
         assert 0 < p <= 1 and abs(p - ref.pvalue) < 0.25  # the t-approximation is rough for small n
 
 
-def test_refusals(tmp_path):
+def test_refusals(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     tc = load_benchmark("transfer_correlates")
     entries = [fake_encoder(tmp_path, f"e{i}", mig=i, probe=i, ro_src=i, ro_tgt=i, src=i, tgt=i, ratio=i) for i in range(3)]
     with pytest.raises(SystemExit, match="at least 3"):
