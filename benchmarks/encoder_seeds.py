@@ -15,8 +15,8 @@ Each pooled number has two 95% CIs. The first is the report's, a bootstrap over 
 treats policies as independent; policies on one encoder are not. The second is a two-level
 bootstrap (encoders, then the policies on each), which carries the encoder's variance: with two
 or three encoders it is wide, and it is the one to read before calling a ranking. The per-run
-columns show whether a ranking holds on every encoder. Every run must have scored the same domains on the same episodes
-(the same ``transfer`` section and env), which this script checks.
+columns show whether a ranking holds on every encoder. Every run must have scored the same
+domains on the same episodes (the same ``transfer`` section and env), which this script checks.
 
     python benchmarks/encoder_seeds.py runs/seek_avoid_cpu runs/sa_seed1 [--methods darla dae icf]
 """
