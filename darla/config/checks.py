@@ -59,6 +59,8 @@ def check_vision(vision: VisionConfig, params: dict[str, Any], source: str) -> V
         raise ConfigError(source, "vision.seeds", f"select: udr needs ≥ 2 distinct candidate seeds, got {vision.seeds}")
     if vision.select == "none" and vision.seeds:
         raise ConfigError(source, "vision.seeds", "candidate seeds are only used with vision.select: udr")
+    if vision.select == "udr" and vision.init_seed is not None:
+        raise ConfigError(source, "vision.init_seed", "select: udr takes its candidates' seeds from vision.seeds")
     if vision.select == "udr" and vision.checkpoint:
         raise ConfigError(source, "vision.select", "select: udr trains candidates; it cannot be combined with vision.checkpoint")
     if vision.batch_size > vision.n_frames:

@@ -84,6 +84,12 @@ class VisionConfig:
                          "stage 1 reaches a different model: false takes the plain kernel's steps, as the code did "
                          "before commit 85100e8 (2026-12-04)"},
     )
+    init_seed: int | None = field(
+        default=None,
+        metadata={"doc": "seed of stage 1's initialisations, batch order and noise (every encoder, darla's DAE); "
+                         "null → the run's seed. The frames stay the run's seed's, so varying this alone measures "
+                         "how much of an encoder's variance is its initialisation", **_bounds(0, 2**63 - 1)},
+    )
     checkpoint: str | None = field(default=None, metadata={"doc": "use this trained model.pt instead of training"})
     data: Literal["env", "dsprites"] = field(
         default="env",

@@ -31,8 +31,14 @@ def train_settings(cfg: Config, steps: int, lr: float | None, progress: bool):
     return TrainSettings(
         steps=steps, batch_size=v.batch_size, lr=lr, checkpoint_every=v.checkpoint_every,
         log_every=v.log_every, device=cfg.device, amp=v.amp, compile=v.compile, cuda_graph=v.cuda_graph,
-        fused_adam=v.fused_adam, seed=cfg.seed, progress=progress,
+        fused_adam=v.fused_adam, seed=init_seed(cfg), progress=progress,
     )
+
+
+def init_seed(cfg: Config) -> int:
+    """Stage 1's training seed (initialisations, batch order, noise): ``vision.init_seed``, else the
+    run's ``seed``. The frames are always the run's seed's."""
+    return cfg.vision.init_seed if cfg.vision.init_seed is not None else cfg.seed
 
 
 def model_params(
@@ -69,7 +75,7 @@ def stage_vision(cfg: Config, run: RunDir, *, progress: bool = True, log: Log = 
         if v.select == "udr":
             model_path, history, info = _train_and_select(cfg, run, cls, params, frames, vision_dom, progress, log)
         else:
-            model_path, history, info = train_one(cfg, cls, params, frames, vision_dom, cfg.seed, out, progress, log)
+            model_path, history, info = train_one(cfg, cls, params, frames, vision_dom, init_seed(cfg), out, progress, log)
         info["trained"] = True
 
     model = load_checkpoint(model_path, expect={"obs_shape": obs_shape})
@@ -105,7 +111,7 @@ def _train_extra_encoder(
         params = model_params(cfg, run, cls, m.params, frames, progress, log)
         lr = cfg.vision.lr if cls.uses_lr and m.encoder == cfg.vision.model else None
         sub = replace(cfg, vision=replace(cfg.vision, model=m.encoder, lr=lr))
-        path, history, info = train_one(sub, cls, params, frames, vision_dom, cfg.seed, out, progress, log)
+        path, history, info = train_one(sub, cls, params, frames, vision_dom, init_seed(cfg), out, progress, log)
         model = load_checkpoint(path)
         summary = _vision_summary(cfg, model, frames, history, out, vision_dom)
         write_json_atomic(out / "summary.json", summary)
@@ -228,7 +234,7 @@ def pretrain_dae(cfg: Config, run: RunDir, frames: np.ndarray, obs_shape, progre
     d = cfg.vision.dae
     cls = get_model_class("dae")
     log(f"[vision] pretraining the DAE for {d.steps} steps (β-VAE-DAE's perceptual space)")
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(init_seed(cfg))
     model = cls(obs_shape, **d.params)
     settings = train_settings(cfg, d.steps, d.lr, progress)
     train_vision(model, frames, settings, dae_dir, resume=True, tb_dir=dae_dir / "tb")

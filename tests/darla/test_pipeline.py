@@ -73,6 +73,24 @@ def test_same_seed_same_results(finished, tmp_path):
     assert (again.root / "results.json").read_text() == (rd.root / "results.json").read_text()
 
 
+def test_vision_init_seed_moves_the_model_not_the_frames(tiny_cfg, tmp_path):
+    """``vision.init_seed`` reseeds stage 1's training alone: the frames stay the run's seed's."""
+    from darla.stages.common import domains_of
+    from darla.stages.vision import vision_frames
+    from vision.io import file_sha256
+
+    def model_sha(cfg, name):
+        return file_sha256(run(cfg, tmp_path / name, stages=("vision",)).root / "vision/model.pt")
+
+    default = model_sha(tiny_cfg, "default")
+    same = replace(tiny_cfg, vision=replace(tiny_cfg.vision, init_seed=tiny_cfg.seed))
+    other = replace(tiny_cfg, vision=replace(tiny_cfg.vision, init_seed=tiny_cfg.seed + 7))
+    assert model_sha(same, "same") == default  # init_seed = seed is the default's training
+    assert model_sha(other, "other") != default
+    frames = [vision_frames(c, domains_of(c)[0], lambda m: None) for c in (tiny_cfg, other)]
+    assert np.array_equal(*frames)
+
+
 def test_rerun_skips_completed_stages(finished, monkeypatch):
     cfg, rd = finished
     before = rd.manifest()
