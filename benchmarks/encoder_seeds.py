@@ -3,7 +3,8 @@
 A run's table has one vision model per method and several agent seeds on it, so its confidence
 intervals cover the agents' variance, not the encoder's. Running the same config with another
 top-level ``seed`` (``--set seed=1``: other frames, another stage-1 initialisation, the same agent
-seeds) gives each method another encoder. This script reads each run's ``transfer/episodes.csv``
+seeds) gives each method another encoder; another ``vision.init_seed`` gives another one on the
+same frames. This script reads each run's ``transfer/episodes.csv``
 and prints, per method and domain:
 
 - each run's normalised IQM over its agent seeds (one column per run: one encoder each);
