@@ -145,10 +145,15 @@ def source_at_chance(
         eps = np.asarray(per_seed[seeds[0]], dtype=np.float64)
         rng = np.random.default_rng(seed)
         means = eps[rng.integers(0, len(eps), size=(reps, len(eps)))].mean(axis=1)
-        alpha = (1 - confidence) / 2
-        ci = (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
+        ci = _percentile_ci(means, confidence)
         over = "episodes"
     return {"at_chance": bool(ci[0] <= random_mean), "ci": [float(ci[0]), float(ci[1])], "over": over, "random": float(random_mean)}
+
+
+def _percentile_ci(stats: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` interval of bootstrap statistics (percentile method, as rliable's)."""
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
 
 
 def _two_level_resample(groups: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -178,9 +183,7 @@ def hierarchical_iqm_ci(
     """
     gs = _as_groups(groups)
     rng = np.random.default_rng(seed)
-    stats = np.array([iqm(_two_level_resample(gs, rng)) for _ in range(reps)])
-    alpha = (1 - confidence) / 2
-    return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
+    return _percentile_ci(np.array([iqm(_two_level_resample(gs, rng)) for _ in range(reps)]), confidence)
 
 
 def hierarchical_probability_of_improvement(
@@ -197,5 +200,4 @@ def hierarchical_probability_of_improvement(
 
     rng = np.random.default_rng(seed)
     stats = np.array([p(_two_level_resample(xs, rng), _two_level_resample(ys, rng)) for _ in range(reps)])
-    alpha = (1 - confidence) / 2
-    return {"p": p(np.concatenate(xs), np.concatenate(ys)), "ci": [float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))]}
+    return {"p": p(np.concatenate(xs), np.concatenate(ys)), "ci": list(_percentile_ci(stats, confidence))}
