@@ -55,17 +55,24 @@ def spearman_permutation(x: list[float], y: list[float], *, seed: int = 0, n_ran
     return rho, float(np.mean(np.abs(sims) >= abs(rho) - 1e-12))
 
 
+def _read_json(entry: dict, path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{entry['name']}: cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+
+
 def encoder_row(entry: dict, base: Path, factors: list[str]) -> dict[str, float]:
-    summary = json.loads((base / entry["run"] / "transfer" / "summary.json").read_text())
+    summary = _read_json(entry, base / entry["run"] / "transfer" / "summary.json")
     if entry["method"] not in summary["methods"]:
         raise SystemExit(f"{entry['name']}: no method {entry['method']!r} in {entry['run']}")
     s = summary["methods"][entry["method"]]
-    metrics = json.loads((base / entry["metrics"]).read_text())
+    metrics = _read_json(entry, base / entry["metrics"])
     mig = (metrics.get("metrics", metrics))["mig"]["mig"]
     missing = [f for f in factors if f not in metrics.get("probe", {})]
     if missing:
         raise SystemExit(f"{entry['name']}: {entry['metrics']} has no probe of {', '.join(missing)}")
-    readouts = json.loads((base / entry["readout"]).read_text())["encoders"]
+    readouts = _read_json(entry, base / entry["readout"])["encoders"]
     key = entry.get("readout_key")
     if key is None:
         if len(readouts) != 1:

@@ -70,5 +70,7 @@ def test_refusals(tmp_path, monkeypatch):
         tc.main([str(write_spec(tmp_path, entries)), "--factors", "good_x", "bad_y"])
     with pytest.raises(SystemExit, match="no encoder /nowhere"):
         tc.main([str(write_spec(tmp_path, [{**entries[0], "readout_key": "/nowhere"}, *entries[1:]])), "--factors", *FACTORS])
+    with pytest.raises(SystemExit, match="e0: cannot read .*nowhere.json: No such file"):
+        tc.main([str(write_spec(tmp_path, [{**entries[0], "readout": "nowhere.json"}, *entries[1:]])), "--factors", *FACTORS])
     with pytest.raises(SystemExit, match="no method 'z'"):
         tc.main([str(write_spec(tmp_path, [{**entries[0], "method": "z"}, *entries[1:]])), "--factors", *FACTORS])
