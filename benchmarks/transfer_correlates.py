@@ -19,7 +19,9 @@ The spec is a JSON list, one entry per encoder (paths relative to the working di
       "readout": "probes/seed0.json", "readout_key": "/abs/path/seen/by/the/readout/model.pt"}, ...]
 
 ``readout_key`` is the checkpoint path as the readout recorded it; it may be left out when the
-readout file holds one encoder.
+readout file holds one encoder. An entry may have no ``readout`` (a readout costs 10–55 min of CPU
+per encoder): its readout columns print as "—", and each readout's ρ is taken over the encoders that
+have one, with that n printed.
 
     python benchmarks/transfer_correlates.py SPEC.json [--factors good_x good_y bad_x bad_y]
 """
@@ -72,23 +74,26 @@ def encoder_row(entry: dict, base: Path, factors: list[str]) -> dict[str, float]
     missing = [f for f in factors if f not in metrics.get("probe", {})]
     if missing:
         raise SystemExit(f"{entry['name']}: {entry['metrics']} has no probe of {', '.join(missing)}")
-    readouts = _read_json(entry, base / entry["readout"])["encoders"]
-    key = entry.get("readout_key")
-    if key is None:
-        if len(readouts) != 1:
-            raise SystemExit(f"{entry['name']}: {entry['readout']} holds {len(readouts)} encoders: name one with readout_key")
-        key = next(iter(readouts))
-    if key not in readouts:
-        raise SystemExit(f"{entry['name']}: no encoder {key} in {entry['readout']}")
-    ro = readouts[key]["factors"]
+    ro = None
+    if entry.get("readout") is not None:
+        readouts = _read_json(entry, base / entry["readout"])["encoders"]
+        key = entry.get("readout_key")
+        if key is None:
+            if len(readouts) != 1:
+                raise SystemExit(f"{entry['name']}: {entry['readout']} holds {len(readouts)} encoders: name one with readout_key")
+            key = next(iter(readouts))
+        if key not in readouts:
+            raise SystemExit(f"{entry['name']}: no encoder {key} in {entry['readout']}")
+        ro = readouts[key]["factors"]
+    # an encoder without a readout file gets NaN there, and the readouts' ρ leave it out
     row = {"MIG": mig, "probe": float(np.mean([metrics["probe"][f] for f in factors])),
-           "readout source": float(np.mean([ro[f]["mlp"] for f in factors]))}
+           "readout source": float(np.mean([ro[f]["mlp"] for f in factors])) if ro else float("nan")}
     for d in summary["domains"]:
         row[f"score {d}"] = s["normalised"][d]["iqm"]
     for d in summary["domains"][1:]:
-        if f"mlp {d}" not in ro[factors[0]]:
+        if ro and f"mlp {d}" not in ro[factors[0]]:
             raise SystemExit(f"{entry['name']}: {entry['readout']} has no readout in {d} (run it with --test-domains)")
-        row[f"readout {d}"] = float(np.mean([ro[f][f"mlp {d}"] for f in factors]))
+        row[f"readout {d}"] = float(np.mean([ro[f][f"mlp {d}"] for f in factors])) if ro else float("nan")
         row[f"ratio {d}"] = s["transfer_ratio"][d]
     return row
 
@@ -115,16 +120,22 @@ def main(argv: list[str] | None = None) -> dict:
     width = max(8, max(len(n) for n in names) + 2)
     print(f"{'':<{left}}" + "".join(f"{n:>{width}}" for n in names))
     for c in cols:
-        print(f"{c:<{left}}" + "".join(f"{rows[n][c]:>{width}.3f}" for n in names))
-    exact = "exact" if len(names) <= EXACT_UP_TO else "200,000 random permutations"
-    print(f"\nSpearman ρ over {len(names)} encoders, two-sided permutation p ({exact})")
+        print(f"{c:<{left}}" + "".join(f"{rows[n][c]:>{width}.3f}" if np.isfinite(rows[n][c]) else f"{'—':>{width}}"
+                                       for n in names))
+    print(f"\nSpearman ρ over {len(names)} encoders (n: fewer, where some have no readout), two-sided permutation p "
+          f"(exact up to {EXACT_UP_TO} encoders, else 200,000 random permutations)")
     out: dict = {"encoders": rows, "rho": {}}
     for d in targets:
         for y in (f"score {d}", f"ratio {d}"):
             for x in ("MIG", "probe", "readout source", f"readout {d}", "score source"):
-                rho, pv = spearman_permutation([rows[n][x] for n in names], [rows[n][y] for n in names])
-                out["rho"][f"{y} ~ {x}"] = {"rho": rho, "p": pv}
-                print(f"  {y:<28} against {x:<28} ρ {rho:+.2f}   p {pv:.3f}")
+                have = [n for n in names if np.isfinite(rows[n][x])]
+                if len(have) < 3:
+                    rho, pv = float("nan"), float("nan")
+                else:
+                    rho, pv = spearman_permutation([rows[n][x] for n in have], [rows[n][y] for n in have])
+                out["rho"][f"{y} ~ {x}"] = {"rho": rho, "p": pv, "n": len(have)}
+                n_note = f"   (n {len(have)})" if len(have) < len(names) else ""
+                print(f"  {y:<28} against {x:<28} ρ {rho:+.2f}   p {pv:.3f}{n_note}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return out

@@ -40,12 +40,33 @@ def test_a_monotone_property_gets_rho_1_and_the_exact_p(tmp_path, capsys, monkey
     out = tc.main([str(write_spec(tmp_path, entries)), "--factors", *FACTORS, "--json", str(tmp_path / "o.json")])
     rho = out["rho"]
     # 4 encoders: only the identity and the reversal reach |ρ| = 1, so p = 2/4! exactly
-    assert rho["score target ~ MIG"] == pytest.approx({"rho": 1.0, "p": 2 / 24})
-    assert rho["ratio target ~ readout target"] == pytest.approx({"rho": 1.0, "p": 2 / 24})
-    assert rho["score target ~ probe"] == pytest.approx({"rho": -1.0, "p": 2 / 24})
+    assert rho["score target ~ MIG"] == pytest.approx({"rho": 1.0, "p": 2 / 24, "n": 4})
+    assert rho["ratio target ~ readout target"] == pytest.approx({"rho": 1.0, "p": 2 / 24, "n": 4})
+    assert rho["score target ~ probe"] == pytest.approx({"rho": -1.0, "p": 2 / 24, "n": 4})
     assert np.isnan(rho["score target ~ score source"]["rho"])  # a constant property ranks nothing
     assert json.loads((tmp_path / "o.json").read_text())["encoders"]["e3"]["readout target"] == pytest.approx(0.6)
     assert "Spearman ρ over 4 encoders" in capsys.readouterr().out
+
+
+def test_encoders_without_a_readout_count_everywhere_but_in_the_readouts(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tc = load_benchmark("transfer_correlates")
+    entries = [fake_encoder(tmp_path, f"e{i}", mig=0.01 * i, probe=0.1 * i, ro_src=0.1 * i, ro_tgt=0.1 * i,
+                            src=0.1 * i, tgt=0.1 * i, ratio=0.1 * i) for i in range(5)]
+    # e3 says it has no readout, e4 leaves the key out: both count for MIG, probe and scores only
+    entries[3]["readout"] = None
+    del entries[4]["readout"]
+    rho = tc.main([str(write_spec(tmp_path, entries)), "--factors", *FACTORS])["rho"]
+    assert rho["score target ~ probe"] == pytest.approx({"rho": 1.0, "p": 2 / 120, "n": 5})
+    assert rho["score target ~ readout target"] == pytest.approx({"rho": 1.0, "p": 2 / 6, "n": 3})
+    printed = capsys.readouterr().out
+    assert "(n 3)" in printed and printed.count("—") == 2 * 2  # two readout rows, two encoders
+    # with fewer than 3 readouts a readout's ρ is undefined, not an error
+    for e in entries[1:3]:
+        e["readout"] = None
+    rho = tc.main([str(write_spec(tmp_path, entries)), "--factors", *FACTORS])["rho"]
+    assert np.isnan(rho["ratio target ~ readout source"]["rho"]) and rho["ratio target ~ readout source"]["n"] == 1
+    assert rho["ratio target ~ MIG"]["rho"] == pytest.approx(1.0)
 
 
 def test_rho_is_spearmans_and_p_is_exact_or_sampled():
