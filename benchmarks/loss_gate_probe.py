@@ -1,0 +1,143 @@
+"""Does a gate on the gradient hide reacher's target from darla's β-VAE-DAE? MLP probe per variant.
+
+darla's β-VAE-DAE (β·KL + a squared error in the DAE's first conv map) never encodes reacher's
+small target, and neither does a pixel β-VAE whose loss is a squared error of the sigmoid of its
+decoder's output; the same β-VAE with a Bernoulli likelihood does (docs/experiments/
+reacher-methods-probe.md). Two things could gate the gradient that reaches a target the decoder
+has not drawn yet: the sigmoid, flat where the decoder is confidently wrong, and conv1's ReLU, zero
+for a filter that the drawn background does not excite. Each variant removes one or both and
+trains as stage 1 trains the config's vision model (its frames, batch, lr, seed), then prints the
+MLP probe of every factor at each of ``--at`` steps (resumable checkpoints under ``--out``):
+
+- ``sig_relu``: the β-VAE-DAE's own loss (sigmoid output, conv1 after its ReLU), the reference;
+- ``lin_relu``: the decoder's raw output into the DAE (no sigmoid), conv1 after its ReLU;
+- ``lin_pre``: raw output, conv1 before its ReLU: the squared error of a linear filter of x̂ − x;
+- ``pix_lin``: a plain β-VAE, squared error of the decoder's raw output (no sigmoid, no DAE).
+
+The DAE variants need a β-VAE-DAE config with ``dae_layer: conv1``; the DAE is pretrained once
+(``vision.dae``) and shared by them.
+
+    python benchmarks/loss_gate_probe.py CONFIG --variant lin_pre --at 10000 30000 --threads 1 \\
+        -o vision.dae_layer=conv1 -o vision.beta=0.001
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from darla.config import load_config
+from darla.stages.vision import train_settings, vision_frames, vision_ground_truth
+from envs.registry import get_domain
+from vision.base import LossOutput, gaussian_kl_per_dim, reparameterize
+from vision.dae import BetaVAEDAE
+from vision.metrics.probe import probe_for_seed
+from vision.registry import get_model_class, make_model, model_kwargs
+from vision.train import train_vision
+from vision.vae import BetaVAE
+
+VARIANTS = ("sig_relu", "lin_relu", "lin_pre", "pix_lin")
+
+
+def _kl_terms(recon: Tensor, mu: Tensor, logvar: Tensor, beta: float) -> LossOutput:
+    kl = gaussian_kl_per_dim(mu, logvar)
+    return LossOutput(recon + beta * kl.sum(), {"recon": recon, "kl": kl.sum(), "kl_per_dim": kl.detach()})
+
+
+class GatedBetaVAEDAE(BetaVAEDAE):
+    """The β-VAE-DAE with its loss in conv1, the sigmoid and conv1's ReLU each kept or removed."""
+
+    def __init__(self, *args, variant: str = "sig_relu", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if variant not in VARIANTS[:3]:
+            raise ValueError(f"a β-VAE-DAE variant is one of {VARIANTS[:3]}, got {variant!r}")
+        if self.dae_layer != "conv1":
+            raise ValueError(f"the variants move the loss in conv1; this model's dae_layer is {self.dae_layer!r}")
+        self.variant = variant
+
+    def loss(self, x: Tensor, step: int) -> LossOutput:
+        mu, logvar = self.encode(x)
+        raw = self.decode(reparameterize(mu, logvar))
+        x_hat = torch.sigmoid(raw) if self.variant == "sig_relu" else raw
+        if self.variant == "lin_pre":
+            conv1 = self.dae.encoder.conv[0]  # the DAE encoder's first Conv2d, before its ReLU
+            with torch.no_grad():
+                target = conv1(x)
+            feats = conv1(x_hat)
+        else:
+            with torch.no_grad():
+                target = self.dae.features(x, "conv1")
+            feats = self.dae.features(x_hat, "conv1")
+        recon = (feats.float() - target.float()).pow(2).flatten(1).sum(1).mean()
+        return _kl_terms(recon, mu, logvar, self.beta)
+
+
+class LinearGaussianBetaVAE(BetaVAE):
+    """A β-VAE whose reconstruction term is the squared error of the decoder's raw output."""
+
+    def loss(self, x: Tensor, step: int) -> LossOutput:
+        mu, logvar = self.encode(x)
+        recon = (self.decode(reparameterize(mu, logvar)) - x).pow(2).flatten(1).sum(1).mean()
+        return _kl_terms(recon, mu, logvar, self.beta)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("config", help="a β-VAE-DAE config (its vision block: frames, DAE, β, batch, lr)")
+    ap.add_argument("--variant", choices=VARIANTS, required=True)
+    ap.add_argument("--at", type=int, nargs="+", default=[10000, 30000], help="steps at which to probe")
+    ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out", default="runs/loss_gate_probe", help="checkpoints (resumable) and VARIANT.json")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, args.override)
+    v = cfg.vision
+    if v.model != "beta_vae_dae":
+        raise SystemExit(f"{args.config}: vision.model is {v.model!r}; the variants are built from a beta_vae_dae config")
+    out = Path(args.out) / cfg.name
+    dom = get_domain(cfg.env.name, cfg.env.domains.vision)
+    t0 = time.time()
+    frames = vision_frames(cfg, dom, print)
+    data = vision_ground_truth(cfg, dom)
+    obs_shape = (frames.shape[3], frames.shape[1], frames.shape[2])
+    beta = float(v.params["beta"])
+    torch.manual_seed(cfg.seed)
+    if args.variant == "pix_lin":
+        model = LinearGaussianBetaVAE(obs_shape, latent_dim=v.latent_dim, beta=beta)
+    else:
+        dae_dir = out / "pretrained_dae"
+        dae = get_model_class("dae")(obs_shape, **v.dae.params)
+        train_vision(dae, frames, train_settings(cfg, v.dae.steps, v.dae.lr, progress=False), dae_dir, resume=True)
+        kwargs = model_kwargs(get_model_class(v.model), dict(v.params), v.n_frames)
+        kwargs["dae_checkpoint"] = str(dae_dir / "model.pt")
+        torch.manual_seed(cfg.seed)  # the same initial weights as stage 1's model of this config
+        base = make_model(v.model, obs_shape, latent_dim=v.latent_dim, **kwargs)
+        model = GatedBetaVAEDAE(obs_shape, latent_dim=v.latent_dim, beta=base.beta, dae=base.dae,
+                                dae_layer=base.dae_layer, variant=args.variant)
+        model.load_state_dict(base.state_dict())
+    print(f"{args.variant}: {type(model).__name__}, β {model.beta}; frames and DAE in {time.time() - t0:.0f} s", flush=True)
+    points = []
+    for steps in sorted(args.at):
+        t = time.time()
+        res = train_vision(model, frames, train_settings(cfg, steps, v.lr, progress=False), out / args.variant, resume=True)
+        if res.resumed_from > steps:
+            raise SystemExit(f"{out / args.variant} holds a model trained to step {res.resumed_from}, past --at {steps}")
+        probe = probe_for_seed(data, model.represent, cfg.seed)
+        points.append({"steps": steps, "train_s": round(time.time() - t, 1), "probe_test_per_factor": probe,
+                       "loss": {k: vals[-1] for k, vals in res.history.items() if vals and k != "step"}})
+        print(f"{args.variant} {steps:>6} ({time.time() - t:.0f} s)  " + "  ".join(f"{k} {p:.2f}" for k, p in probe.items()),
+              flush=True)
+        (out / f"{args.variant}.json").write_text(json.dumps({"config": args.config, "overrides": args.override,
+                                                               "points": points}, indent=1))
+    return {"variant": args.variant, "points": points}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""benchmarks/loss_gate_probe.py: the β-VAE-DAE's loss with its sigmoid and conv1's ReLU removed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import load_benchmark
+
+from vision.dae import DAE, BetaVAEDAE
+
+SHAPE = (3, 32, 32)
+
+
+def models(variant):
+    lg = load_benchmark("loss_gate_probe")
+    torch.manual_seed(0)
+    dae = DAE(SHAPE, latent_dim=8)
+    ref = BetaVAEDAE(SHAPE, latent_dim=4, beta=0.001, dae=dae, dae_layer="conv1")
+    gated = lg.GatedBetaVAEDAE(SHAPE, latent_dim=4, beta=0.001, dae=dae, dae_layer="conv1", variant=variant)
+    gated.load_state_dict(ref.state_dict())
+    return lg, ref, gated
+
+
+def test_sig_relu_is_the_beta_vae_daes_own_loss():
+    _, ref, gated = models("sig_relu")
+    x = torch.rand(5, *SHAPE)
+    torch.manual_seed(1)
+    want = ref.loss(x, 0)
+    torch.manual_seed(1)  # the same reparameterisation noise
+    got = gated.loss(x, 0)
+    assert torch.equal(got.total, want.total) and torch.equal(got.terms["recon"], want.terms["recon"])
+
+
+def test_lin_pre_is_the_squared_error_of_a_linear_filter_of_the_residual():
+    _, _, gated = models("lin_pre")
+    x = torch.rand(5, *SHAPE)
+    torch.manual_seed(1)
+    out = gated.loss(x, 0)
+    torch.manual_seed(1)
+    mu, logvar = gated.encode(x)
+    raw = gated.decode(mu + torch.randn_like(mu) * torch.exp(0.5 * logvar))
+    conv1 = gated.dae.encoder.conv[0]
+    want = F.conv2d(raw - x, conv1.weight, None, conv1.stride, conv1.padding).pow(2).flatten(1).sum(1).mean()
+    assert out.terms["recon"].item() == pytest.approx(want.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("variant, gated_out", [("sig_relu", True), ("lin_relu", False), ("lin_pre", False)])
+def test_the_sigmoid_gates_the_gradient_that_reaches_an_undrawn_target(variant, gated_out):
+    # The decoder draws a confident dark background (logit −8); the frame has a bright 3×3 target.
+    _, _, gated = models(variant)
+    x = torch.zeros(1, *SHAPE)
+    x[..., 10:13, 10:13] = 1.0
+    raw = torch.full((1, *SHAPE), -8.0, requires_grad=True)
+    x_hat = torch.sigmoid(raw) if variant == "sig_relu" else raw
+    if variant == "lin_pre":
+        conv1 = gated.dae.encoder.conv[0]
+        loss = (conv1(x_hat) - conv1(x)).pow(2).sum()
+    else:
+        loss = (gated.dae.features(x_hat, "conv1") - gated.dae.features(x, "conv1")).pow(2).sum()
+    loss.backward()
+    at_target = raw.grad[..., 10:13, 10:13].abs().sum().item()
+    # through the sigmoid the gradient is scaled by σ'(−8) ≈ 3e-4; without it, it is O(1)
+    assert (at_target < 1e-2) if gated_out else (at_target > 0.1)
+
+
+def test_refusals():
+    lg = load_benchmark("loss_gate_probe")
+    dae = DAE(SHAPE, latent_dim=8)
+    with pytest.raises(ValueError, match="one of"):
+        lg.GatedBetaVAEDAE(SHAPE, latent_dim=4, dae=dae, dae_layer="conv1", variant="pix_lin")
+    with pytest.raises(ValueError, match="dae_layer is 'bottleneck'"):
+        lg.GatedBetaVAEDAE(SHAPE, latent_dim=4, dae=dae, variant="lin_pre")
