@@ -78,7 +78,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the table here")
     args = ap.parse_args(argv)
-    data = get_env_info(args.env).ground_truth(args.size, get_domain(args.env, args.domain))
+    if args.frames < 1:
+        ap.error(f"--frames must be at least 1, got {args.frames}")
+    try:
+        data = get_env_info(args.env).ground_truth(args.size, get_domain(args.env, args.domain))
+    except KeyError as e:  # an unknown env or domain: the registry's message names it and the valid ones
+        ap.error(e.args[0])
     t0 = time.time()
     value = factor_value(data, args.frames, np.random.default_rng(args.seed))
     share = shares(value)

@@ -59,3 +59,18 @@ def test_cli_on_reacher_prints_every_factor_and_writes_json(tmp_path, capsys):
         assert v["squared_error"] > 0 and v["bernoulli"] > 0  # every factor of the vision domain is visible
     saved = json.loads((tmp_path / "v.json").read_text())
     assert saved["value"] == res["value"]
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--env", "nope"], "unknown env 'nope'"),
+    (["--domain", "nope"], "unknown domain 'nope'"),
+    (["--frames", "0"], "--frames must be at least 1"),
+])
+def test_bad_input_is_one_line_naming_it(argv, names, tmp_path, capsys):
+    fv = _script()
+    with pytest.raises(SystemExit) as e:
+        fv.main([*argv, "--json", str(tmp_path / "v.json")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert names in err and "Traceback" not in err
+    assert not (tmp_path / "v.json").exists()
