@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
@@ -293,6 +294,8 @@ def train_agent(
         apply_resume_state(model, state, ckpt)
     else:
         model = _build(spec, env, encoder, device, tb_dir)
+    if tb_dir is None:  # without a log dir SB3 makes an empty tempdir/SB3-<time> folder per policy
+        model.set_logger(Logger(folder=None, output_formats=[]))
     # Recorded inside every saved zip (SB3 saves instance attributes) and in meta.json, so transfer
     # can refuse to evaluate a policy against a vision model it was not trained on.
     model.darla_encoder_sha256 = encoder_sha256

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.encode import VecEncode
@@ -51,6 +52,7 @@ class FreeLatentEnv(gym.Env):
 
 def ppo_rate(env, steps: int) -> float:
     model = PPO("MlpPolicy", env, seed=0, device="cpu", policy_kwargs={"net_arch": [64, 64]}, **HYPER)
+    model.set_logger(Logger(folder=None, output_formats=[]))  # not a new tempdir/SB3-<time> per learn()
     model.learn(HYPER["n_steps"] * env.num_envs)  # warm-up: one rollout + update
     t0 = time.perf_counter()
     model.learn(steps, reset_num_timesteps=False)

@@ -308,3 +308,32 @@ def test_corrupted_agent_checkpoint_is_refused_with_a_clear_message(tmp_path, mo
         with pytest.raises(CheckpointError, match=r"checkpoint\.zip is corrupted.*delete it"):
             train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
         assert ckpt.read_bytes() == bad and not (tmp_path / agent_train.MODEL).exists()  # nothing used, nothing lost
+
+
+def test_agent_without_tensorboard_writes_nothing_outside_its_dir(tmp_path, monkeypatch):
+    """SB3 gives a model without a log dir a logger in a new ``tempdir/SB3-<time>`` folder; darla's
+    policies, fresh and resumed, keep to their own directory."""
+    import tempfile
+
+    import agents.train as agent_train
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, total_timesteps=128, n_envs=2, seed=0,
+                     hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 1}, policy_kwargs={"net_arch": [16]},
+                     checkpoint_every=64)
+    real_save = agent_train.save_resumable
+
+    def dying_save(model, path):
+        real_save(model, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agent_train, "save_resumable", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path / "run", progress=False, tensorboard=False)
+    monkeypatch.setattr(agent_train, "save_resumable", real_save)
+    res = train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path / "run", progress=False, tensorboard=False)
+    assert res.timesteps >= 128
+    assert not list(scratch.glob("SB3-*"))  # (torch may keep its own compile cache there)
