@@ -278,14 +278,10 @@ def test_off_policy_resume_restores_the_replay_buffer(tmp_path, monkeypatch):
     assert res.timesteps >= 256 and not (tmp_path / agent_train.CHECKPOINT).exists()
 
 
-def test_corrupted_agent_checkpoint_is_refused_with_a_clear_message(tmp_path, monkeypatch):
-    """A flipped byte or a truncated checkpoint.zip is detected (zip CRC-32s), never resumed from."""
+def _die_after_first_checkpoint(spec, out, monkeypatch) -> None:
+    """Train ``spec`` into ``out`` until its first checkpoint is written, then stop as Ctrl-C would."""
     import agents.train as agent_train
-    from vision.checkpoint import CheckpointError
 
-    spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, total_timesteps=256, n_envs=2, seed=0,
-                     hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 1}, policy_kwargs={"net_arch": [16]},
-                     checkpoint_every=64)
     real_save = agent_train.save_resumable
 
     def dying_save(model, path):
@@ -294,8 +290,19 @@ def test_corrupted_agent_checkpoint_is_refused_with_a_clear_message(tmp_path, mo
 
     monkeypatch.setattr(agent_train, "save_resumable", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
+        train_agent(spec, tiny_encoder(), "h", get_domain(spec.env_name, "source"), out, progress=False, tensorboard=False)
     monkeypatch.setattr(agent_train, "save_resumable", real_save)
+
+
+def test_corrupted_agent_checkpoint_is_refused_with_a_clear_message(tmp_path, monkeypatch):
+    """A flipped byte or a truncated checkpoint.zip is detected (zip CRC-32s), never resumed from."""
+    import agents.train as agent_train
+    from vision.checkpoint import CheckpointError
+
+    spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, total_timesteps=256, n_envs=2, seed=0,
+                     hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 1}, policy_kwargs={"net_arch": [16]},
+                     checkpoint_every=64)
+    _die_after_first_checkpoint(spec, tmp_path, monkeypatch)
     ckpt = tmp_path / agent_train.CHECKPOINT
     good = ckpt.read_bytes()
     with zipfile.ZipFile(ckpt) as zf:  # a byte inside the policy's weights
@@ -315,8 +322,6 @@ def test_agent_without_tensorboard_writes_nothing_outside_its_dir(tmp_path, monk
     policies, fresh and resumed, keep to their own directory."""
     import tempfile
 
-    import agents.train as agent_train
-
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
@@ -324,16 +329,7 @@ def test_agent_without_tensorboard_writes_nothing_outside_its_dir(tmp_path, monk
     spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, total_timesteps=128, n_envs=2, seed=0,
                      hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 1}, policy_kwargs={"net_arch": [16]},
                      checkpoint_every=64)
-    real_save = agent_train.save_resumable
-
-    def dying_save(model, path):
-        real_save(model, path)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(agent_train, "save_resumable", dying_save)
-    with pytest.raises(KeyboardInterrupt):
-        train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path / "run", progress=False, tensorboard=False)
-    monkeypatch.setattr(agent_train, "save_resumable", real_save)
+    _die_after_first_checkpoint(spec, tmp_path / "run", monkeypatch)
     res = train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path / "run", progress=False, tensorboard=False)
     assert res.timesteps >= 128
     assert not list(scratch.glob("SB3-*"))  # (torch may keep its own compile cache there)
