@@ -30,11 +30,10 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from agents.algos import ACTION_KINDS, get_algo
+from agents.algos import ACTION_KINDS, get_algo, quiet_logger
 from agents.encode import VecEncode
 from agents.features import VisionFeatures, load_pretrained
 from agents.resume import apply_resume_state, read_resume_state, save_resumable, truncate_logs
@@ -294,8 +293,8 @@ def train_agent(
         apply_resume_state(model, state, ckpt)
     else:
         model = _build(spec, env, encoder, device, tb_dir)
-    if tb_dir is None:  # without a log dir SB3 makes an empty tempdir/SB3-<time> folder per policy
-        model.set_logger(Logger(folder=None, output_formats=[]))
+    if tb_dir is None:
+        model.set_logger(quiet_logger())  # SB3 does not save a logger: set on fresh and resumed models
     # Recorded inside every saved zip (SB3 saves instance attributes) and in meta.json, so transfer
     # can refuse to evaluate a policy against a vision model it was not trained on.
     model.darla_encoder_sha256 = encoder_sha256

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
-from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from agents.algos import quiet_logger
 from agents.encode import VecEncode
 from agents.rollout import make_vec_env, run_episodes
 from envs.registry import get_domain
@@ -52,7 +52,7 @@ class FreeLatentEnv(gym.Env):
 
 def ppo_rate(env, steps: int) -> float:
     model = PPO("MlpPolicy", env, seed=0, device="cpu", policy_kwargs={"net_arch": [64, 64]}, **HYPER)
-    model.set_logger(Logger(folder=None, output_formats=[]))  # not a new tempdir/SB3-<time> per learn()
+    model.set_logger(quiet_logger())
     model.learn(HYPER["n_steps"] * env.num_envs)  # warm-up: one rollout + update
     t0 = time.perf_counter()
     model.learn(steps, reset_num_timesteps=False)

@@ -44,9 +44,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from agents.algos import quiet_logger
 from agents.rollout import rollouts, run_episodes
 from agents.transfer import RandomPolicy, episode_seeds, evaluate_transfer, run_oracle_episodes
 from darla.config import ConfigError, load_config
@@ -192,7 +192,7 @@ def main() -> None:
         )
         venv.seed(seed)
         model = PPO("MlpPolicy", venv, seed=seed, policy_kwargs=policy_kwargs, verbose=0, **hp)
-        model.set_logger(Logger(folder=None, output_formats=[]))  # not a new tempdir/SB3-<time> per learn()
+        model.set_logger(quiet_logger())
         chunk = args.eval_every or args.steps
         t0, done = time.perf_counter(), 0
         while done < args.steps:

@@ -241,6 +241,24 @@ def test_interrupted_agent_training_resumes_exactly(algo, tmp_path, monkeypatch)
         assert a.exploration_rate == b.exploration_rate and a._n_calls == b._n_calls
 
 
+def _die_after_checkpoint(spec, out, monkeypatch, at_steps: int = 0) -> None:
+    """Train ``spec`` into ``out`` until it writes a checkpoint at ``at_steps`` steps or later (by
+    default its first), then stop as Ctrl-C would."""
+    import agents.train as agent_train
+
+    real_save = agent_train.save_resumable
+
+    def dying_save(model, path):
+        real_save(model, path)
+        if model.num_timesteps >= at_steps:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(agent_train, "save_resumable", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_agent(spec, tiny_encoder(), "h", get_domain(spec.env_name, "source"), out, progress=False, tensorboard=False)
+    monkeypatch.setattr(agent_train, "save_resumable", real_save)
+
+
 def test_off_policy_resume_restores_the_replay_buffer(tmp_path, monkeypatch):
     """A resumed DQN continues with the transitions it had collected, not an empty buffer."""
     from stable_baselines3 import DQN
@@ -250,16 +268,7 @@ def test_off_policy_resume_restores_the_replay_buffer(tmp_path, monkeypatch):
     spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, algo="dqn", total_timesteps=256, n_envs=2, seed=0,
                      hyperparams={"learning_starts": 32, "buffer_size": 1000, "train_freq": 4}, policy_kwargs={"net_arch": [16]},
                      checkpoint_every=64)
-    real_save = agent_train.save_resumable
-
-    def dying_save(model, path):
-        real_save(model, path)
-        if model.num_timesteps >= 128:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(agent_train, "save_resumable", dying_save)
-    with pytest.raises(KeyboardInterrupt):
-        train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
+    _die_after_checkpoint(spec, tmp_path, monkeypatch, at_steps=128)
     with zipfile.ZipFile(tmp_path / agent_train.CHECKPOINT) as zf:
         assert REPLAY in zf.namelist()  # the buffer is committed with the model, in one rename
     loaded = []
@@ -270,28 +279,11 @@ def test_off_policy_resume_restores_the_replay_buffer(tmp_path, monkeypatch):
         assert isinstance(model, DQN)
         loaded.append(model.replay_buffer.size())
 
-    monkeypatch.setattr(agent_train, "save_resumable", real_save)
     monkeypatch.setattr(agent_train, "apply_resume_state", spy)
     res = train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path, progress=False, tensorboard=False)
     # Rows hold one step of both envs; SB3 stores a step after its callbacks run, hence the − 1.
     assert loaded and loaded[0] >= 128 // 2 - 1
     assert res.timesteps >= 256 and not (tmp_path / agent_train.CHECKPOINT).exists()
-
-
-def _die_after_first_checkpoint(spec, out, monkeypatch) -> None:
-    """Train ``spec`` into ``out`` until its first checkpoint is written, then stop as Ctrl-C would."""
-    import agents.train as agent_train
-
-    real_save = agent_train.save_resumable
-
-    def dying_save(model, path):
-        real_save(model, path)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(agent_train, "save_resumable", dying_save)
-    with pytest.raises(KeyboardInterrupt):
-        train_agent(spec, tiny_encoder(), "h", get_domain(spec.env_name, "source"), out, progress=False, tensorboard=False)
-    monkeypatch.setattr(agent_train, "save_resumable", real_save)
 
 
 def test_corrupted_agent_checkpoint_is_refused_with_a_clear_message(tmp_path, monkeypatch):
@@ -302,7 +294,7 @@ def test_corrupted_agent_checkpoint_is_refused_with_a_clear_message(tmp_path, mo
     spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, total_timesteps=256, n_envs=2, seed=0,
                      hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 1}, policy_kwargs={"net_arch": [16]},
                      checkpoint_every=64)
-    _die_after_first_checkpoint(spec, tmp_path, monkeypatch)
+    _die_after_checkpoint(spec, tmp_path, monkeypatch)
     ckpt = tmp_path / agent_train.CHECKPOINT
     good = ckpt.read_bytes()
     with zipfile.ZipFile(ckpt) as zf:  # a byte inside the policy's weights
@@ -329,7 +321,7 @@ def test_agent_without_tensorboard_writes_nothing_outside_its_dir(tmp_path, monk
     spec = AgentSpec("seek_avoid", "source", size=SIZE, max_steps=20, total_timesteps=128, n_envs=2, seed=0,
                      hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 1}, policy_kwargs={"net_arch": [16]},
                      checkpoint_every=64)
-    _die_after_first_checkpoint(spec, tmp_path / "run", monkeypatch)
+    _die_after_checkpoint(spec, tmp_path / "run", monkeypatch)
     res = train_agent(spec, tiny_encoder(), "h", get_domain("seek_avoid", "source"), tmp_path / "run", progress=False, tensorboard=False)
     assert res.timesteps >= 128
     assert not list(scratch.glob("SB3-*"))  # (torch may keep its own compile cache there)
