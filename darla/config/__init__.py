@@ -16,6 +16,7 @@ The package, in the order a config goes through it:
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,13 +70,32 @@ __all__ = [
 ]
 
 
+_EXPONENT_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
+"""Numbers PyYAML reads as text (YAML 1.1 wants a dot: ``1.0e-4``) that Python and YAML 1.2 read
+as floats."""
+
+
+def _exponents_as_numbers(value: Any) -> Any:
+    if isinstance(value, str) and _EXPONENT_TEXT.fullmatch(value):
+        return float(value)
+    if isinstance(value, list):
+        return [_exponents_as_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _exponents_as_numbers(v) for k, v in value.items()}
+    return value
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"vision.beta=4.0"`` → ("vision.beta", 4.0); the value is parsed as a YAML scalar."""
+    """``"vision.beta=4.0"`` → ("vision.beta", 4.0); the value is parsed as a YAML scalar.
+
+    Unlike in a file, ``--set vision.lr=3e-4`` is the number 3e-4: on a command line it is what
+    everyone types, and a file's text is kept as it was written while an override is not.
+    """
     if "=" not in text:
         raise ConfigError("--set", text, "expected KEY=VALUE, e.g. --set vision.beta=4.0")
     key, _, val = text.partition("=")
     try:
-        return key.strip(), load_yaml_text(val, "--set") if val.strip() else None
+        return key.strip(), _exponents_as_numbers(load_yaml_text(val, "--set")) if val.strip() else None
     except ConfigError as e:
         raise ConfigError("--set", key.strip(), f"cannot parse value {val!r}: {e.message}") from None
 
@@ -103,6 +123,7 @@ def config_from_dict(
     if not isinstance(raw, dict):
         raise ConfigError(source, "", f"the top level must be a mapping, got {type(raw).__name__}")
     raw = _deepcopy(raw)
+    set_keys = []
     for ov in overrides:
         k, v = parse_override(ov)
         if not all(k.split(".")):
@@ -110,7 +131,17 @@ def config_from_dict(
         blocked = set_dotted(raw, k, v)
         if blocked is not None:
             raise ConfigError(source + " (--set)", blocked, "is not a mapping, cannot set a key inside it")
+        set_keys.append(k)
+    try:
+        return _validate(raw, source, check_build=check_build, check_files=check_files)
+    except ConfigError as e:
+        # a bad value given on the command line is looked for there, not in the file
+        if e.source == source and any(e.key == k or e.key.startswith(k + ".") for k in set_keys):
+            raise ConfigError(source + " (--set)", e.key, e.message) from None
+        raise
 
+
+def _validate(raw: dict[str, Any], source: str, *, check_build: bool, check_files: bool) -> Config:
     vision_raw = raw.get("vision") or {}
     if not isinstance(vision_raw, dict):
         raise ConfigError(source, "vision", f"expected a mapping, got {vision_raw!r}")

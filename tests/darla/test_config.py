@@ -131,6 +131,25 @@ def test_overrides_go_through_the_same_checks(tmp_path, tiny_raw):
         load_config(p, ["vision.beta"])
 
 
+def test_override_errors_name_the_command_line_and_take_exponents(tmp_path, tiny_raw):
+    """A bad --set value is reported as the command line's, not the file's; 3e-4 there is a number
+    (PyYAML reads it as text, which a file is still told about)."""
+    p = write(tmp_path, tiny_raw)
+    cfg = load_config(p, ["vision.lr=3e-4", "vision.beta=1E+1", "agent.seeds=[1, 2]"])
+    assert cfg.vision.lr == 3e-4 and cfg.vision.params["beta"] == 10.0
+    with pytest.raises(ConfigError) as ei:
+        load_config(p, ["vision.latent_dim=ten"])
+    assert str(ei.value) == f"{p} (--set): vision.latent_dim: expected an integer, got 'ten'"
+    with pytest.raises(ConfigError) as ei:
+        load_config(p, ["vision.lr=3e-4", "vision.latent_dim=2e1"])  # a float where an integer goes
+    assert str(ei.value) == f"{p} (--set): vision.latent_dim: expected an integer, got 20.0"
+    tiny_raw["vision"]["lr"] = "3e-4"
+    p = write(tmp_path, tiny_raw)
+    with pytest.raises(ConfigError) as ei:
+        load_config(p, ["vision.beta=2.0"])  # the file's error stays the file's
+    assert str(ei.value) == f"{p}: vision.lr: expected a number (YAML reads '1e-4' as text: write 1.0e-4), got '3e-4'"
+
+
 def test_diff_configs_names_dotted_keys():
     assert diff_configs({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 1, "c": 5}, "d": 3}) == ["a.c"]
 
