@@ -12,7 +12,13 @@ MLP probe of every factor at each of ``--at`` steps (resumable checkpoints under
 - ``sig_relu``: the β-VAE-DAE's own loss (sigmoid output, conv1 after its ReLU), the reference;
 - ``lin_relu``: the decoder's raw output into the DAE (no sigmoid), conv1 after its ReLU;
 - ``lin_pre``: raw output, conv1 before its ReLU: the squared error of a linear filter of x̂ − x;
-- ``pix_lin``: a plain β-VAE, squared error of the decoder's raw output (no sigmoid, no DAE).
+- ``pix_lin``: a plain β-VAE, squared error of the decoder's raw output (no sigmoid, no DAE);
+- ``bern``: a plain β-VAE with its Bernoulli likelihood, built and seeded as ``pix_lin`` is (the
+  control: one change of loss on the same frames and initial weights);
+- ``bern_mid``: the Bernoulli likelihood of the frame squeezed into [0.25, 0.75] (the encoder still
+  sees the frame). There the sigmoid is nearly linear and its slope nearly the same at every pixel,
+  so the likelihood weighs the residual much as a squared error does: if the Bernoulli's advantage
+  comes from its curvature varying with the pixel's value (steep near 0 and 1), this loses it.
 
 The DAE variants need a β-VAE-DAE config with ``dae_layer: conv1``; the DAE is pretrained once
 (``vision.dae``) and shared by them.
@@ -34,14 +40,14 @@ from torch import Tensor
 from darla.config import load_config
 from darla.stages.vision import train_settings, vision_frames, vision_ground_truth
 from envs.registry import get_domain
-from vision.base import LossOutput, gaussian_kl_per_dim, reparameterize
+from vision.base import LossOutput, gaussian_kl_per_dim, reconstruction_loss, reparameterize
 from vision.dae import BetaVAEDAE
 from vision.metrics.probe import probe_for_seed
 from vision.registry import get_model_class, make_model, model_kwargs
 from vision.train import train_vision
 from vision.vae import BetaVAE
 
-VARIANTS = ("sig_relu", "lin_relu", "lin_pre", "pix_lin")
+VARIANTS = ("sig_relu", "lin_relu", "lin_pre", "pix_lin", "bern", "bern_mid")
 
 
 def _kl_terms(recon: Tensor, mu: Tensor, logvar: Tensor, beta: float) -> LossOutput:
@@ -86,6 +92,19 @@ class LinearGaussianBetaVAE(BetaVAE):
         return _kl_terms(recon, mu, logvar, self.beta)
 
 
+class SqueezedBernoulliBetaVAE(BetaVAE):
+    """A β-VAE whose reconstruction term is the Bernoulli likelihood of ``0.25 + 0.5·x``."""
+
+    def loss(self, x: Tensor, step: int) -> LossOutput:
+        mu, logvar = self.encode(x)
+        logits = self.decode(reparameterize(mu, logvar))
+        recon = reconstruction_loss(logits, 0.25 + 0.5 * x, "bernoulli")
+        return _kl_terms(recon, mu, logvar, self.beta)
+
+
+PIXEL_MODELS = {"pix_lin": LinearGaussianBetaVAE, "bern": BetaVAE, "bern_mid": SqueezedBernoulliBetaVAE}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("config", help="a β-VAE-DAE config (its vision block: frames, DAE, β, batch, lr)")
@@ -109,8 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
     obs_shape = (frames.shape[3], frames.shape[1], frames.shape[2])
     beta = float(v.params["beta"])
     torch.manual_seed(cfg.seed)
-    if args.variant == "pix_lin":
-        model = LinearGaussianBetaVAE(obs_shape, latent_dim=v.latent_dim, beta=beta)
+    if args.variant in PIXEL_MODELS:
+        model = PIXEL_MODELS[args.variant](obs_shape, latent_dim=v.latent_dim, beta=beta)
     else:
         dae_dir = out / "pretrained_dae"
         dae = get_model_class("dae")(obs_shape, **v.dae.params)

@@ -71,3 +71,23 @@ def test_refusals():
         lg.GatedBetaVAEDAE(SHAPE, latent_dim=4, dae=dae, dae_layer="conv1", variant="pix_lin")
     with pytest.raises(ValueError, match="dae_layer is 'bottleneck'"):
         lg.GatedBetaVAEDAE(SHAPE, latent_dim=4, dae=dae, variant="lin_pre")
+
+
+def test_pixel_variants_losses():
+    """``bern`` is the β-VAE's own Bernoulli loss; ``bern_mid`` is that likelihood of 0.25 + 0.5·x
+    (the encoder still sees x); ``pix_lin`` is the squared error of the raw output."""
+    lg = load_benchmark("loss_gate_probe")
+    torch.manual_seed(0)
+    x = torch.rand(5, *SHAPE)
+    ref = lg.PIXEL_MODELS["bern"](SHAPE, latent_dim=4, beta=0.001)
+    for variant, recon in [("bern", lambda raw: F.binary_cross_entropy_with_logits(raw, x, reduction="sum") / 5),
+                           ("bern_mid", lambda raw: F.binary_cross_entropy_with_logits(raw, 0.25 + 0.5 * x, reduction="sum") / 5),
+                           ("pix_lin", lambda raw: (raw - x).pow(2).sum() / 5)]:
+        model = lg.PIXEL_MODELS[variant](SHAPE, latent_dim=4, beta=0.001)
+        model.load_state_dict(ref.state_dict())
+        torch.manual_seed(1)
+        out = model.loss(x, 0)
+        torch.manual_seed(1)  # the same reparameterisation noise
+        mu, logvar = model.encode(x)
+        want = recon(model.decode(mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)))
+        assert out.terms["recon"].item() == pytest.approx(want.item(), rel=1e-5), variant
