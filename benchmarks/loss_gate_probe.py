@@ -12,6 +12,12 @@ MLP probe of every factor at each of ``--at`` steps (resumable checkpoints under
 - ``sig_relu``: the β-VAE-DAE's own loss (sigmoid output, conv1 after its ReLU), the reference;
 - ``lin_relu``: the decoder's raw output into the DAE (no sigmoid), conv1 after its ReLU;
 - ``lin_pre``: raw output, conv1 before its ReLU: the squared error of a linear filter of x̂ − x;
+- ``sig_st``: the β-VAE-DAE's own loss, its value unchanged, with the sigmoid's gate removed from the
+  backward pass only (straight through: the gradient reaches the logit as it reaches x̂). The
+  decoder still draws through the sigmoid, which saturates, so a target can be painted over any
+  background. A Bernoulli likelihood is to a pixel squared error of the sigmoid what this is to
+  darla's loss: its gradient with respect to the logit is the residual the squared error hands
+  to x̂, without the factor σ'(z);
 - ``pix_lin``: a plain β-VAE, squared error of the decoder's raw output (no sigmoid, no DAE);
 - ``bern``: a plain β-VAE with its Bernoulli likelihood, built and seeded as ``pix_lin`` is (the
   control: one change of loss on the same frames and initial weights);
@@ -47,7 +53,7 @@ from vision.registry import get_model_class, make_model, model_kwargs
 from vision.train import train_vision
 from vision.vae import BetaVAE
 
-VARIANTS = ("sig_relu", "lin_relu", "lin_pre", "pix_lin", "bern", "bern_mid")
+VARIANTS = ("sig_relu", "lin_relu", "lin_pre", "sig_st", "pix_lin", "bern", "bern_mid")
 
 
 def _kl_terms(recon: Tensor, mu: Tensor, logvar: Tensor, beta: float) -> LossOutput:
@@ -60,8 +66,8 @@ class GatedBetaVAEDAE(BetaVAEDAE):
 
     def __init__(self, *args, variant: str = "sig_relu", **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if variant not in VARIANTS[:3]:
-            raise ValueError(f"a β-VAE-DAE variant is one of {VARIANTS[:3]}, got {variant!r}")
+        if variant not in VARIANTS[:4]:
+            raise ValueError(f"a β-VAE-DAE variant is one of {VARIANTS[:4]}, got {variant!r}")
         if self.dae_layer != "conv1":
             raise ValueError(f"the variants move the loss in conv1; this model's dae_layer is {self.dae_layer!r}")
         self.variant = variant
@@ -69,7 +75,12 @@ class GatedBetaVAEDAE(BetaVAEDAE):
     def loss(self, x: Tensor, step: int) -> LossOutput:
         mu, logvar = self.encode(x)
         raw = self.decode(reparameterize(mu, logvar))
-        x_hat = torch.sigmoid(raw) if self.variant == "sig_relu" else raw
+        if self.variant == "sig_relu":
+            x_hat = torch.sigmoid(raw)
+        elif self.variant == "sig_st":
+            x_hat = raw + (torch.sigmoid(raw) - raw).detach()  # forward σ(raw), backward d x̂ / d raw = 1
+        else:
+            x_hat = raw
         if self.variant == "lin_pre":
             conv1 = self.dae.encoder.conv[0]  # the DAE encoder's first Conv2d, before its ReLU
             with torch.no_grad():

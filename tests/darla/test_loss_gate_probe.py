@@ -45,20 +45,32 @@ def test_lin_pre_is_the_squared_error_of_a_linear_filter_of_the_residual():
     assert out.terms["recon"].item() == pytest.approx(want.item(), rel=1e-4)
 
 
-@pytest.mark.parametrize("variant, gated_out", [("sig_relu", True), ("lin_relu", False), ("lin_pre", False)])
+def test_sig_st_has_the_loss_value_of_sig_relu_and_the_gradient_of_the_residual():
+    _, ref, gated = models("sig_st")
+    x = torch.rand(5, *SHAPE)
+    torch.manual_seed(1)
+    want = ref.loss(x, 0)
+    torch.manual_seed(1)
+    got = gated.loss(x, 0)
+    assert got.total.item() == pytest.approx(want.total.item(), rel=1e-6)
+    # backward: d loss / d raw equals d loss / d x̂ of the real loss (the sigmoid's factor left out)
+    raw = torch.randn(2, *SHAPE, requires_grad=True)
+    x_hat = torch.sigmoid(raw).detach().requires_grad_(True)
+    (gated.dae.features(x_hat, "conv1") - gated.dae.features(x[:2], "conv1")).pow(2).sum().backward()
+    st = raw + (torch.sigmoid(raw) - raw).detach()
+    (gated.dae.features(st, "conv1") - gated.dae.features(x[:2], "conv1")).pow(2).sum().backward()
+    torch.testing.assert_close(raw.grad, x_hat.grad)
+
+
+@pytest.mark.parametrize("variant, gated_out", [("sig_relu", True), ("lin_relu", False), ("lin_pre", False), ("sig_st", False)])
 def test_the_sigmoid_gates_the_gradient_that_reaches_an_undrawn_target(variant, gated_out):
     # The decoder draws a confident dark background (logit −8); the frame has a bright 3×3 target.
     _, _, gated = models(variant)
     x = torch.zeros(1, *SHAPE)
     x[..., 10:13, 10:13] = 1.0
     raw = torch.full((1, *SHAPE), -8.0, requires_grad=True)
-    x_hat = torch.sigmoid(raw) if variant == "sig_relu" else raw
-    if variant == "lin_pre":
-        conv1 = gated.dae.encoder.conv[0]
-        loss = (conv1(x_hat) - conv1(x)).pow(2).sum()
-    else:
-        loss = (gated.dae.features(x_hat, "conv1") - gated.dae.features(x, "conv1")).pow(2).sum()
-    loss.backward()
+    gated.decode = lambda z: raw  # the variant's own loss, on this decoder output
+    gated.loss(x, 0).total.backward()
     at_target = raw.grad[..., 10:13, 10:13].abs().sum().item()
     # through the sigmoid the gradient is scaled by σ'(−8) ≈ 3e-4; without it, it is O(1)
     assert (at_target < 1e-2) if gated_out else (at_target > 0.1)
