@@ -17,7 +17,9 @@ MLP probe of every factor at each of ``--at`` steps (resumable checkpoints under
   decoder still draws through the sigmoid, which saturates, so a target can be painted over any
   background. A Bernoulli likelihood is to a pixel squared error of the sigmoid what this is to
   darla's loss: its gradient with respect to the logit is the residual the squared error hands
-  to x̂, without the factor σ'(z);
+  to x̂, without the factor σ'(z). Unlike the Bernoulli's, that gradient does not fade once a
+  pixel is saturated the right way (the DAE's features never match exactly), so a logit beyond
+  ±``ST_BOUND`` gets no push further out (pure straight-through reached NaN within 1,000 steps);
 - ``pix_lin``: a plain β-VAE, squared error of the decoder's raw output (no sigmoid, no DAE);
 - ``bern``: a plain β-VAE with its Bernoulli likelihood, built and seeded as ``pix_lin`` is (the
   control: one change of loss on the same frames and initial weights);
@@ -61,6 +63,27 @@ def _kl_terms(recon: Tensor, mu: Tensor, logvar: Tensor, beta: float) -> LossOut
     return LossOutput(recon + beta * kl.sum(), {"recon": recon, "kl": kl.sum(), "kl_per_dim": kl.detach()})
 
 
+ST_BOUND = 6.0
+"""|logit| past which ``sig_st`` passes no gradient that would push it further out (σ(6) = 0.9975)."""
+
+
+class _StraightThroughSigmoid(torch.autograd.Function):
+    """σ(raw) forward; backward, the gradient of σ(raw) passed to raw unscaled, except a push outward
+    from a logit already past ±ST_BOUND, which is dropped."""
+
+    @staticmethod
+    def forward(ctx, raw: Tensor) -> Tensor:
+        ctx.save_for_backward(raw)
+        return torch.sigmoid(raw)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (raw,) = ctx.saved_tensors
+        # gradient descent moves raw by −grad: outward when −grad has raw's sign
+        outward = (raw.abs() > ST_BOUND) & (grad * raw < 0)
+        return grad.masked_fill(outward, 0.0)
+
+
 class GatedBetaVAEDAE(BetaVAEDAE):
     """The β-VAE-DAE with its loss in conv1, the sigmoid and conv1's ReLU each kept or removed."""
 
@@ -78,7 +101,7 @@ class GatedBetaVAEDAE(BetaVAEDAE):
         if self.variant == "sig_relu":
             x_hat = torch.sigmoid(raw)
         elif self.variant == "sig_st":
-            x_hat = raw + (torch.sigmoid(raw) - raw).detach()  # forward σ(raw), backward d x̂ / d raw = 1
+            x_hat = _StraightThroughSigmoid.apply(raw)
         else:
             x_hat = raw
         if self.variant == "lin_pre":
