@@ -1,8 +1,8 @@
 """Does a gate on the gradient hide reacher's target from darla's β-VAE-DAE? MLP probe per variant.
 
-darla's β-VAE-DAE (β·KL + a squared error in the DAE's first conv map) never encodes reacher's
-small target, and neither does a pixel β-VAE whose loss is a squared error of the sigmoid of its
-decoder's output; the same β-VAE with a Bernoulli likelihood does (docs/experiments/
+darla's β-VAE-DAE (β·KL + a squared error in the DAE's first conv map) encodes reacher's small
+target slowly, in one run of four by 30k steps, and a pixel β-VAE whose loss is a squared error
+of the sigmoid of its decoder's output does not by 30k; the same β-VAE with a Bernoulli likelihood does (docs/experiments/
 reacher-methods-probe.md). Two things could gate the gradient that reaches a target the decoder
 has not drawn yet: the sigmoid, flat where the decoder is confidently wrong, and conv1's ReLU, zero
 for a filter that the drawn background does not excite. Each variant removes one or both and
