@@ -2,8 +2,8 @@
 
 darla's β-VAE-DAE (β·KL + a squared error in the DAE's first conv map) encodes reacher's small
 target slowly, in one run of four by 30k steps, and a pixel β-VAE whose loss is a squared error
-of the sigmoid of its decoder's output does not by 30k; the same β-VAE with a Bernoulli likelihood does (docs/experiments/
-reacher-methods-probe.md). Two things could gate the gradient that reaches a target the decoder
+of the sigmoid of its decoder's output does not by 30k; the same β-VAE with a Bernoulli
+likelihood does (docs/experiments/reacher-methods-probe.md). Two things could gate the gradient that reaches a target the decoder
 has not drawn yet: the sigmoid, flat where the decoder is confidently wrong, and conv1's ReLU, zero
 for a filter that the drawn background does not excite. Each variant removes one or both and
 trains as stage 1 trains the config's vision model (its frames, batch, lr, seed), then prints the
@@ -55,7 +55,7 @@ from vision.registry import get_model_class, make_model, model_kwargs
 from vision.train import train_vision
 from vision.vae import BetaVAE
 
-VARIANTS = ("sig_relu", "lin_relu", "lin_pre", "sig_st", "pix_lin", "bern", "bern_mid")
+DAE_VARIANTS = ("sig_relu", "lin_relu", "lin_pre", "sig_st")
 
 
 def _kl_terms(recon: Tensor, mu: Tensor, logvar: Tensor, beta: float) -> LossOutput:
@@ -89,8 +89,8 @@ class GatedBetaVAEDAE(BetaVAEDAE):
 
     def __init__(self, *args, variant: str = "sig_relu", **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if variant not in VARIANTS[:4]:
-            raise ValueError(f"a β-VAE-DAE variant is one of {VARIANTS[:4]}, got {variant!r}")
+        if variant not in DAE_VARIANTS:
+            raise ValueError(f"a β-VAE-DAE variant is one of {DAE_VARIANTS}, got {variant!r}")
         if self.dae_layer != "conv1":
             raise ValueError(f"the variants move the loss in conv1; this model's dae_layer is {self.dae_layer!r}")
         self.variant = variant
@@ -137,6 +137,7 @@ class SqueezedBernoulliBetaVAE(BetaVAE):
 
 
 PIXEL_MODELS = {"pix_lin": LinearGaussianBetaVAE, "bern": BetaVAE, "bern_mid": SqueezedBernoulliBetaVAE}
+VARIANTS = DAE_VARIANTS + tuple(PIXEL_MODELS)
 
 
 def main(argv: list[str] | None = None) -> dict:
