@@ -26,7 +26,12 @@ MLP probe of every factor at each of ``--at`` steps (resumable checkpoints under
 - ``bern_mid``: the Bernoulli likelihood of the frame squeezed into [0.25, 0.75] (the encoder still
   sees the frame). There the sigmoid is nearly linear and its slope nearly the same at every pixel,
   so the likelihood weighs the residual much as a squared error does: if the Bernoulli's advantage
-  comes from its curvature varying with the pixel's value (steep near 0 and 1), this loses it.
+  comes from its curvature varying with the pixel's value (steep near 0 and 1), this loses it;
+- ``pix_sig``: the squared error of the sigmoid of the decoder's output (``likelihood: gaussian``),
+  built and seeded as ``bern`` is. Its gradient with respect to the logit is ``2(σ(z) − x)σ'(z)``,
+  twice the Bernoulli's ``σ(z) − x``, times the sigmoid's gate;
+- ``pix_st``: that squared error straight through the sigmoid, as ``sig_st``: the gradient
+  ``2(σ(z) − x)``, twice the Bernoulli's, but for the outward pushes past ±``ST_BOUND``.
 
 The DAE variants need a β-VAE-DAE config with ``dae_layer: conv1``; the DAE is pretrained once
 (``vision.dae``) and shared by them.
@@ -136,7 +141,26 @@ class SqueezedBernoulliBetaVAE(BetaVAE):
         return _kl_terms(recon, mu, logvar, self.beta)
 
 
-PIXEL_MODELS = {"pix_lin": LinearGaussianBetaVAE, "bern": BetaVAE, "bern_mid": SqueezedBernoulliBetaVAE}
+class SigmoidGaussianBetaVAE(BetaVAE):
+    """A β-VAE whose reconstruction term is the squared error of the sigmoid of the decoder's output,
+    through the sigmoid (``pix_sig``) or straight through it (``pix_st``)."""
+
+    straight_through = False
+
+    def loss(self, x: Tensor, step: int) -> LossOutput:
+        mu, logvar = self.encode(x)
+        raw = self.decode(reparameterize(mu, logvar))
+        x_hat = _StraightThroughSigmoid.apply(raw) if self.straight_through else torch.sigmoid(raw)
+        recon = (x_hat - x).pow(2).flatten(1).sum(1).mean()
+        return _kl_terms(recon, mu, logvar, self.beta)
+
+
+class StraightThroughGaussianBetaVAE(SigmoidGaussianBetaVAE):
+    straight_through = True
+
+
+PIXEL_MODELS = {"pix_lin": LinearGaussianBetaVAE, "bern": BetaVAE, "bern_mid": SqueezedBernoulliBetaVAE,
+                "pix_sig": SigmoidGaussianBetaVAE, "pix_st": StraightThroughGaussianBetaVAE}
 VARIANTS = DAE_VARIANTS + tuple(PIXEL_MODELS)
 
 

@@ -86,14 +86,17 @@ def test_refusals():
 
 def test_pixel_variants_losses():
     """``bern`` is the β-VAE's own Bernoulli loss; ``bern_mid`` is that likelihood of 0.25 + 0.5·x
-    (the encoder still sees x); ``pix_lin`` is the squared error of the raw output."""
+    (the encoder still sees x); ``pix_lin`` is the squared error of the raw output, ``pix_sig`` and
+    ``pix_st`` that of its sigmoid."""
     lg = load_benchmark("loss_gate_probe")
     torch.manual_seed(0)
     x = torch.rand(5, *SHAPE)
     ref = lg.PIXEL_MODELS["bern"](SHAPE, latent_dim=4, beta=0.001)
     for variant, recon in [("bern", lambda raw: F.binary_cross_entropy_with_logits(raw, x, reduction="sum") / 5),
                            ("bern_mid", lambda raw: F.binary_cross_entropy_with_logits(raw, 0.25 + 0.5 * x, reduction="sum") / 5),
-                           ("pix_lin", lambda raw: (raw - x).pow(2).sum() / 5)]:
+                           ("pix_lin", lambda raw: (raw - x).pow(2).sum() / 5),
+                           ("pix_sig", lambda raw: (torch.sigmoid(raw) - x).pow(2).sum() / 5),
+                           ("pix_st", lambda raw: (torch.sigmoid(raw) - x).pow(2).sum() / 5)]:
         model = lg.PIXEL_MODELS[variant](SHAPE, latent_dim=4, beta=0.001)
         model.load_state_dict(ref.state_dict())
         torch.manual_seed(1)
@@ -102,3 +105,28 @@ def test_pixel_variants_losses():
         mu, logvar = model.encode(x)
         want = recon(model.decode(mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)))
         assert out.terms["recon"].item() == pytest.approx(want.item(), rel=1e-5), variant
+
+
+def test_pix_st_has_twice_the_bernoullis_gradient_and_pix_sig_adds_the_gate():
+    """With respect to the logit: the Bernoulli's gradient is σ(z) − x; ``pix_st``'s is 2(σ(z) − x)
+    but for outward pushes past ±ST_BOUND; ``pix_sig``'s is 2(σ(z) − x)σ'(z)."""
+    lg = load_benchmark("loss_gate_probe")
+    torch.manual_seed(0)
+    x = torch.rand(2, *SHAPE)
+    logits = torch.randn(2, *SHAPE) * 5
+    x[..., :4, :4] = 0.0  # pixels at 0 under very negative logits: the Bernoulli pushes them further out
+    logits[..., :4, :4] = -9.0
+    grads = {}
+    for variant in ("bern", "pix_st", "pix_sig"):
+        raw = logits.clone().requires_grad_(True)
+        model = lg.PIXEL_MODELS[variant](SHAPE, latent_dim=4, beta=0.001)
+        model.decode = lambda z, raw=raw: raw
+        model.loss(x, 0).total.backward()
+        grads[variant] = raw.grad
+    residual = (torch.sigmoid(logits) - x) / 2  # loss: mean over 2 frames
+    torch.testing.assert_close(grads["bern"], residual)
+    outward = (logits.abs() > lg.ST_BOUND) & (residual * logits < 0)
+    assert outward[..., :4, :4].all() and not outward.all()
+    torch.testing.assert_close(grads["pix_st"], (2 * residual).masked_fill(outward, 0.0))
+    s = torch.sigmoid(logits)
+    torch.testing.assert_close(grads["pix_sig"], 2 * residual * s * (1 - s))
