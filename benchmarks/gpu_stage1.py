@@ -145,4 +145,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from darla.cli import report_failures
+
+    raise SystemExit(report_failures(main, "gpu_stage1.py"))

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("config", help="a β-VAE-DAE config (its vision block: frames, DAE, β, batch, lr)")
     ap.add_argument("--variant", choices=VARIANTS, required=True)
     ap.add_argument("--at", type=int, nargs="+", default=[10000, 30000], help="steps at which to probe")
-    ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("-o", "--set", "--override", dest="override", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default="runs/loss_gate_probe", help="checkpoints (resumable) and VARIANT.json")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
@@ -218,4 +218,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from darla.cli import report_failures
+
+    raise SystemExit(report_failures(main, "loss_gate_probe.py"))

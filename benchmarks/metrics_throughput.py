@@ -200,4 +200,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from darla.cli import report_failures
+
+    raise SystemExit(report_failures(main, "metrics_throughput.py"))

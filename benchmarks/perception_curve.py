@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("config")
     ap.add_argument("--at", type=int, nargs="+", default=[2500, 5000, 10000], help="steps at which to score")
     ap.add_argument("--methods", nargs="+", help="methods to probe (default: all with a trained encoder)")
-    ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("-o", "--set", "--override", dest="override", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default="runs/perception_curve", help="checkpoints (resumable) and curve.json")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--settings", choices=["fast", "full"], default="fast", help="metric sample sizes")
@@ -133,4 +133,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from darla.cli import report_failures
+
+    raise SystemExit(report_failures(main, "perception_curve.py"))

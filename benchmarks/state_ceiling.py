@@ -49,7 +49,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from agents.algos import quiet_logger
 from agents.rollout import rollouts, run_episodes
 from agents.transfer import RandomPolicy, episode_seeds, evaluate_transfer, run_oracle_episodes
-from darla.config import ConfigError, load_config
+from darla.config import load_config
 from envs.reacher import forward_kinematics, target_position
 from envs.registry import get_domain, make_env
 from envs.seek_avoid import INTERIOR, LAYOUTS, SCENE_SPACE
@@ -135,15 +135,12 @@ def main() -> None:
                     help="torch threads (1: fastest for the MLP; on a shared CPU also for the conv policy)")
     ap.add_argument("--deterministic", choices=["preset", "yes", "no"], default="preset",
                     help="greedy or sampled evaluation actions (default: the preset's transfer.deterministic)")
-    ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                    help="a config override applied to the preset, as the CLI's --set (e.g. agent.hyperparams.n_epochs=10)")
+    ap.add_argument("-o", "--set", "--override", dest="override", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override applied to the preset, as darla's --set (e.g. agent.hyperparams.n_epochs=10)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     preset = CONFIGS / PRESETS[args.preset or args.env]
-    try:
-        cfg = load_config(preset, args.override).to_dict()  # validated, with the overrides applied
-    except ConfigError as e:
-        raise SystemExit(f"state_ceiling.py: {e}") from None
+    cfg = load_config(preset, args.override).to_dict()  # validated, with the overrides applied
     pixel_size = int(cfg["env"].get("size", 64))
     if args.observe == "pixels":
         if cfg["env"]["name"] != args.env:
@@ -204,4 +201,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from darla.cli import report_failures
+
+    raise SystemExit(report_failures(main, "state_ceiling.py"))

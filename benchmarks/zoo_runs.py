@@ -59,4 +59,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from darla.cli import report_failures
+
+    raise SystemExit(report_failures(main, "zoo_runs.py"))

@@ -579,18 +579,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
-    except UserError as e:  # config, usage, run-dir and sweep errors: each class says its exit status
-        print(f"darla: {e.label}: {e}", file=sys.stderr)
-        return e.exit_code
+        return report_failures(lambda: args.func(args))
     except KeyboardInterrupt:
         print("\ndarla: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
-    except Exception as e:  # expected failures get one line; unexpected ones keep their traceback
+
+
+def report_failures(func: Callable[[], object], prog: str = "darla") -> int:
+    """Run ``func()`` and return its exit status, reporting a failure the user can act on as one
+    line on stderr, ``<prog>: <label>: <message>``, with no traceback: ``darla`` itself, and each
+    script in ``benchmarks/`` (whose configs and ``--set`` overrides are checked as darla's are).
+    ``func``'s integer result is the status; any other result is success (0). Unexpected failures
+    keep their traceback."""
+    try:
+        result = func()
+    except UserError as e:  # config, usage, run-dir and sweep errors: each class says its exit status
+        print(f"{prog}: {e.label}: {e}", file=sys.stderr)
+        return e.exit_code
+    except Exception as e:
         if _is_user_error(e):
-            print(f"darla: error: {_user_message(e)}", file=sys.stderr)
+            print(f"{prog}: error: {_user_message(e)}", file=sys.stderr)
             return 1
         raise
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 #: OSErrors that are the machine's state, not a bug: a full disk or quota, a read-only filesystem,

@@ -28,7 +28,9 @@ def test_curve_resumes_between_points_and_scores_the_model_it_trained(tiny_raw, 
     out = tmp_path / "pc"
     argv = ["perception_curve.py", str(cfg_path), "--at", "4", "2", "--out", str(out), "-o", "vision.checkpoint_every=2"]
     monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(SCRIPT), run_name="__main__")
+    with pytest.raises(SystemExit) as done:  # the script exits with report_failures' status
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert done.value.code == 0
     printed = capsys.readouterr().out
     curve = json.loads((out / tiny_raw["name"] / "curve.json").read_text())["curve"]
     # One vision model, under the first method that sees through it; no pixel method.
@@ -68,7 +70,9 @@ def test_probe_only_skips_mig_and_dci_and_keeps_the_probe(tiny_raw, tmp_path, mo
     out = tmp_path / "pc"
     argv = ["perception_curve.py", str(cfg_path), "--at", "2", "--out", str(out), "--probe-only"]
     monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(SCRIPT), run_name="__main__")
+    with pytest.raises(SystemExit) as done:  # the script exits with report_failures' status
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert done.value.code == 0
     printed = capsys.readouterr().out
     (point,) = json.loads((out / tiny_raw["name"] / "curve.json").read_text())["curve"][tiny_raw["vision"]["model"]]
     assert point["informativeness_test_per_factor"] == {} and np.isnan(point["mig"]) and np.isnan(point["dci"])
