@@ -20,6 +20,8 @@ MLP probe of every factor at each of ``--at`` steps (resumable checkpoints under
   to x̂, without the factor σ'(z). Unlike the Bernoulli's, that gradient does not fade once a
   pixel is saturated the right way (the DAE's features never match exactly), so a logit beyond
   ±``ST_BOUND`` gets no push further out (pure straight-through reached NaN within 1,000 steps);
+- ``st_pre``: ``sig_st`` with the loss in conv1 before its ReLU (``lin_pre``'s layer): the saturating
+  sigmoid drawn, no gate from the sigmoid or from the ReLU;
 - ``pix_lin``: a plain β-VAE, squared error of the decoder's raw output (no sigmoid, no DAE);
 - ``bern``: a plain β-VAE with its Bernoulli likelihood, built and seeded as ``pix_lin`` is (the
   control: one change of loss on the same frames and initial weights);
@@ -60,7 +62,7 @@ from vision.registry import get_model_class, make_model, model_kwargs
 from vision.train import train_vision
 from vision.vae import BetaVAE
 
-DAE_VARIANTS = ("sig_relu", "lin_relu", "lin_pre", "sig_st")
+DAE_VARIANTS = ("sig_relu", "lin_relu", "lin_pre", "sig_st", "st_pre")
 
 
 def _kl_terms(recon: Tensor, mu: Tensor, logvar: Tensor, beta: float) -> LossOutput:
@@ -90,7 +92,8 @@ class _StraightThroughSigmoid(torch.autograd.Function):
 
 
 class GatedBetaVAEDAE(BetaVAEDAE):
-    """The β-VAE-DAE with its loss in conv1, the sigmoid and conv1's ReLU each kept or removed."""
+    """The β-VAE-DAE with its loss in conv1, the sigmoid and conv1's ReLU each kept, removed or (the
+    sigmoid) passed straight through."""
 
     def __init__(self, *args, variant: str = "sig_relu", **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -105,11 +108,11 @@ class GatedBetaVAEDAE(BetaVAEDAE):
         raw = self.decode(reparameterize(mu, logvar))
         if self.variant == "sig_relu":
             x_hat = torch.sigmoid(raw)
-        elif self.variant == "sig_st":
+        elif self.variant in ("sig_st", "st_pre"):
             x_hat = _StraightThroughSigmoid.apply(raw)
         else:
             x_hat = raw
-        if self.variant == "lin_pre":
+        if self.variant in ("lin_pre", "st_pre"):
             conv1 = self.dae.encoder.conv[0]  # the DAE encoder's first Conv2d, before its ReLU
             with torch.no_grad():
                 target = conv1(x)

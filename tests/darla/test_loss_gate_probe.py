@@ -46,6 +46,23 @@ def test_lin_pre_is_the_squared_error_of_a_linear_filter_of_the_residual():
     assert out.terms["recon"].item() == pytest.approx(want.item(), rel=1e-4)
 
 
+def test_st_pre_is_lin_pres_loss_of_the_sigmoid_with_sig_sts_gradient():
+    lg, _, gated = models("st_pre")
+    x = torch.rand(2, *SHAPE)
+    raw = (torch.randn(2, *SHAPE) * 5).requires_grad_(True)
+    x_hat = torch.sigmoid(raw).detach().requires_grad_(True)
+    conv1 = gated.dae.encoder.conv[0]
+    want = (conv1(x_hat) - conv1(x)).pow(2).sum() / 2  # loss: mean over 2 frames
+    want.backward()
+    gated.decode = lambda z: raw
+    out = gated.loss(x, 0)
+    assert out.terms["recon"].item() == pytest.approx(want.item(), rel=1e-5)
+    out.total.backward()
+    outward = (raw.detach().abs() > lg.ST_BOUND) & (x_hat.grad * raw.detach() < 0)
+    assert 0 < outward.sum() < outward.numel()
+    torch.testing.assert_close(raw.grad, x_hat.grad.masked_fill(outward, 0.0))
+
+
 def test_sig_st_passes_the_gradient_of_the_sigmoids_output_to_the_logit():
     """d loss / d raw equals d loss / d x̂ of the real loss (the sigmoid's factor left out), except a
     push outward from a logit past ±ST_BOUND, which is dropped."""
@@ -61,7 +78,8 @@ def test_sig_st_passes_the_gradient_of_the_sigmoids_output_to_the_logit():
     torch.testing.assert_close(raw.grad, x_hat.grad.masked_fill(outward, 0.0) / 2)  # loss: mean over 2 frames
 
 
-@pytest.mark.parametrize("variant, gated_out", [("sig_relu", True), ("lin_relu", False), ("lin_pre", False), ("sig_st", False)])
+@pytest.mark.parametrize("variant, gated_out", [("sig_relu", True), ("lin_relu", False), ("lin_pre", False), ("sig_st", False),
+                                               ("st_pre", False)])
 def test_the_sigmoid_gates_the_gradient_that_reaches_an_undrawn_target(variant, gated_out):
     # The decoder draws a confident dark background (logit −8); the frame has a bright 3×3 target.
     _, _, gated = models(variant)
