@@ -22,6 +22,8 @@ MLP probe of every factor at each of ``--at`` steps (resumable checkpoints under
   ±``ST_BOUND`` gets no push further out (pure straight-through reached NaN within 1,000 steps);
 - ``st_pre``: ``sig_st`` with the loss in conv1 before its ReLU (``lin_pre``'s layer): the saturating
   sigmoid drawn, no gate from the sigmoid or from the ReLU;
+- ``sig_pre``: the sigmoid and its gate kept, the loss in conv1 before its ReLU: the sigmoid's gate
+  alone (with ``sig_relu``, ``sig_st`` and ``st_pre``, each gate on and off);
 - ``pix_lin``: a plain β-VAE, squared error of the decoder's raw output (no sigmoid, no DAE);
 - ``bern``: a plain β-VAE with its Bernoulli likelihood, built and seeded as ``pix_lin`` is (the
   control: one change of loss on the same frames and initial weights);
@@ -62,7 +64,7 @@ from vision.registry import get_model_class, make_model, model_kwargs
 from vision.train import train_vision
 from vision.vae import BetaVAE
 
-DAE_VARIANTS = ("sig_relu", "lin_relu", "lin_pre", "sig_st", "st_pre")
+DAE_VARIANTS = ("sig_relu", "lin_relu", "lin_pre", "sig_st", "st_pre", "sig_pre")
 
 
 def _kl_terms(recon: Tensor, mu: Tensor, logvar: Tensor, beta: float) -> LossOutput:
@@ -106,13 +108,13 @@ class GatedBetaVAEDAE(BetaVAEDAE):
     def loss(self, x: Tensor, step: int) -> LossOutput:
         mu, logvar = self.encode(x)
         raw = self.decode(reparameterize(mu, logvar))
-        if self.variant == "sig_relu":
+        if self.variant in ("sig_relu", "sig_pre"):
             x_hat = torch.sigmoid(raw)
         elif self.variant in ("sig_st", "st_pre"):
             x_hat = _StraightThroughSigmoid.apply(raw)
         else:
             x_hat = raw
-        if self.variant in ("lin_pre", "st_pre"):
+        if self.variant in ("lin_pre", "st_pre", "sig_pre"):
             conv1 = self.dae.encoder.conv[0]  # the DAE encoder's first Conv2d, before its ReLU
             with torch.no_grad():
                 target = conv1(x)

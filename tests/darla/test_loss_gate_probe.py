@@ -46,6 +46,16 @@ def test_lin_pre_is_the_squared_error_of_a_linear_filter_of_the_residual():
     assert out.terms["recon"].item() == pytest.approx(want.item(), rel=1e-4)
 
 
+def test_sig_pre_is_lin_pres_loss_of_the_sigmoid():
+    _, _, gated = models("sig_pre")
+    x = torch.rand(2, *SHAPE)
+    raw = torch.randn(2, *SHAPE) * 5
+    conv1 = gated.dae.encoder.conv[0]
+    want = (conv1(torch.sigmoid(raw)) - conv1(x)).pow(2).sum() / 2  # mean over 2 frames
+    gated.decode = lambda z: raw
+    assert gated.loss(x, 0).terms["recon"].item() == pytest.approx(want.item(), rel=1e-5)
+
+
 def test_st_pre_is_lin_pres_loss_of_the_sigmoid_with_sig_sts_gradient():
     lg, _, gated = models("st_pre")
     x = torch.rand(2, *SHAPE)
@@ -91,6 +101,24 @@ def test_the_sigmoid_gates_the_gradient_that_reaches_an_undrawn_target(variant, 
     at_target = raw.grad[..., 10:13, 10:13].abs().sum().item()
     # through the sigmoid the gradient is scaled by σ'(−8) ≈ 3e-4; without it, it is O(1)
     assert (at_target < 1e-2) if gated_out else (at_target > 0.1)
+
+
+@pytest.mark.parametrize("gated, straight", [("sig_relu", "sig_st"), ("sig_pre", "st_pre")])
+def test_the_sigmoids_gate_is_its_slope_exactly(gated, straight):
+    """Where no outward push is dropped, the exact sigmoid's gradient is the straight-through one times σ'(z)."""
+    x = torch.rand(2, *SHAPE)
+    raw = torch.randn(2, *SHAPE) * 3
+    grads = {}
+    for variant in (gated, straight):
+        lg, _, model = models(variant)
+        r = raw.clone().requires_grad_(True)
+        model.decode = lambda z, r=r: r
+        model.loss(x, 0).total.backward()
+        grads[variant] = r.grad
+    s = torch.sigmoid(raw)
+    kept = raw.abs() <= lg.ST_BOUND
+    assert kept.float().mean() > 0.9
+    torch.testing.assert_close(grads[gated][kept], (grads[straight] * s * (1 - s))[kept])
 
 
 def test_refusals():
