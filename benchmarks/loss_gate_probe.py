@@ -19,7 +19,7 @@ MLP probe of every factor at each of ``--at`` steps (resumable checkpoints under
   darla's loss: its gradient with respect to the logit is the residual the squared error hands
   to x̂, without the factor σ'(z). Unlike the Bernoulli's, that gradient does not fade once a
   pixel is saturated the right way (the DAE's features never match exactly), so a logit beyond
-  ±``ST_BOUND`` gets no push further out (pure straight-through reached NaN within 1,000 steps);
+  ±``vision.base.ST_BOUND`` (6) gets no push further out (pure straight-through reached NaN within 1,000 steps);
 - ``st_pre``: ``sig_st`` with the loss in conv1 before its ReLU (``lin_pre``'s layer): the saturating
   sigmoid drawn, no gate from the sigmoid or from the ReLU;
 - ``sig_pre``: the sigmoid and its gate kept, the loss in conv1 before its ReLU: the sigmoid's gate
@@ -35,7 +35,7 @@ MLP probe of every factor at each of ``--at`` steps (resumable checkpoints under
   built and seeded as ``bern`` is. Its gradient with respect to the logit is ``2(σ(z) − x)σ'(z)``,
   twice the Bernoulli's ``σ(z) − x``, times the sigmoid's gate;
 - ``pix_st``: that squared error straight through the sigmoid, as ``sig_st``: the gradient
-  ``2(σ(z) − x)``, twice the Bernoulli's, but for the outward pushes past ±``ST_BOUND``.
+  ``2(σ(z) − x)``, twice the Bernoulli's, but for the outward pushes past ±6.
 
 The DAE variants need a β-VAE-DAE config with ``dae_layer: conv1``; the DAE is pretrained once
 (``vision.dae``) and shared by them.
@@ -57,7 +57,13 @@ from torch import Tensor
 from darla.config import load_config
 from darla.stages.vision import train_settings, vision_frames, vision_ground_truth
 from envs.registry import get_domain
-from vision.base import LossOutput, gaussian_kl_per_dim, reconstruction_loss, reparameterize
+from vision.base import (
+    LossOutput,
+    gaussian_kl_per_dim,
+    reconstruction_loss,
+    reparameterize,
+    straight_through_sigmoid,
+)
 from vision.dae import BetaVAEDAE
 from vision.metrics.probe import probe_for_seed
 from vision.registry import get_model_class, make_model, model_kwargs
@@ -70,27 +76,6 @@ DAE_VARIANTS = ("sig_relu", "lin_relu", "lin_pre", "sig_st", "st_pre", "sig_pre"
 def _kl_terms(recon: Tensor, mu: Tensor, logvar: Tensor, beta: float) -> LossOutput:
     kl = gaussian_kl_per_dim(mu, logvar)
     return LossOutput(recon + beta * kl.sum(), {"recon": recon, "kl": kl.sum(), "kl_per_dim": kl.detach()})
-
-
-ST_BOUND = 6.0
-"""|logit| past which ``sig_st`` passes no gradient that would push it further out (σ(6) = 0.9975)."""
-
-
-class _StraightThroughSigmoid(torch.autograd.Function):
-    """σ(raw) forward; backward, the gradient of σ(raw) passed to raw unscaled, except a push outward
-    from a logit already past ±ST_BOUND, which is dropped."""
-
-    @staticmethod
-    def forward(ctx, raw: Tensor) -> Tensor:
-        ctx.save_for_backward(raw)
-        return torch.sigmoid(raw)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (raw,) = ctx.saved_tensors
-        # gradient descent moves raw by −grad: outward when −grad has raw's sign
-        outward = (raw.abs() > ST_BOUND) & (grad * raw < 0)
-        return grad.masked_fill(outward, 0.0)
 
 
 class GatedBetaVAEDAE(BetaVAEDAE):
@@ -111,18 +96,13 @@ class GatedBetaVAEDAE(BetaVAEDAE):
         if self.variant in ("sig_relu", "sig_pre"):
             x_hat = torch.sigmoid(raw)
         elif self.variant in ("sig_st", "st_pre"):
-            x_hat = _StraightThroughSigmoid.apply(raw)
+            x_hat = straight_through_sigmoid(raw)
         else:
             x_hat = raw
-        if self.variant in ("lin_pre", "st_pre", "sig_pre"):
-            conv1 = self.dae.encoder.conv[0]  # the DAE encoder's first Conv2d, before its ReLU
-            with torch.no_grad():
-                target = conv1(x)
-            feats = conv1(x_hat)
-        else:
-            with torch.no_grad():
-                target = self.dae.features(x, "conv1")
-            feats = self.dae.features(x_hat, "conv1")
+        layer = "conv1_pre" if self.variant in ("lin_pre", "st_pre", "sig_pre") else "conv1"
+        with torch.no_grad():
+            target = self.dae.features(x, layer)
+        feats = self.dae.features(x_hat, layer)
         recon = (feats.float() - target.float()).pow(2).flatten(1).sum(1).mean()
         return _kl_terms(recon, mu, logvar, self.beta)
 
@@ -155,7 +135,7 @@ class SigmoidGaussianBetaVAE(BetaVAE):
     def loss(self, x: Tensor, step: int) -> LossOutput:
         mu, logvar = self.encode(x)
         raw = self.decode(reparameterize(mu, logvar))
-        x_hat = _StraightThroughSigmoid.apply(raw) if self.straight_through else torch.sigmoid(raw)
+        x_hat = straight_through_sigmoid(raw) if self.straight_through else torch.sigmoid(raw)
         recon = (x_hat - x).pow(2).flatten(1).sum(1).mean()
         return _kl_terms(recon, mu, logvar, self.beta)
 

@@ -39,6 +39,37 @@ def reconstruction_loss(logits: Tensor, x: Tensor, likelihood: str) -> Tensor:
     raise ValueError(f"unknown likelihood {likelihood!r}; choose from {LIKELIHOODS}")
 
 
+ST_BOUND = 6.0
+"""|logit| past which :func:`straight_through_sigmoid` passes no push further out (σ(6) = 0.9975)."""
+
+
+class _StraightThroughSigmoid(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, raw: Tensor) -> Tensor:
+        ctx.save_for_backward(raw)
+        return torch.sigmoid(raw)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (raw,) = ctx.saved_tensors
+        # gradient descent moves raw by −grad: outward when −grad has raw's sign
+        outward = (raw.abs() > ST_BOUND) & (grad * raw < 0)
+        return grad.masked_fill(outward, 0.0)
+
+
+def straight_through_sigmoid(raw: Tensor) -> Tensor:
+    """σ(raw), whose backward pass hands the gradient of σ(raw) to raw unscaled: the sigmoid's factor
+    σ'(raw) is left out, as a Bernoulli likelihood's gradient leaves it out of a squared error's.
+
+    σ' is near 0 wherever the decoder is confidently wrong, as over a small object it has not drawn
+    yet, and there it hides the object from a squared error (docs/experiments/reacher-methods-probe.md).
+    Unlike the Bernoulli's, this gradient need not fade once a pixel is saturated the right way, and
+    unbounded it drove logits to NaN, so a push outward from a logit already past ±:data:`ST_BOUND`
+    is dropped.
+    """
+    return _StraightThroughSigmoid.apply(raw)
+
+
 def gaussian_kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mu, σ²) ‖ N(0, 1)) per latent, averaged over the batch → shape (latent_dim,)."""
     return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).mean(dim=0)

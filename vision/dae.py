@@ -6,9 +6,10 @@ squared error in the feature space of a *denoising autoencoder* J trained before
 frozen: ``‖J(x̂) − J(x)‖² + β·KL``. J is "a stack of DAE layers up to a certain layer depth (a
 hyperparameter)" (SCAN, Higgins et al. 2018), and sources disagree on the layer: the bottleneck, or
 the DAE's pre-sigmoid output. ``dae_layer`` chooses among those and the DAE encoder's conv layers
-(``conv1`` is the first), default bottleneck (shared/notes/models.md). A conv layer keeps J's
-features in place on the image, so an object that is a few percent of the frame is a few percent of
-the loss; in the 100-unit bottleneck it may be almost nothing.
+(``conv1`` is the first; ``conv1_pre`` is its map before the ReLU), default bottleneck
+(shared/notes/models.md). A conv layer keeps J's features in place on the image, so an object that
+is a few percent of the frame is a few percent of the loss; in the 100-unit bottleneck it may be
+almost nothing.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from vision.base import (
     gaussian_kl_per_dim,
     reconstruction_loss,
     reparameterize,
+    straight_through_sigmoid,
 )
 from vision.nets import ConvDecoder, ConvEncoder, resolve_channels
 from vision.vae import VAE
 
 CORRUPTIONS = ("mask", "gaussian", "dropout")
-DAE_LAYERS = ("bottleneck", "output", "conv1", "conv2", "conv3", "conv4", "conv5", "conv6")
+DAE_LAYERS = ("bottleneck", "output", "conv1", "conv2", "conv3", "conv4", "conv5", "conv6",
+              "conv1_pre", "conv2_pre", "conv3_pre", "conv4_pre", "conv5_pre", "conv6_pre")
 
 
 class DAE(VisionModel):
@@ -104,17 +107,19 @@ class DAE(VisionModel):
         return len(self.hparams["channels"])
 
     def conv_depth(self, layer: str) -> int:
-        """k of a ``convk`` layer name, refused unless this DAE's encoder has that conv layer."""
-        depth = int(layer[4:])
+        """k of a ``convk`` or ``convk_pre`` layer name, refused unless this DAE's encoder has that conv layer."""
+        depth = int(layer[4:].removesuffix("_pre"))
         if not 1 <= depth <= self.n_conv:
             raise ValueError(f"dae_layer {layer!r}: the DAE has {self.n_conv} conv layers (conv1..conv{self.n_conv})")
         return depth
 
     def features(self, x: Tensor, layer: str) -> Tensor:
         """J(x) for β-VAE-DAE: the bottleneck code, the reconstruction's pre-sigmoid logits, or
-        the encoder's k-th conv layer after its ReLU (``convk``), as a (N, C, H, W) map."""
+        the encoder's k-th conv layer after its ReLU (``convk``) or before it (``convk_pre``), as a
+        (N, C, H, W) map."""
         if layer.startswith("conv"):
-            return self.encoder.conv[: 2 * self.conv_depth(layer)](x)  # (Conv2d, ReLU) pairs
+            n = 2 * self.conv_depth(layer) - layer.endswith("_pre")
+            return self.encoder.conv[:n](x)  # (Conv2d, ReLU) pairs
         z = self.encoder(x)
         return z if layer == "bottleneck" else self.decoder(z)
 
@@ -135,6 +140,11 @@ class BetaVAEDAE(VAE):
     trains: its parameters are frozen, left out of the optimiser, and the module is kept in eval
     mode whatever ``train()`` is called with.
     SCAN (Higgins et al. 2018) reports β = 53 with 32 latents; the default here is 1.
+
+    ``straight_through`` departs from DARLA's gradient, not its loss: the decoder's sigmoid passes
+    the gradient of x̂ to its logit without the factor σ' (:func:`vision.base.straight_through_sigmoid`).
+    With ``dae_layer: conv1_pre`` (no sigmoid gate and no ReLU gate on the way back) it reads
+    reacher's 3-px target where DARLA's own gradient rarely does (docs/experiments/reacher-methods-probe.md).
     """
 
     name = "beta_vae_dae"
@@ -152,6 +162,7 @@ class BetaVAEDAE(VAE):
         channels: Sequence[int] | None = None,
         hidden: int = 256,
         *,
+        straight_through: bool = False,
         dae: DAE | None = None,
     ) -> None:
         super().__init__(obs_shape, latent_dim, "bernoulli", channels, hidden)
@@ -182,8 +193,9 @@ class BetaVAEDAE(VAE):
             dae.conv_depth(dae_layer)  # refused here, not at the first training step
         self.dae = dae.eval()
         self.dae.requires_grad_(False)
-        self.beta, self.dae_layer = float(beta), dae_layer
-        self.hparams.update(beta=self.beta, dae_checkpoint=None, dae_kwargs=dict(dae.hparams), dae_layer=dae_layer)
+        self.beta, self.dae_layer, self.straight_through = float(beta), dae_layer, bool(straight_through)
+        self.hparams.update(beta=self.beta, dae_checkpoint=None, dae_kwargs=dict(dae.hparams), dae_layer=dae_layer,
+                            straight_through=self.straight_through)
 
     def train(self, mode: bool = True) -> BetaVAEDAE:
         super().train(mode)
@@ -206,7 +218,8 @@ class BetaVAEDAE(VAE):
     def loss(self, x: Tensor, step: int) -> LossOutput:
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar)
-        x_hat = torch.sigmoid(self.decode(z))
+        raw = self.decode(z)
+        x_hat = straight_through_sigmoid(raw) if self.straight_through else torch.sigmoid(raw)
         with torch.no_grad():
             target = self.dae.features(x, self.dae_layer)
         feats = self.dae.features(x_hat, self.dae_layer)

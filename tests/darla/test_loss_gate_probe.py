@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from conftest import load_benchmark
 
+from vision.base import ST_BOUND
 from vision.dae import DAE, BetaVAEDAE
 
 SHAPE = (3, 32, 32)
@@ -57,7 +58,7 @@ def test_sig_pre_is_lin_pres_loss_of_the_sigmoid():
 
 
 def test_st_pre_is_lin_pres_loss_of_the_sigmoid_with_sig_sts_gradient():
-    lg, _, gated = models("st_pre")
+    _, _, gated = models("st_pre")
     x = torch.rand(2, *SHAPE)
     raw = (torch.randn(2, *SHAPE) * 5).requires_grad_(True)
     x_hat = torch.sigmoid(raw).detach().requires_grad_(True)
@@ -68,7 +69,7 @@ def test_st_pre_is_lin_pres_loss_of_the_sigmoid_with_sig_sts_gradient():
     out = gated.loss(x, 0)
     assert out.terms["recon"].item() == pytest.approx(want.item(), rel=1e-5)
     out.total.backward()
-    outward = (raw.detach().abs() > lg.ST_BOUND) & (x_hat.grad * raw.detach() < 0)
+    outward = (raw.detach().abs() > ST_BOUND) & (x_hat.grad * raw.detach() < 0)
     assert 0 < outward.sum() < outward.numel()
     torch.testing.assert_close(raw.grad, x_hat.grad.masked_fill(outward, 0.0))
 
@@ -76,14 +77,14 @@ def test_st_pre_is_lin_pres_loss_of_the_sigmoid_with_sig_sts_gradient():
 def test_sig_st_passes_the_gradient_of_the_sigmoids_output_to_the_logit():
     """d loss / d raw equals d loss / d x̂ of the real loss (the sigmoid's factor left out), except a
     push outward from a logit past ±ST_BOUND, which is dropped."""
-    lg, _, gated = models("sig_st")
+    _, _, gated = models("sig_st")
     x = torch.rand(2, *SHAPE)
     raw = (torch.randn(2, *SHAPE) * 5).requires_grad_(True)
     x_hat = torch.sigmoid(raw).detach().requires_grad_(True)
     (gated.dae.features(x_hat, "conv1") - gated.dae.features(x, "conv1")).pow(2).sum().backward()
     gated.decode = lambda z: raw
     gated.loss(x, 0).total.backward()
-    outward = (raw.detach().abs() > lg.ST_BOUND) & (x_hat.grad * raw.detach() < 0)
+    outward = (raw.detach().abs() > ST_BOUND) & (x_hat.grad * raw.detach() < 0)
     assert 0 < outward.sum() < outward.numel()
     torch.testing.assert_close(raw.grad, x_hat.grad.masked_fill(outward, 0.0) / 2)  # loss: mean over 2 frames
 
@@ -110,13 +111,13 @@ def test_the_sigmoids_gate_is_its_slope_exactly(gated, straight):
     raw = torch.randn(2, *SHAPE) * 3
     grads = {}
     for variant in (gated, straight):
-        lg, _, model = models(variant)
+        _, _, model = models(variant)
         r = raw.clone().requires_grad_(True)
         model.decode = lambda z, r=r: r
         model.loss(x, 0).total.backward()
         grads[variant] = r.grad
     s = torch.sigmoid(raw)
-    kept = raw.abs() <= lg.ST_BOUND
+    kept = raw.abs() <= ST_BOUND
     assert kept.float().mean() > 0.9
     torch.testing.assert_close(grads[gated][kept], (grads[straight] * s * (1 - s))[kept])
 
@@ -171,8 +172,26 @@ def test_pix_st_has_twice_the_bernoullis_gradient_and_pix_sig_adds_the_gate():
         grads[variant] = raw.grad
     residual = (torch.sigmoid(logits) - x) / 2  # loss: mean over 2 frames
     torch.testing.assert_close(grads["bern"], residual)
-    outward = (logits.abs() > lg.ST_BOUND) & (residual * logits < 0)
+    outward = (logits.abs() > ST_BOUND) & (residual * logits < 0)
     assert outward[..., :4, :4].all() and not outward.all()
     torch.testing.assert_close(grads["pix_st"], (2 * residual).masked_fill(outward, 0.0))
     s = torch.sigmoid(logits)
     torch.testing.assert_close(grads["pix_sig"], 2 * residual * s * (1 - s))
+
+
+@pytest.mark.parametrize("variant, layer", [("sig_st", "conv1"), ("st_pre", "conv1_pre")])
+def test_the_straight_through_variants_are_darlas_option(variant, layer):
+    """``straight_through: true`` on darla's β-VAE-DAE is the probe's variant: the same loss and gradients."""
+    _, ref, gated = models(variant)
+    option = BetaVAEDAE(SHAPE, latent_dim=4, beta=0.001, dae=ref.dae, dae_layer=layer, straight_through=True)
+    option.load_state_dict(ref.state_dict())
+    x = torch.rand(3, *SHAPE)
+    grads = []
+    for model in (gated, option):
+        model.zero_grad()
+        torch.manual_seed(1)
+        model.loss(x, 0).total.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)

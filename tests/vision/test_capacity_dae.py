@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vision.checkpoint import CheckpointError, save_checkpoint
+from vision.checkpoint import CheckpointError, model_record, save_atomic, save_checkpoint
 from vision.dae import DAE, BetaVAEDAE
 from vision.registry import load_checkpoint, load_dae, make_model
 from vision.vae import BetaVAE, CapacityVAE
@@ -105,14 +105,17 @@ def test_beta_vae_dae_never_updates_the_dae(trained_dae, layer):
 
 
 def reference_features(dae: DAE, layer: str):
-    """J written out from the DAE's own layers: the bottleneck, or the k-th conv map after its ReLU."""
+    """J written out from the DAE's own layers: the bottleneck, or the k-th conv map after its ReLU
+    (``convk``) or before it (``convk_pre``)."""
     if layer == "bottleneck":
         return dae.encoder
-    convs = [m for m in dae.encoder.conv if isinstance(m, torch.nn.Conv2d)][: int(layer[4:])]
+    convs = [m for m in dae.encoder.conv if isinstance(m, torch.nn.Conv2d)][: int(layer[4:].removesuffix("_pre"))]
 
     def j(im):
-        for conv in convs:
-            im = torch.relu(conv(im))
+        for i, conv in enumerate(convs):
+            im = conv(im)
+            if i < len(convs) - 1 or not layer.endswith("_pre"):
+                im = torch.relu(im)
         return im
 
     return j
@@ -120,6 +123,7 @@ def reference_features(dae: DAE, layer: str):
 
 @pytest.mark.parametrize(("layer", "shape"), [
     ("bottleneck", (8, 16)), ("conv1", (8, 8, 16, 16)), ("conv2", (8, 8, 8, 8)), ("conv4", (8, 16, 2, 2)),
+    ("conv1_pre", (8, 8, 16, 16)), ("conv2_pre", (8, 8, 8, 8)),
 ])
 def test_beta_vae_dae_loss_is_the_squared_error_in_the_daes_layer(trained_dae, layer, shape):
     torch.manual_seed(0)
@@ -138,8 +142,9 @@ def test_beta_vae_dae_loss_is_the_squared_error_in_the_daes_layer(trained_dae, l
 
 
 def test_beta_vae_dae_refuses_a_conv_layer_the_dae_lacks(trained_dae):
-    with pytest.raises(ValueError, match="the DAE has 4 conv layers"):
-        BetaVAEDAE(SHAPE, 4, dae=trained_dae, dae_layer="conv5", **SMALL)
+    for layer in ("conv5", "conv5_pre"):
+        with pytest.raises(ValueError, match="the DAE has 4 conv layers"):
+            BetaVAEDAE(SHAPE, 4, dae=trained_dae, dae_layer=layer, **SMALL)
     with pytest.raises(ValueError, match="dae_layer must be one of"):
         BetaVAEDAE(SHAPE, 4, dae=trained_dae, dae_layer="fc1", **SMALL)
 
@@ -220,6 +225,36 @@ def test_beta_vae_dae_checkpoint_is_self_contained(dae_file, tmp_path):
         assert torch.equal(v, back.state_dict()[k])
     x = batch(6).numpy()
     assert (back.represent(x) == m.represent(x)).all()
+
+
+def test_straight_through_is_saved_and_a_checkpoint_from_before_it_loads_without_it(dae_file, tmp_path):
+    torch.manual_seed(0)
+    m = make_model(BetaVAEDAE, SHAPE, latent_dim=4, dae_checkpoint=str(dae_file), dae_layer="conv1_pre",
+                   straight_through=True, **SMALL)
+    back = load_checkpoint(save_checkpoint(tmp_path / "st.pt", m))
+    assert back.straight_through and back.dae_layer == "conv1_pre" and back.hparams == m.hparams
+    # a checkpoint written before the option existed has no such key: DARLA's own gradient
+    record = model_record(m)
+    del record["kwargs"]["straight_through"]
+    save_atomic({**record, "extra": {}}, tmp_path / "old.pt")
+    old = load_checkpoint(tmp_path / "old.pt")
+    assert not old.straight_through
+    for k, v in m.state_dict().items():
+        assert torch.equal(old.state_dict()[k], v), k
+
+
+def test_straight_through_changes_the_gradient_not_the_loss(trained_dae):
+    x = batch()
+    out = {}
+    for st in (False, True):
+        torch.manual_seed(0)
+        m = BetaVAEDAE(SHAPE, 4, beta=0.5, dae=trained_dae, dae_layer="conv1_pre", straight_through=st, **SMALL)
+        torch.manual_seed(7)
+        loss = m.loss(x, 0).total
+        loss.backward()
+        out[st] = (loss.item(), torch.cat([p.grad.flatten() for p in m.decoder.parameters()]))
+    assert out[True][0] == out[False][0]
+    assert not torch.allclose(out[True][1], out[False][1])
 
 
 def test_beta_vae_dae_refuses_a_wrong_or_missing_dae(tmp_path):
