@@ -70,7 +70,16 @@ from vision.registry import get_model_class, make_model, model_kwargs
 from vision.train import train_vision
 from vision.vae import BetaVAE
 
-DAE_VARIANTS = ("sig_relu", "lin_relu", "lin_pre", "sig_st", "st_pre", "sig_pre")
+#: Each β-VAE-DAE variant: what the decoder hands the DAE (its sigmoid, that sigmoid straight through,
+#: or its raw output) and where in conv1 the loss is taken (after its ReLU, or before it).
+DAE_VARIANTS = {
+    "sig_relu": ("sigmoid", "conv1"),
+    "lin_relu": ("raw", "conv1"),
+    "lin_pre": ("raw", "conv1_pre"),
+    "sig_st": ("straight_through", "conv1"),
+    "st_pre": ("straight_through", "conv1_pre"),
+    "sig_pre": ("sigmoid", "conv1_pre"),
+}
 
 
 def _kl_terms(recon: Tensor, mu: Tensor, logvar: Tensor, beta: float) -> LossOutput:
@@ -85,7 +94,7 @@ class GatedBetaVAEDAE(BetaVAEDAE):
     def __init__(self, *args, variant: str = "sig_relu", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if variant not in DAE_VARIANTS:
-            raise ValueError(f"a β-VAE-DAE variant is one of {DAE_VARIANTS}, got {variant!r}")
+            raise ValueError(f"a β-VAE-DAE variant is one of {tuple(DAE_VARIANTS)}, got {variant!r}")
         if self.dae_layer != "conv1":
             raise ValueError(f"the variants move the loss in conv1; this model's dae_layer is {self.dae_layer!r}")
         self.variant = variant
@@ -93,13 +102,13 @@ class GatedBetaVAEDAE(BetaVAEDAE):
     def loss(self, x: Tensor, step: int) -> LossOutput:
         mu, logvar = self.encode(x)
         raw = self.decode(reparameterize(mu, logvar))
-        if self.variant in ("sig_relu", "sig_pre"):
+        output, layer = DAE_VARIANTS[self.variant]
+        if output == "sigmoid":
             x_hat = torch.sigmoid(raw)
-        elif self.variant in ("sig_st", "st_pre"):
+        elif output == "straight_through":
             x_hat = straight_through_sigmoid(raw)
         else:
             x_hat = raw
-        layer = "conv1_pre" if self.variant in ("lin_pre", "st_pre", "sig_pre") else "conv1"
         with torch.no_grad():
             target = self.dae.features(x, layer)
         feats = self.dae.features(x_hat, layer)
@@ -146,7 +155,7 @@ class StraightThroughGaussianBetaVAE(SigmoidGaussianBetaVAE):
 
 PIXEL_MODELS = {"pix_lin": LinearGaussianBetaVAE, "bern": BetaVAE, "bern_mid": SqueezedBernoulliBetaVAE,
                 "pix_sig": SigmoidGaussianBetaVAE, "pix_st": StraightThroughGaussianBetaVAE}
-VARIANTS = DAE_VARIANTS + tuple(PIXEL_MODELS)
+VARIANTS = (*DAE_VARIANTS, *PIXEL_MODELS)
 
 
 def main(argv: list[str] | None = None) -> dict:
