@@ -143,8 +143,9 @@ class BetaVAEDAE(VAE):
 
     ``straight_through`` departs from DARLA's gradient, not its loss: the decoder's sigmoid passes
     the gradient of x̂ to its logit without the factor σ' (:func:`vision.base.straight_through_sigmoid`).
-    With ``dae_layer: conv1_pre`` (no sigmoid gate and no ReLU gate on the way back) it reads
-    reacher's 3-px target where DARLA's own gradient rarely does (docs/experiments/reacher-methods-probe.md).
+    With ``dae_layer: conv1_pre`` (no sigmoid gate and no ReLU gate on the way back) it read
+    reacher's 3-px target in most runs measured, where DARLA's own gradient rarely does; whether a
+    run does is sensitive to summation order (docs/experiments/reacher-methods-probe.md).
     """
 
     name = "beta_vae_dae"
