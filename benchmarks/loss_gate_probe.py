@@ -89,7 +89,9 @@ def _kl_terms(recon: Tensor, mu: Tensor, logvar: Tensor, beta: float) -> LossOut
 
 class GatedBetaVAEDAE(BetaVAEDAE):
     """The β-VAE-DAE with its loss in conv1, the sigmoid and conv1's ReLU each kept, removed or (the
-    sigmoid) passed straight through."""
+    sigmoid) passed straight through. A variant that draws through the sigmoid is darla's own
+    β-VAE-DAE at that ``dae_layer`` and ``straight_through`` (recorded in its checkpoint, so it loads
+    as that model); only the raw-output variants need a loss of their own."""
 
     def __init__(self, *args, variant: str = "sig_relu", **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -98,20 +100,18 @@ class GatedBetaVAEDAE(BetaVAEDAE):
         if self.dae_layer != "conv1":
             raise ValueError(f"the variants move the loss in conv1; this model's dae_layer is {self.dae_layer!r}")
         self.variant = variant
+        output, self.dae_layer = DAE_VARIANTS[variant]
+        self.straight_through = output == "straight_through"
+        self.hparams.update(dae_layer=self.dae_layer, straight_through=self.straight_through)
 
     def loss(self, x: Tensor, step: int) -> LossOutput:
+        if DAE_VARIANTS[self.variant][0] != "raw":
+            return super().loss(x, step)
         mu, logvar = self.encode(x)
-        raw = self.decode(reparameterize(mu, logvar))
-        output, layer = DAE_VARIANTS[self.variant]
-        if output == "sigmoid":
-            x_hat = torch.sigmoid(raw)
-        elif output == "straight_through":
-            x_hat = straight_through_sigmoid(raw)
-        else:
-            x_hat = raw
+        x_hat = self.decode(reparameterize(mu, logvar))
         with torch.no_grad():
-            target = self.dae.features(x, layer)
-        feats = self.dae.features(x_hat, layer)
+            target = self.dae.features(x, self.dae_layer)
+        feats = self.dae.features(x_hat, self.dae_layer)
         recon = (feats.float() - target.float()).pow(2).flatten(1).sum(1).mean()
         return _kl_terms(recon, mu, logvar, self.beta)
 

@@ -195,3 +195,20 @@ def test_the_straight_through_variants_are_darlas_option(variant, layer):
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
+
+
+@pytest.mark.parametrize("variant, layer, straight", [
+    ("sig_relu", "conv1", False), ("sig_pre", "conv1_pre", False), ("sig_st", "conv1", True), ("st_pre", "conv1_pre", True),
+])
+def test_a_sigmoid_variants_checkpoint_loads_as_the_beta_vae_dae_it_trained(variant, layer, straight, tmp_path):
+    from vision.checkpoint import save_checkpoint
+    from vision.registry import load_checkpoint
+
+    _, _, gated = models(variant)
+    back = load_checkpoint(save_checkpoint(tmp_path / "m.pt", gated))
+    assert type(back) is BetaVAEDAE and (back.dae_layer, back.straight_through) == (layer, straight)
+    x = torch.rand(3, *SHAPE)
+    torch.manual_seed(2)
+    want = gated.loss(x, 0).total
+    torch.manual_seed(2)
+    assert back.loss(x, 0).total.item() == want.item()
